@@ -1,0 +1,224 @@
+//! The database: one code path over SQLite (embedded default) and PostgreSQL (production).
+//!
+//! Queries are written once against [`AnyConnection`]; where the dialects differ, match on its variants.
+//! All database work runs on tokio's blocking pool through [`Db::run`], never on an HTTP worker thread,
+//! and no transaction is held across a network call.
+
+use crate::settings::DatabaseSettings;
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ManageConnection, Pool, PooledConnection};
+use diesel::sqlite::SqliteConnection;
+use diesel::{Connection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::time::Duration;
+
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+
+/// Any lock number works as long as every Reclaim instance uses the same one.
+const MIGRATION_LOCK_ID: i64 = 0x0052_4543_4c41_494d;
+
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+    #[error("migrations failed: {0}")]
+    Migrate(String),
+    #[error("database task failed: {0}")]
+    Task(String),
+}
+
+pub type Conn = PooledConnection<Manager>;
+
+/// Opens connections for one backend; the URL's scheme decides which.
+#[derive(Debug)]
+pub struct Manager {
+    backend: Backend,
+    target: String,
+    busy_timeout_ms: u64,
+}
+
+impl ManageConnection for Manager {
+    type Connection = AnyConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<AnyConnection, Self::Error> {
+        match self.backend {
+            Backend::Postgres => PgConnection::establish(&self.target)
+                .map(AnyConnection::Postgresql)
+                .map_err(diesel::r2d2::Error::ConnectionError),
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::establish(&self.target)
+                    .map_err(diesel::r2d2::Error::ConnectionError)?;
+                conn.batch_execute(&format!(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
+                    self.busy_timeout_ms
+                ))
+                .map_err(diesel::r2d2::Error::QueryError)?;
+                Ok(AnyConnection::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Self::Error> {
+        conn.batch_execute("SELECT 1")
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut AnyConnection) -> bool {
+        false
+    }
+}
+
+/// The connection pool, cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<Manager>,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+impl Db {
+    /// Builds the pool and checks that one connection can be opened.
+    pub fn connect(settings: &DatabaseSettings) -> Result<Self, DbError> {
+        let url = settings.url.expose();
+        let (backend, target) = if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = std::path::Path::new(path);
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    DbError::Connect(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+            (Backend::Sqlite, path.to_string_lossy().into_owned())
+        } else {
+            (Backend::Postgres, url.to_string())
+        };
+        let manager = Manager {
+            backend,
+            target,
+            busy_timeout_ms: settings.busy_timeout_ms,
+        };
+        let pool = Pool::builder()
+            .max_size(settings.pool_size)
+            .min_idle(Some(0))
+            .connection_timeout(Duration::from_millis(settings.connect_timeout_ms.max(1)))
+            .build(manager)
+            .map_err(|e| DbError::Connect(format!("{} ({e})", settings.url.redacted())))?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Takes a connection for blocking code that is already off the async runtime (workers, CLI).
+    pub fn get(&self) -> Result<Conn, DbError> {
+        self.pool.get().map_err(|e| DbError::Connect(e.to_string()))
+    }
+
+    /// Runs `work` with a connection on the blocking pool.
+    pub async fn run<R, F>(&self, work: F) -> Result<R, DbError>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<R, DbError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let db = self.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let mut conn = db.get()?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// Applies pending migrations. On PostgreSQL this holds an advisory lock, so several instances starting
+    /// together apply them once.
+    pub fn migrate(&self) -> Result<Vec<String>, DbError> {
+        let mut conn = self.get()?;
+        let applied = match &mut *conn {
+            AnyConnection::Sqlite(c) => c
+                .run_pending_migrations(SQLITE_MIGRATIONS)
+                .map(|v| v.iter().map(|m| m.to_string()).collect())
+                .map_err(|e| DbError::Migrate(e.to_string())),
+            AnyConnection::Postgresql(c) => {
+                diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})"))
+                    .execute(c)?;
+                let result = c
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|v| v.iter().map(|m| m.to_string()).collect())
+                    .map_err(|e| DbError::Migrate(e.to_string()));
+                diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"))
+                    .execute(c)?;
+                result
+            }
+        }?;
+        Ok(applied)
+    }
+
+    /// Ready = reachable and nothing left to migrate.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.run(|conn| {
+            let pending = match conn {
+                AnyConnection::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
+                AnyConnection::Postgresql(c) => c.has_pending_migration(POSTGRES_MIGRATIONS),
+            };
+            match pending {
+                Ok(false) => Ok(()),
+                Ok(true) => Err(DbError::Migrate("migrations pending".into())),
+                Err(e) => Err(DbError::Migrate(e.to_string())),
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Runs the same diesel expression on the concrete connection, for the few queries (upserts, row locks)
+/// that the multi-backend layer cannot express: the body is compiled once per backend.
+///
+/// ```ignore
+/// per_backend!(conn, |c| diesel::insert_into(t).values(v).on_conflict_do_nothing().execute(c))
+/// ```
+#[macro_export]
+macro_rules! per_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::AnyConnection::Sqlite($c) => $body,
+            $crate::db::AnyConnection::Postgresql($c) => $body,
+        }
+    };
+}

@@ -1,0 +1,27 @@
+//! The `[plugin]` section: the password-policy service.
+
+use super::{check_listen, ApiSettings, Environment, Problem};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginSettings {
+    /// Where the plugin's HTTP API and webhooks listen.
+    pub listen: String,
+    pub api: ApiSettings,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4470".into(),
+            api: ApiSettings::default(),
+        }
+    }
+}
+
+impl PluginSettings {
+    pub(crate) fn validate(&self, _environment: Environment, problems: &mut Vec<Problem>) {
+        check_listen("plugin.listen", &self.listen, problems);
+    }
+}

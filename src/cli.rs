@@ -1,0 +1,186 @@
+//! Command-line interface: `serve`, `migrate`, `check-config`.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use reclaim_common::settings::{self, Settings};
+use reclaim_common::{telemetry, Db};
+use reclaim_gateway::RunMode;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code for configuration problems, distinct from runtime failures (1).
+const EXIT_CONFIG: u8 = 2;
+const DEFAULT_CONFIG: &str = "config/reclaim.toml";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "reclaim",
+    version,
+    about = "Password history and expiry for identity providers, and a code delivery gateway"
+)]
+struct Cli {
+    /// Configuration file (TOML). Environment variables RECLAIM__SECTION__KEY override it.
+    #[arg(long, global = true, env = "RECLAIM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the services (default: both in one process).
+    Serve {
+        /// Which service to run.
+        #[arg(value_enum, default_value_t = Service::All)]
+        service: Service,
+        /// Gateway: serve the API but deliver nothing (run workers elsewhere).
+        #[arg(long, conflicts_with = "worker_only")]
+        no_worker: bool,
+        /// Gateway: deliver queued messages but serve no API (health and metrics only).
+        #[arg(long)]
+        worker_only: bool,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Validate the configuration and print it with secrets shown as ***; exit 2 on problems.
+    CheckConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Service {
+    All,
+    Plugin,
+    Gateway,
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let (path, explicit) = match cli.config {
+        Some(path) => (path, true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let settings = match settings::load(&path, explicit) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("reclaim: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let command = cli.command.unwrap_or(Command::Serve {
+        service: Service::All,
+        no_worker: false,
+        worker_only: false,
+    });
+    match command {
+        Command::CheckConfig => check_config(&settings),
+        Command::Migrate => {
+            telemetry::init(&settings.telemetry);
+            report(migrate(&settings).map(|_| ()))
+        }
+        Command::Serve {
+            service,
+            no_worker,
+            worker_only,
+        } => {
+            telemetry::init(&settings.telemetry);
+            let mode = match (no_worker, worker_only) {
+                (true, _) => RunMode::ApiOnly,
+                (_, true) => RunMode::WorkerOnly,
+                _ => RunMode::All,
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => return report(Err(error.into())),
+            };
+            report(runtime.block_on(serve(settings, service, mode)))
+        }
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("reclaim: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(settings: &Settings) -> ExitCode {
+    match toml::to_string_pretty(settings) {
+        Ok(text) => {
+            println!("# effective configuration (secrets shown as ***)\n{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("reclaim: cannot print the configuration: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn migrate(settings: &Settings) -> anyhow::Result<Db> {
+    let db = Db::connect(&settings.database)?;
+    let applied = db.migrate()?;
+    tracing::info!(
+        database = db.backend().name(),
+        applied = applied.len(),
+        "database migrated"
+    );
+    Ok(db)
+}
+
+async fn serve(settings: Settings, service: Service, mode: RunMode) -> anyhow::Result<()> {
+    let db = {
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || migrate(&settings)).await??
+    };
+    let plugin = match service {
+        Service::All | Service::Plugin => {
+            Some(reclaim_plugin::Application::build(&settings, db.clone()).await?)
+        }
+        Service::Gateway => None,
+    };
+    let gateway = match service {
+        Service::All | Service::Gateway => {
+            Some(reclaim_gateway::Application::build(&settings, db, mode).await?)
+        }
+        Service::Plugin => None,
+    };
+    if let Some(app) = &plugin {
+        tracing::info!(
+            "plugin listening on http://{}:{}",
+            host(&settings.plugin.listen),
+            app.port()
+        );
+    }
+    if let Some(app) = &gateway {
+        tracing::info!(
+            "gateway listening on http://{}:{}",
+            host(&settings.gateway.listen),
+            app.port()
+        );
+    }
+    let plugin = async {
+        match plugin {
+            Some(app) => app.run_until_stopped().await,
+            None => Ok(()),
+        }
+    };
+    let gateway = async {
+        match gateway {
+            Some(app) => app.run_until_stopped().await,
+            None => Ok(()),
+        }
+    };
+    tokio::try_join!(plugin, gateway)?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn host(listen: &str) -> &str {
+    listen.rsplit_once(':').map_or(listen, |(host, _)| host)
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: the real services on port 0 against a fresh database. They run on SQLite by default
+//! and on PostgreSQL when `TEST_DATABASE_URL` points at a server (a fresh database is created per test).
+
+mod support;
+
+mod spine;

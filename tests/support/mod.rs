@@ -1,0 +1,91 @@
+//! Test harness: fresh databases, the real services on free ports, and an HTTP client.
+
+#![allow(dead_code)]
+
+mod database;
+
+pub use database::TestDatabase;
+
+use reclaim_common::settings::{self, Settings};
+use reclaim_common::{Db, Secret};
+use reclaim_gateway::RunMode;
+
+/// Bearer token the harness configures on both APIs.
+pub const API_TOKEN: &str = "test-api-token";
+
+pub struct TestApp {
+    pub plugin: String,
+    pub gateway: String,
+    pub client: reqwest::Client,
+    pub db: Db,
+    pub settings: Settings,
+    pub database: TestDatabase,
+}
+
+impl TestApp {
+    pub fn plugin_url(&self, path: &str) -> String {
+        format!("{}{path}", self.plugin)
+    }
+
+    pub fn gateway_url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway)
+    }
+}
+
+/// Settings for a test: free ports, one HTTP worker, known API tokens, the given database.
+pub fn test_settings(database_url: &str) -> Settings {
+    let mut settings = Settings::default();
+    settings.database.url = settings::DatabaseUrl::new(database_url);
+    settings.database.pool_size = 4;
+    settings.plugin.listen = "127.0.0.1:0".into();
+    settings.gateway.listen = "127.0.0.1:0".into();
+    settings.http.workers = 1;
+    settings.http.shutdown_timeout_seconds = 1;
+    settings.plugin.api.tokens = vec![Secret::new(API_TOKEN)];
+    settings.gateway.api.tokens = vec![Secret::new(API_TOKEN)];
+    settings
+}
+
+/// Starts both services on a fresh database with the harness's settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts both services after `customize` has adjusted the settings.
+pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let database = TestDatabase::fresh();
+    let mut settings = test_settings(&database.url);
+    customize(&mut settings);
+    let problems = settings.validate();
+    assert!(problems.is_empty(), "test settings invalid: {problems:?}");
+    reclaim_common::telemetry::init(&settings.telemetry);
+    let db = Db::connect(&settings.database).expect("connect to the test database");
+    {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || db.migrate())
+            .await
+            .expect("join")
+            .expect("migrate");
+    }
+    let plugin = reclaim_plugin::Application::build(&settings, db.clone())
+        .await
+        .expect("build plugin");
+    let gateway = reclaim_gateway::Application::build(&settings, db.clone(), RunMode::All)
+        .await
+        .expect("build gateway");
+    let plugin_url = format!("http://127.0.0.1:{}", plugin.port());
+    let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
+    tokio::spawn(plugin.run_until_stopped());
+    tokio::spawn(gateway.run_until_stopped());
+    TestApp {
+        plugin: plugin_url,
+        gateway: gateway_url,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        db,
+        settings,
+        database,
+    }
+}
