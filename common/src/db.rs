@@ -207,6 +207,45 @@ impl Db {
     }
 }
 
+/// A transaction for work that reads and then writes. On SQLite it takes the write lock up front
+/// (`BEGIN IMMEDIATE`), so two writers queue on `busy_timeout` instead of one failing with "database is locked"
+/// when it upgrades a read lock; on PostgreSQL it is an ordinary transaction.
+///
+/// `work` must not open a transaction of its own.
+pub fn write_transaction<T, F>(conn: &mut AnyConnection, work: F) -> Result<T, DbError>
+where
+    F: FnOnce(&mut AnyConnection) -> Result<T, DbError>,
+{
+    match conn {
+        AnyConnection::Postgresql(_) => conn.transaction(work),
+        AnyConnection::Sqlite(_) => {
+            conn.batch_execute("BEGIN IMMEDIATE")?;
+            let mut guard = RollbackOnDrop { conn, done: false };
+            let result = work(guard.conn);
+            if result.is_ok() {
+                guard.conn.batch_execute("COMMIT")?;
+                guard.done = true;
+            }
+            result
+        }
+    }
+}
+
+/// Rolls an unfinished SQLite transaction back, also when `work` failed or panicked, so the connection goes
+/// back to the pool clean.
+struct RollbackOnDrop<'a> {
+    conn: &'a mut AnyConnection,
+    done: bool,
+}
+
+impl Drop for RollbackOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.conn.batch_execute("ROLLBACK");
+        }
+    }
+}
+
 /// Runs the same diesel expression on the concrete connection, for the few queries (upserts, row locks)
 /// that the multi-backend layer cannot express: the body is compiled once per backend.
 ///
@@ -221,4 +260,43 @@ macro_rules! per_backend {
             $crate::db::AnyConnection::Postgresql($c) => $body,
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{DatabaseSettings, DatabaseUrl};
+    use diesel::QueryDsl;
+
+    fn sqlite() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().expect("dir");
+        let settings = DatabaseSettings {
+            url: DatabaseUrl::new(format!("sqlite://{}", dir.path().join("t.db").display())),
+            ..DatabaseSettings::default()
+        };
+        let db = Db::connect(&settings).expect("connect");
+        db.migrate().expect("migrate");
+        (dir, db)
+    }
+
+    #[test]
+    fn a_failed_write_transaction_is_rolled_back_and_the_connection_reusable() {
+        let (_dir, db) = sqlite();
+        let mut conn = db.get().expect("conn");
+        let result: Result<(), DbError> = write_transaction(&mut conn, |c| {
+            c.batch_execute("INSERT INTO idempotency_keys VALUES ('s','k',x'00',200,'{}','2026-01-01 00:00:00')")?;
+            Err(DbError::Migrate("boom".into()))
+        });
+        assert!(result.is_err());
+        write_transaction(&mut conn, |c| {
+            c.batch_execute("INSERT INTO idempotency_keys VALUES ('s','k2',x'00',200,'{}','2026-01-01 00:00:00')")?;
+            Ok(())
+        })
+        .expect("second transaction commits");
+        let count: i64 = crate::schema::idempotency_keys::table
+            .count()
+            .get_result(&mut *conn)
+            .expect("count");
+        assert_eq!(count, 1);
+    }
 }
