@@ -3,4 +3,5 @@
 
 mod support;
 
+mod kratos_kit;
 mod spine;

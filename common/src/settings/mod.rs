@@ -8,10 +8,12 @@
 //! The plugin's and the gateway's sections live in `plugin.rs` and `gateway.rs`.
 
 mod gateway;
+mod kratos;
 mod load;
 mod plugin;
 
 pub use gateway::*;
+pub use kratos::*;
 pub use load::{env_var_for, from_value, load, ConfigError, Problem};
 pub use plugin::*;
 

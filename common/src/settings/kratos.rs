@@ -1,0 +1,119 @@
+//! The `[plugin.kratos]` section: how Ory Kratos reaches our hooks and how we reach Kratos's admin API.
+
+use super::{Environment, Problem};
+use crate::secret::Secret;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KratosSettings {
+    /// How Kratos authenticates to our hooks: `api_key` (a header) or `basic` (HTTP Basic).
+    pub auth: KratosAuth,
+    /// Header carrying the API key (Kratos `auth.config.name` with `in: header`).
+    pub api_key_header: String,
+    /// Accepted API keys (several, so keys can be rotated). Secret: also as api_keys_file.
+    pub api_keys: Vec<Secret>,
+    /// User for `auth = "basic"`.
+    pub basic_user: String,
+    /// Password for `auth = "basic"`. Secret: also as basic_password_file.
+    pub basic_password: Secret,
+    /// Kratos admin API base URL (e.g. http://kratos:4434). Empty = do not call Kratos (no hash import).
+    pub admin_url: String,
+    /// Bearer token for the admin API (Ory Network API key); empty for a self-hosted admin port.
+    pub admin_token: Secret,
+    pub admin_timeout_ms: u64,
+    /// At first contact with an identity, import its current password hash as the first history entry.
+    pub import_password_hash: bool,
+    /// JSON pointers into `traits` for the addresses that security notices go to.
+    pub email_pointer: String,
+    pub phone_pointer: String,
+    /// Refuse a settings password change when the edge guard staged no history verdict for it (set true once
+    /// the guard fronts Kratos, so a change that bypassed it is refused).
+    pub require_staged_verdict: bool,
+    /// What each hook answers when our database is unavailable: `open` lets the flow go on, `closed` refuses it.
+    pub on_error: KratosOnError,
+}
+
+impl Default for KratosSettings {
+    fn default() -> Self {
+        Self {
+            auth: KratosAuth::ApiKey,
+            api_key_header: "X-Reclaim-Key".into(),
+            api_keys: Vec::new(),
+            basic_user: "kratos".into(),
+            basic_password: Secret::default(),
+            admin_url: String::new(),
+            admin_token: Secret::default(),
+            admin_timeout_ms: 5_000,
+            import_password_hash: true,
+            email_pointer: "/email".into(),
+            phone_pointer: "/phone".into(),
+            require_staged_verdict: false,
+            on_error: KratosOnError::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KratosAuth {
+    #[default]
+    ApiKey,
+    Basic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    Open,
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KratosOnError {
+    pub registration: FailurePolicy,
+    pub login: FailurePolicy,
+    pub recovery: FailurePolicy,
+    pub settings: FailurePolicy,
+}
+
+impl Default for KratosOnError {
+    fn default() -> Self {
+        Self {
+            registration: FailurePolicy::Open,
+            login: FailurePolicy::Open,
+            recovery: FailurePolicy::Open,
+            settings: FailurePolicy::Closed,
+        }
+    }
+}
+
+impl KratosSettings {
+    pub(crate) fn validate(&self, _environment: Environment, problems: &mut Vec<Problem>) {
+        if !self.admin_url.is_empty() && url::Url::parse(&self.admin_url).is_err() {
+            problems.push(Problem::new("plugin.kratos.admin_url", "is not a URL"));
+        }
+        if actix_web::http::header::HeaderName::from_bytes(self.api_key_header.as_bytes()).is_err()
+        {
+            problems.push(Problem::new(
+                "plugin.kratos.api_key_header",
+                "is not a valid header name",
+            ));
+        }
+        for (key, pointer) in [
+            ("plugin.kratos.email_pointer", &self.email_pointer),
+            ("plugin.kratos.phone_pointer", &self.phone_pointer),
+        ] {
+            if !pointer.is_empty() && !pointer.starts_with('/') {
+                problems.push(Problem::new(key, "must be a JSON pointer starting with /"));
+            }
+        }
+        if self.auth == KratosAuth::Basic && self.basic_password.is_empty() {
+            problems.push(Problem::new(
+                "plugin.kratos.basic_password",
+                "is required when auth = \"basic\"",
+            ));
+        }
+    }
+}
