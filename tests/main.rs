@@ -3,4 +3,5 @@
 
 mod support;
 
+mod plugin_passwords;
 mod spine;
