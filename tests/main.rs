@@ -3,5 +3,6 @@
 
 mod support;
 
+mod plugin_api;
 mod plugin_passwords;
 mod spine;

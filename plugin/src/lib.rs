@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod password;
 pub mod passwords;
 pub mod policy;
+mod routes;
 pub mod schema;
 mod startup;
 pub mod state;

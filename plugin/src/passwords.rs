@@ -152,6 +152,11 @@ impl Passwords {
         &self.policy
     }
 
+    /// The database, for callers that keep their own records next to a change (idempotency answers).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     pub fn metrics(&self) -> &PluginMetrics {
         &self.metrics
     }
