@@ -289,3 +289,78 @@ impl HistorySettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::settings::from_value;
+    use serde_json::json;
+
+    fn problem_keys(value: serde_json::Value) -> Vec<String> {
+        from_value(value)
+            .err()
+            .map(|e| e.problems.into_iter().map(|p| p.key).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn production_requires_a_pepper() {
+        assert_eq!(
+            problem_keys(json!({"environment": "production"})),
+            vec!["plugin.history.pepper".to_string()]
+        );
+        let pepper = "p".repeat(32);
+        assert!(problem_keys(json!({
+            "environment": "production",
+            "plugin": {"history": {"pepper": pepper}},
+        }))
+        .is_empty());
+        assert_eq!(
+            problem_keys(json!({"plugin": {"history": {"pepper": "short"}}})),
+            vec!["plugin.history.pepper".to_string()]
+        );
+    }
+
+    #[test]
+    fn admin_named_profiles_are_checked_key_by_key() {
+        let keys = problem_keys(json!({"plugin": {"policy": {"profiles": {
+            "default": {"history_depth": 65},
+            "gold": {"expiry": "max_age", "max_age_days": 0, "colour": "gold"},
+        }}}}));
+        assert!(
+            keys.contains(&"plugin.policy.profiles.gold.colour".to_string()),
+            "{keys:?}"
+        );
+        let keys = problem_keys(json!({"plugin": {"policy": {
+            "profiles": {
+                "default": {"history_depth": 65},
+                "gold": {"expiry": "max_age", "max_age_days": 0},
+            },
+            "select": [{"profile": "gold", "schema_id": "vip"}],
+        }}}));
+        assert_eq!(
+            keys,
+            vec![
+                "plugin.policy.profiles.default.history_depth".to_string(),
+                "plugin.policy.profiles.gold.max_age_days".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn selection_rules_must_name_an_existing_profile_and_a_criterion() {
+        let keys = problem_keys(json!({"plugin": {"policy": {
+            "profiles": {"default": {}},
+            "select": [{"profile": "staff", "schema_id": "staff"}, {"profile": "default"}],
+        }}}));
+        assert_eq!(
+            keys,
+            vec![
+                "plugin.policy.select[0].profile".to_string(),
+                "plugin.policy.select[1]".to_string(),
+            ]
+        );
+        let keys =
+            problem_keys(json!({"plugin": {"policy": {"profiles": {"gold": {}}, "select": []}}}));
+        assert_eq!(keys, vec!["plugin.policy.profiles".to_string()]);
+    }
+}
