@@ -443,18 +443,21 @@ impl Passwords {
         let outcome = self
             .db
             .run(move |conn| {
-                write_transaction(conn, |c| {
-                    let row = state::find(c, identity.id.as_str())?;
-                    let profile = resolve_in(&policy, None, &identity, row.as_ref());
-                    let facts = row.as_ref().map(login_facts).unwrap_or_default();
-                    let outcome = profile.on_login(&facts, now, locale);
-                    if let (true, Some(mut row)) = (outcome.consumes_grace_login, row) {
-                        row.grace_logins_used = row.grace_logins_used.saturating_add(1);
-                        row.updated_at = now.naive_utc();
-                        state::save(c, &row)?;
-                    }
-                    Ok(outcome)
-                })
+                let row = state::find(conn, identity.id.as_str())?;
+                let profile = resolve_in(&policy, None, &identity, row.as_ref());
+                let facts = row.as_ref().map(login_facts).unwrap_or_default();
+                let outcome = profile.on_login(&facts, now, locale);
+                if outcome.consumes_grace_login {
+                    // Counted in SQL so that concurrent logins each use one.
+                    use crate::schema::password_states::dsl as s;
+                    diesel::update(s::password_states.find(identity.id.as_str()))
+                        .set((
+                            s::grace_logins_used.eq(s::grace_logins_used + 1),
+                            s::updated_at.eq(now.naive_utc()),
+                        ))
+                        .execute(conn)?;
+                }
+                Ok(outcome)
             })
             .await?;
         let code = outcome.notice.as_ref().map(|n| n.code.as_str());

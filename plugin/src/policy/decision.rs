@@ -253,8 +253,8 @@ impl Profile {
         }
     }
 
-    /// How many history entries a check must keep: the depth, plus whatever the reuse window still covers
-    /// (decided by `last_used_at` when pruning).
+    /// Whether a history entry is still needed: it is among the latest `history_depth`, or it was in use
+    /// within the reuse window.
     pub fn keeps(&self, rank: u32, last_used_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
         rank < self.history_depth || self.reuse_window.is_some_and(|w| last_used_at + w > now)
     }
