@@ -4,4 +4,6 @@
 mod support;
 
 mod kratos_kit;
+mod plugin_api;
+mod plugin_passwords;
 mod spine;

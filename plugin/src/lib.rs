@@ -1,7 +1,30 @@
 //! reclaim-plugin: password history and expiry policy behind identity-provider webhooks.
 //!
-//! The service is built by [`Application::build`] and served by [`Application::run_until_stopped`].
+//! What adapters use, without HTTP:
+//! - [`Passwords`] (`passwords`): the facade — `check`, `record`, `stage`/`commit_staged`, `initialise`,
+//!   `import_foreign_hash`, `state`, `force_change`, `mark_recovered`, `on_login`, `erase`.
+//! - Domain types: [`IdentityId`] and [`Identity`] (`identity`), [`Password`] (`password`, 1..=1024 bytes
+//!   of UTF-8, `Debug` masked), [`PasswordDigest`] (`history`).
+//! - [`policy`]: the pure engine (profiles, selection, decisions with stable codes, expiry, en/es messages).
+//! - [`history`]: keyed digests, the bounded KDF pool, foreign hashes, history rows.
+//! - [`state`]: the per-identity `password_states` row.
+//!
+//! The HTTP service (generic API in `routes`) is built by [`Application::build`] and served by
+//! [`Application::run_until_stopped`].
 
+pub mod history;
+pub mod identity;
+pub mod metrics;
+pub mod password;
+pub mod passwords;
+pub mod policy;
+mod routes;
+pub mod schema;
 mod startup;
+pub mod state;
 
+pub use history::PasswordDigest;
+pub use identity::{Identity, IdentityId};
+pub use password::Password;
+pub use passwords::{CheckOptions, PasswordState, Passwords, PasswordsError};
 pub use startup::Application;

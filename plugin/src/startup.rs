@@ -1,15 +1,10 @@
 //! Wiring: settings and database in, a running HTTP server out.
 
+use crate::routes::{self, ApiDoc, ApiTokens};
+use crate::Passwords;
 use reclaim_common::http::{self, ServiceSpec};
 use reclaim_common::{Db, Settings};
 use utoipa::OpenApi;
-
-#[derive(OpenApi)]
-#[openapi(info(
-    title = "Reclaim plugin",
-    description = "Password history and expiry policy for identity providers"
-))]
-struct ApiDoc;
 
 /// The plugin service, bound and ready to run.
 pub struct Application {
@@ -27,15 +22,20 @@ impl Application {
             )
         })?;
         let port = listener.local_addr()?.port();
+        let registry = prometheus::Registry::new();
+        let passwords = Passwords::new(settings, db.clone(), &registry)?;
+        let tokens = ApiTokens(settings.plugin.api.tokens.clone());
         let spec = ServiceSpec {
             name: "plugin",
             listener,
             http: settings.http.clone(),
             db,
-            registry: prometheus::Registry::new(),
+            registry,
             openapi: ApiDoc::openapi(),
         };
-        let server = http::serve(spec, |_cfg| {})?;
+        let server = http::serve(spec, move |cfg| {
+            routes::configure(cfg, passwords.clone(), tokens.clone())
+        })?;
         Ok(Self { port, server })
     }
 

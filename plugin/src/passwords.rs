@@ -1,0 +1,700 @@
+//! [`Passwords`]: the one facade adapters call (generic API, Kratos hooks and edge guard, ZITADEL, Supabase).
+//!
+//! It ties the pure policy engine to the history store and the state table. Database work runs through
+//! `Db::run` (blocking pool), KDF work through the bounded [`Kdf`] pool; neither blocks an HTTP worker.
+
+use crate::history::{self, foreign, store, Kdf, KdfError, KdfParams, PasswordDigest};
+use crate::identity::{Identity, IdentityId};
+use crate::metrics::PluginMetrics;
+use crate::password::Password;
+use crate::policy::{
+    ChangeContext, ChangeFacts, Decision, IdentityTraits, Locale, LoginFacts, LoginOutcome,
+    LoginStatus, MustChangeReason, Policy, Profile,
+};
+use crate::state::{self, StateRow};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use reclaim_common::db::{write_transaction, AnyConnection, DbError};
+use reclaim_common::settings::Environment;
+use reclaim_common::{Db, Settings};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordsError {
+    /// Every KDF slot stayed busy for `plugin.history.max_queue_ms`; try again after `retry_after`.
+    #[error("the password hashing pool is saturated")]
+    Saturated { retry_after: Duration },
+    #[error("no profile named `{0}`")]
+    UnknownProfile(String),
+    #[error("the hash cannot be imported: {0}")]
+    UnsupportedHash(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<KdfError> for PasswordsError {
+    fn from(error: KdfError) -> Self {
+        match error {
+            KdfError::Saturated { retry_after } => Self::Saturated { retry_after },
+            KdfError::Failed(message) => Self::Unexpected(anyhow::anyhow!(message)),
+        }
+    }
+}
+
+impl From<DbError> for PasswordsError {
+    fn from(error: DbError) -> Self {
+        Self::Unexpected(anyhow::Error::new(error).context("database"))
+    }
+}
+
+/// How a check is asked.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Only a voluntary change is held to the minimum age.
+    pub context: ChangeContext,
+    /// Use this profile instead of selecting one.
+    pub profile: Option<String>,
+    /// Language of messages; `None` = `plugin.policy.default_locale`.
+    pub locale: Option<Locale>,
+}
+
+/// The state of an identity's password as callers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PasswordState {
+    pub identity_id: String,
+    pub profile: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_id: Option<String>,
+    /// `None` when the plugin has not seen a change yet.
+    pub changed_at: Option<DateTime<Utc>>,
+    /// `None` = never expires by age.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Whole days until expiry, rounded up; 0 once expired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub days_left: Option<i64>,
+    pub expired: bool,
+    /// True when a change is required before the password may be used again (under this profile).
+    pub must_change: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub must_change_reason: Option<MustChangeReason>,
+    pub grace_logins_used: u32,
+    pub history_entries: usize,
+    /// A digest staged by the edge guard awaits its commit.
+    pub staged: bool,
+    /// Contacts for notices; never part of API answers.
+    #[serde(skip)]
+    pub email: Option<String>,
+    #[serde(skip)]
+    pub phone: Option<String>,
+}
+
+/// The facade. Clone it freely: it holds shared handles.
+#[derive(Clone)]
+pub struct Passwords {
+    db: Db,
+    policy: Arc<Policy>,
+    kdf: Kdf,
+    metrics: PluginMetrics,
+    foreign_memory_cap_kib: u32,
+}
+
+impl Passwords {
+    /// Builds the facade; metrics are registered on `registry`.
+    pub fn new(
+        settings: &Settings,
+        db: Db,
+        registry: &prometheus::Registry,
+    ) -> anyhow::Result<Self> {
+        let metrics = PluginMetrics::register(registry).context("registering plugin metrics")?;
+        let history = &settings.plugin.history;
+        let pepper = if history.pepper.is_empty() {
+            anyhow::ensure!(
+                settings.environment != Environment::Production,
+                "plugin.history.pepper is required in production"
+            );
+            tracing::warn!(
+                "plugin.history.pepper is empty: using the public development pepper; set one before storing real history"
+            );
+            history::kdf::development_pepper()
+        } else {
+            history.pepper.expose().as_bytes().to_vec()
+        };
+        let slots = match history.max_concurrent_kdf {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let params = KdfParams {
+            m_kib: history.argon2.m_kib,
+            t: history.argon2.t,
+            p: history.argon2.p,
+        };
+        let kdf = Kdf::new(
+            &pepper,
+            params,
+            slots,
+            Duration::from_millis(history.max_queue_ms),
+            metrics.clone(),
+        );
+        Ok(Self {
+            db,
+            policy: Arc::new(Policy::from_settings(&settings.plugin.policy)),
+            kdf,
+            metrics,
+            foreign_memory_cap_kib: history.argon2.m_kib,
+        })
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The database, for callers that keep their own records next to a change (idempotency answers).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn metrics(&self) -> &PluginMetrics {
+        &self.metrics
+    }
+
+    /// The idempotency scope of `record` requests for an identity, so erasure can forget them too.
+    pub fn record_scope(identity_id: &IdentityId) -> String {
+        format!("plugin.record:{identity_id}")
+    }
+
+    /// May `identity` change its password to `password`? An identity the plugin never saw has no history
+    /// and is allowed.
+    pub async fn check(
+        &self,
+        identity: &Identity,
+        password: &Password,
+        options: &CheckOptions,
+    ) -> Result<Decision, PasswordsError> {
+        let locale = options.locale.unwrap_or(self.policy.default_locale());
+        if let Some(name) = &options.profile {
+            self.named_profile(name)?;
+        }
+        let id = identity.id.as_str().to_string();
+        let (row, entries) = self
+            .db
+            .run(move |conn| {
+                let row = state::find(conn, &id)?;
+                let entries = match &row {
+                    Some(_) => store::entries(conn, &id)?,
+                    None => Vec::new(),
+                };
+                Ok((row, entries))
+            })
+            .await?;
+        let now = Utc::now();
+        let profile = self.resolve(options.profile.as_deref(), identity, row.as_ref())?;
+        let (facts, reuse) = match &row {
+            None => (ChangeFacts::default(), None),
+            Some(row) => {
+                let findings =
+                    history::find(&self.kdf, &row.history_salt, &entries, password, now).await?;
+                if let (false, Some(digest)) = (findings.rekey.is_empty(), &findings.current) {
+                    self.rekey(identity.id.as_str(), findings.rekey.clone(), digest.clone())
+                        .await?;
+                }
+                (change_facts(row), findings.reuse)
+            }
+        };
+        let decision = profile.check_change(&facts, options.context, reuse, now, locale);
+        let codes: Vec<&str> = decision
+            .violations
+            .iter()
+            .map(|v| v.code.as_str())
+            .collect();
+        self.metrics.count_decision(
+            if decision.allowed {
+                "allowed"
+            } else {
+                "refused"
+            },
+            &codes,
+        );
+        tracing::info!(
+            identity.id = %identity.id,
+            profile = %profile.name,
+            decision.allowed = decision.allowed,
+            decision.codes = ?codes,
+            "password change checked"
+        );
+        Ok(decision)
+    }
+
+    /// Records a new password: adds it to the history, prunes, and resets expiry, must-change and grace.
+    pub async fn record(
+        &self,
+        identity: &Identity,
+        password: &Password,
+        changed_at: Option<DateTime<Utc>>,
+        reason: ChangeContext,
+    ) -> Result<PasswordState, PasswordsError> {
+        let salt = self.ensure_salt(identity).await?;
+        let params = self.kdf.params();
+        let digest = self.kdf.digest(password, &salt, params).await?;
+        let changed_at = changed_at.unwrap_or_else(Utc::now);
+        let state = self
+            .write_entry(identity.clone(), params, digest, changed_at)
+            .await?;
+        tracing::info!(identity.id = %identity.id, change.reason = ?reason, "password change recorded");
+        Ok(state)
+    }
+
+    /// Computes the candidate's digest now and keeps it until [`Passwords::commit_staged`] (the Kratos edge
+    /// guard stages before Kratos saves; a post-persist hook commits).
+    pub async fn stage(
+        &self,
+        identity: &Identity,
+        password: &Password,
+    ) -> Result<(), PasswordsError> {
+        let salt = self.ensure_salt(identity).await?;
+        let params = self.kdf.params();
+        let digest = self.kdf.digest(password, &salt, params).await?;
+        let identity = identity.clone();
+        self.db
+            .run(move |conn| {
+                write_transaction(conn, |c| {
+                    let mut row = state::ensure(c, identity.id.as_str(), Utc::now())?;
+                    row.staged_digest = Some(digest.as_bytes().to_vec());
+                    row.staged_params = Some(params.encode());
+                    row.staged_at = Some(Utc::now().naive_utc());
+                    row.updated_at = Utc::now().naive_utc();
+                    state::save(c, &row)
+                })
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Moves a staged digest into the history as the new current password. `None` when nothing was staged.
+    pub async fn commit_staged(
+        &self,
+        identity_id: &IdentityId,
+    ) -> Result<Option<PasswordState>, PasswordsError> {
+        let policy = self.policy.clone();
+        let id = identity_id.clone();
+        let identity = Identity::new(id.clone());
+        let committed = self
+            .db
+            .run(move |conn| {
+                write_transaction(conn, |c| {
+                    let Some(mut row) = state::find(c, id.as_str())? else {
+                        return Ok(None);
+                    };
+                    let (Some(bytes), Some(params)) =
+                        (row.staged_digest.take(), row.staged_params.take())
+                    else {
+                        return Ok(None);
+                    };
+                    let (Some(digest), Some(params)) = (
+                        PasswordDigest::from_slice(&bytes),
+                        KdfParams::decode(&params),
+                    ) else {
+                        row.staged_at = None;
+                        state::save(c, &row)?;
+                        return Ok(None);
+                    };
+                    let now = Utc::now();
+                    let profile = resolve_in(&policy, None, &identity, Some(&row));
+                    store::insert_keyed(c, id.as_str(), params, &digest, now)?;
+                    apply_change(&mut row, profile, &identity, now);
+                    state::save(c, &row)?;
+                    store::prune(c, id.as_str(), profile, now)?;
+                    Ok(Some(view(&policy, c, row, now)?))
+                })
+            })
+            .await?;
+        Ok(committed)
+    }
+
+    /// Registration: starts the password's clock without a history entry (the IdP gave no plaintext).
+    /// An identity already known keeps its history and clock; its schema and contacts are refreshed.
+    pub async fn initialise(
+        &self,
+        identity: &Identity,
+        changed_at: DateTime<Utc>,
+    ) -> Result<PasswordState, PasswordsError> {
+        let policy = self.policy.clone();
+        let identity = identity.clone();
+        Ok(self
+            .db
+            .run(move |conn| {
+                write_transaction(conn, |c| {
+                    let now = Utc::now();
+                    let mut row = state::ensure(c, identity.id.as_str(), now)?;
+                    let profile = resolve_in(&policy, None, &identity, Some(&row));
+                    refresh_identity(&mut row, profile, &identity);
+                    if row.changed_at.is_none() {
+                        row.changed_at = Some(changed_at.naive_utc());
+                        row.expires_at = profile.expires_at(changed_at).map(|e| e.naive_utc());
+                    }
+                    row.updated_at = now.naive_utc();
+                    state::save(c, &row)?;
+                    view(&policy, c, row, now)
+                })
+            })
+            .await?)
+    }
+
+    /// Stores a hash imported from another system as a history entry set at `changed_at`. It is verified on
+    /// its own at each check and re-keyed into the identity's group once its plaintext is seen.
+    pub async fn import_foreign_hash(
+        &self,
+        identity: &Identity,
+        hash: &str,
+        changed_at: DateTime<Utc>,
+    ) -> Result<PasswordState, PasswordsError> {
+        let scheme = foreign::inspect(hash, self.foreign_memory_cap_kib)
+            .map_err(PasswordsError::UnsupportedHash)?;
+        let policy = self.policy.clone();
+        let identity = identity.clone();
+        let hash = hash.to_string();
+        Ok(self
+            .db
+            .run(move |conn| {
+                write_transaction(conn, |c| {
+                    let now = Utc::now();
+                    let mut row = state::ensure(c, identity.id.as_str(), now)?;
+                    let profile = resolve_in(&policy, None, &identity, Some(&row));
+                    store::insert_foreign(
+                        c,
+                        identity.id.as_str(),
+                        scheme.as_str(),
+                        &hash,
+                        changed_at,
+                    )?;
+                    refresh_identity(&mut row, profile, &identity);
+                    if row.changed_at.is_none_or(|c| c < changed_at.naive_utc()) {
+                        row.changed_at = Some(changed_at.naive_utc());
+                        row.expires_at = profile.expires_at(changed_at).map(|e| e.naive_utc());
+                    }
+                    row.updated_at = now.naive_utc();
+                    state::save(c, &row)?;
+                    store::prune(c, identity.id.as_str(), profile, now)?;
+                    view(&policy, c, row, now)
+                })
+            })
+            .await?)
+    }
+
+    /// The identity's password state, or `None` if the plugin never heard of it.
+    pub async fn state(
+        &self,
+        identity_id: &IdentityId,
+    ) -> Result<Option<PasswordState>, PasswordsError> {
+        let policy = self.policy.clone();
+        let id = identity_id.clone();
+        Ok(self
+            .db
+            .run(move |conn| match state::find(conn, id.as_str())? {
+                Some(row) => Ok(Some(view(&policy, conn, row, Utc::now())?)),
+                None => Ok(None),
+            })
+            .await?)
+    }
+
+    /// Requires a change at the next login (`admin` or `compromised`); an unknown identity gets a state row
+    /// so the mark holds when it first shows up.
+    pub async fn force_change(
+        &self,
+        identity_id: &IdentityId,
+        reason: MustChangeReason,
+    ) -> Result<PasswordState, PasswordsError> {
+        let state = self
+            .update_state(identity_id, move |row| {
+                row.must_change_reason = Some(reason.as_str().to_string());
+            })
+            .await?;
+        tracing::info!(identity.id = %identity_id, must_change.reason = reason.as_str(), "password change required");
+        Ok(state)
+    }
+
+    /// The identity recovered its account: the next change is not held to the minimum age, and under a
+    /// profile with `change_after_recovery` the password must be changed. A stronger pending reason stays.
+    pub async fn mark_recovered(
+        &self,
+        identity_id: &IdentityId,
+    ) -> Result<PasswordState, PasswordsError> {
+        self.update_state(identity_id, |row| {
+            if row.must_change_reason.is_none() {
+                row.must_change_reason = Some(MustChangeReason::Recovery.as_str().to_string());
+            }
+        })
+        .await
+    }
+
+    /// What a login with the current password gets; a grace login is counted.
+    pub async fn on_login(
+        &self,
+        identity: &Identity,
+        now: DateTime<Utc>,
+        locale: Option<Locale>,
+    ) -> Result<LoginOutcome, PasswordsError> {
+        let locale = locale.unwrap_or(self.policy.default_locale());
+        let policy = self.policy.clone();
+        let identity = identity.clone();
+        let outcome = self
+            .db
+            .run(move |conn| {
+                let row = state::find(conn, identity.id.as_str())?;
+                let profile = resolve_in(&policy, None, &identity, row.as_ref());
+                let facts = row.as_ref().map(login_facts).unwrap_or_default();
+                let outcome = profile.on_login(&facts, now, locale);
+                if outcome.consumes_grace_login {
+                    // Counted in SQL so that concurrent logins each use one.
+                    use crate::schema::password_states::dsl as s;
+                    diesel::update(s::password_states.find(identity.id.as_str()))
+                        .set((
+                            s::grace_logins_used.eq(s::grace_logins_used + 1),
+                            s::updated_at.eq(now.naive_utc()),
+                        ))
+                        .execute(conn)?;
+                }
+                Ok(outcome)
+            })
+            .await?;
+        let code = outcome.notice.as_ref().map(|n| n.code.as_str());
+        let decision = match (outcome.status, outcome.allowed) {
+            (LoginStatus::Allowed, _) => "allowed",
+            (_, true) => "warned",
+            (_, false) => "refused",
+        };
+        self.metrics.count_decision(decision, code.as_slice());
+        Ok(outcome)
+    }
+
+    /// Right to erasure: deletes the identity's history, state and remembered record answers. True when
+    /// anything was there.
+    pub async fn erase(&self, identity_id: &IdentityId) -> Result<bool, PasswordsError> {
+        let id = identity_id.clone();
+        let scope = Self::record_scope(identity_id);
+        let deleted = self
+            .db
+            .run(move |conn| {
+                write_transaction(conn, |c| {
+                    use reclaim_common::schema::idempotency_keys::dsl as idem;
+                    let history = store::erase(c, id.as_str())?;
+                    let states = state::erase(c, id.as_str())?;
+                    let answers =
+                        diesel::delete(idem::idempotency_keys.filter(idem::scope.eq(&scope)))
+                            .execute(c)?;
+                    Ok(history + states + answers)
+                })
+            })
+            .await?;
+        tracing::info!(identity.id = %identity_id, rows = deleted, "identity erased");
+        Ok(deleted > 0)
+    }
+
+    fn named_profile(&self, name: &str) -> Result<&Profile, PasswordsError> {
+        self.policy
+            .profile(name)
+            .ok_or_else(|| PasswordsError::UnknownProfile(name.to_string()))
+    }
+
+    fn resolve(
+        &self,
+        explicit: Option<&str>,
+        identity: &Identity,
+        row: Option<&StateRow>,
+    ) -> Result<&Profile, PasswordsError> {
+        match explicit {
+            Some(name) => self.named_profile(name),
+            None => Ok(resolve_in(&self.policy, None, identity, row)),
+        }
+    }
+
+    async fn ensure_salt(&self, identity: &Identity) -> Result<Vec<u8>, PasswordsError> {
+        let id = identity.id.as_str().to_string();
+        Ok(self
+            .db
+            .run(move |conn| Ok(state::ensure(conn, &id, Utc::now())?.history_salt))
+            .await?)
+    }
+
+    async fn write_entry(
+        &self,
+        identity: Identity,
+        params: KdfParams,
+        digest: PasswordDigest,
+        changed_at: DateTime<Utc>,
+    ) -> Result<PasswordState, PasswordsError> {
+        let policy = self.policy.clone();
+        Ok(self
+            .db
+            .run(move |conn| {
+                write_transaction(conn, |c| {
+                    let now = Utc::now();
+                    let mut row = state::ensure(c, identity.id.as_str(), now)?;
+                    let profile = resolve_in(&policy, None, &identity, Some(&row));
+                    store::insert_keyed(c, identity.id.as_str(), params, &digest, changed_at)?;
+                    apply_change(&mut row, profile, &identity, changed_at);
+                    row.updated_at = now.naive_utc();
+                    state::save(c, &row)?;
+                    store::prune(c, identity.id.as_str(), profile, now)?;
+                    view(&policy, c, row, now)
+                })
+            })
+            .await?)
+    }
+
+    async fn rekey(
+        &self,
+        identity_id: &str,
+        entries: Vec<i64>,
+        digest: PasswordDigest,
+    ) -> Result<(), PasswordsError> {
+        let id = identity_id.to_string();
+        let params = self.kdf.params();
+        self.db
+            .run(move |conn| {
+                write_transaction(conn, |c| {
+                    for entry in entries {
+                        store::rekey(c, &id, entry, params, &digest)?;
+                    }
+                    Ok(())
+                })
+            })
+            .await?;
+        tracing::info!(identity.id = identity_id, "imported history entry re-keyed");
+        Ok(())
+    }
+
+    async fn update_state(
+        &self,
+        identity_id: &IdentityId,
+        change: impl FnOnce(&mut StateRow) + Send + 'static,
+    ) -> Result<PasswordState, PasswordsError> {
+        let policy = self.policy.clone();
+        let id = identity_id.clone();
+        Ok(self
+            .db
+            .run(move |conn| {
+                write_transaction(conn, |c| {
+                    let now = Utc::now();
+                    let mut row = state::ensure(c, id.as_str(), now)?;
+                    change(&mut row);
+                    row.updated_at = now.naive_utc();
+                    state::save(c, &row)?;
+                    view(&policy, c, row, now)
+                })
+            })
+            .await?)
+    }
+}
+
+/// Profile for an identity: what its traits select, else what its stored schema selects or its stored
+/// profile names.
+fn resolve_in<'p>(
+    policy: &'p Policy,
+    explicit: Option<&str>,
+    identity: &Identity,
+    row: Option<&StateRow>,
+) -> &'p Profile {
+    if let Some(profile) = explicit.and_then(|n| policy.profile(n)) {
+        return profile;
+    }
+    if identity.has_traits() {
+        return policy.select(&identity.traits());
+    }
+    let empty = BTreeMap::new();
+    let stored_traits = IdentityTraits {
+        schema_id: row.and_then(|r| r.schema_id.as_deref()),
+        metadata: Some(&empty),
+    };
+    policy.stored_or_select(row.and_then(|r| r.profile.as_deref()), &stored_traits)
+}
+
+fn refresh_identity(row: &mut StateRow, profile: &Profile, identity: &Identity) {
+    row.profile = Some(profile.name.clone());
+    if identity.schema_id.is_some() {
+        row.schema_id.clone_from(&identity.schema_id);
+    }
+    if identity.email.is_some() {
+        row.email.clone_from(&identity.email);
+    }
+    if identity.phone.is_some() {
+        row.phone.clone_from(&identity.phone);
+    }
+}
+
+/// A new current password: the clock restarts, marks and grace logins are cleared, a staged digest dropped.
+fn apply_change(
+    row: &mut StateRow,
+    profile: &Profile,
+    identity: &Identity,
+    changed_at: DateTime<Utc>,
+) {
+    refresh_identity(row, profile, identity);
+    row.changed_at = Some(changed_at.naive_utc());
+    row.expires_at = profile.expires_at(changed_at).map(|e| e.naive_utc());
+    row.must_change_reason = None;
+    row.grace_logins_used = 0;
+    row.staged_digest = None;
+    row.staged_params = None;
+    row.staged_at = None;
+}
+
+fn must_change_of(row: &StateRow) -> Option<MustChangeReason> {
+    row.must_change_reason
+        .as_deref()
+        .and_then(MustChangeReason::parse)
+}
+
+fn change_facts(row: &StateRow) -> ChangeFacts {
+    ChangeFacts {
+        changed_at: row.changed_at.map(|c| c.and_utc()),
+        must_change: must_change_of(row),
+    }
+}
+
+fn login_facts(row: &StateRow) -> LoginFacts {
+    LoginFacts {
+        changed_at: row.changed_at.map(|c| c.and_utc()),
+        must_change: must_change_of(row),
+        grace_logins_used: u32::try_from(row.grace_logins_used).unwrap_or(0),
+    }
+}
+
+fn view(
+    policy: &Policy,
+    conn: &mut AnyConnection,
+    row: StateRow,
+    now: DateTime<Utc>,
+) -> Result<PasswordState, DbError> {
+    use crate::schema::password_history::dsl as h;
+    let entries: i64 = h::password_history
+        .filter(h::identity_id.eq(&row.identity_id))
+        .count()
+        .get_result(conn)?;
+    let identity = Identity::new(
+        IdentityId::parse(&row.identity_id).map_err(|e| DbError::Task(e.to_string()))?,
+    );
+    let profile = resolve_in(policy, None, &identity, Some(&row));
+    let changed_at = row.changed_at.map(|c| c.and_utc());
+    let expires_at = changed_at.and_then(|c| profile.expires_at(c));
+    let reason = must_change_of(&row);
+    Ok(PasswordState {
+        identity_id: row.identity_id,
+        profile: profile.name.clone(),
+        schema_id: row.schema_id,
+        changed_at,
+        expires_at,
+        days_left: expires_at.map(|e| Profile::days_left(e, now)),
+        expired: expires_at.is_some_and(|e| now >= e),
+        must_change: reason.is_some_and(|r| profile.enforces(r)),
+        must_change_reason: reason,
+        grace_logins_used: u32::try_from(row.grace_logins_used).unwrap_or(0),
+        history_entries: usize::try_from(entries).unwrap_or(0),
+        staged: row.staged_digest.is_some(),
+        email: row.email,
+        phone: row.phone,
+    })
+}

@@ -1,0 +1,181 @@
+//! The generic HTTP API (DESIGN §3.3) for identity providers that can send the plaintext: handlers named as
+//! verbs, one file each (`admin.rs` holds the three admin actions), all behind a bearer token from
+//! `plugin.api.tokens`.
+//!
+//! What is not here: policy and storage (the [`crate::Passwords`] facade does both); IdP-specific webhooks.
+
+mod admin;
+mod check_password;
+mod record_password;
+mod show_password_state;
+
+use crate::identity::IdentityId;
+use crate::passwords::PasswordsError;
+use crate::policy::Locale;
+use crate::Passwords;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, HttpRequest, HttpResponse};
+use reclaim_common::json::{error_response, FieldError};
+use reclaim_common::Secret;
+use std::time::Duration;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+pub use admin::{erase_identity, force_change, mark_compromised};
+pub use check_password::check_password;
+pub use record_password::record_password;
+pub use show_password_state::show_password_state;
+
+/// Bearer tokens accepted on `/v1` and `/admin`.
+#[derive(Clone)]
+pub struct ApiTokens(pub Vec<Secret>);
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Reclaim plugin",
+        description = "Password history and expiry policy for identity providers"
+    ),
+    paths(
+        check_password::check_password,
+        record_password::record_password,
+        show_password_state::show_password_state,
+        admin::force_change,
+        admin::mark_compromised,
+        admin::erase_identity,
+    ),
+    components(schemas(
+        check_password::CheckBody,
+        record_password::RecordBody,
+        admin::ForceChangeBody,
+        crate::policy::Decision,
+        crate::policy::Violation,
+        crate::policy::ViolationCode,
+        crate::policy::ChangeContext,
+        crate::policy::MustChangeReason,
+        crate::PasswordState,
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// Mounts the API; `passwords` and `tokens` become app data.
+pub fn configure(cfg: &mut web::ServiceConfig, passwords: Passwords, tokens: ApiTokens) {
+    cfg.app_data(web::Data::new(passwords))
+        .app_data(web::Data::new(tokens))
+        .service(
+            web::scope("/v1")
+                .wrap(from_fn(require_token))
+                .route("/passwords/check", web::post().to(check_password))
+                .route("/passwords/record", web::post().to(record_password))
+                .route(
+                    "/identities/{id}/password",
+                    web::get().to(show_password_state),
+                ),
+        )
+        .service(
+            web::scope("/admin")
+                .wrap(from_fn(require_token))
+                .route(
+                    "/identities/{id}/force-change",
+                    web::post().to(force_change),
+                )
+                .route(
+                    "/identities/{id}/compromised",
+                    web::post().to(mark_compromised),
+                )
+                .route("/identities/{id}", web::delete().to(erase_identity)),
+        );
+}
+
+/// Refuses requests without a configured bearer token: 401 in the common JSON shape.
+async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let verdict = match req.app_data::<web::Data<ApiTokens>>() {
+        Some(tokens) => reclaim_common::auth::check_bearer(req.headers(), &tokens.0),
+        None => Err(reclaim_common::auth::AuthError::Wrong),
+    };
+    match verdict {
+        Ok(()) => Ok(next.call(req).await?.map_into_left_body()),
+        Err(reason) => {
+            tracing::info!(auth.outcome = %reason, "API request refused");
+            let mut response = error_response(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is required",
+                None,
+            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Ok(req.into_response(response).map_into_right_body())
+        }
+    }
+}
+
+/// The language the caller asked for in `Accept-Language`, if we have it.
+fn requested_locale(req: &HttpRequest, passwords: &Passwords) -> Locale {
+    let header = req
+        .headers()
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok());
+    Locale::negotiate(header, passwords.policy().default_locale())
+}
+
+/// Parses the `{id}` path segment.
+fn identity_id_from_path(raw: &str) -> Result<IdentityId, FieldError> {
+    IdentityId::parse(raw).map_err(|m| FieldError::new("id", m))
+}
+
+/// 503 with `Retry-After` when the KDF pool is saturated.
+fn busy_response(retry_after: Duration) -> HttpResponse {
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "too many password checks at once; retry after the indicated delay",
+        None,
+    );
+    let seconds = retry_after.as_secs().max(1).to_string();
+    if let Ok(value) = HeaderValue::from_str(&seconds) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// 500 without details; the cause goes to the log with the request id.
+fn unexpected_response(error: &anyhow::Error) -> HttpResponse {
+    tracing::error!(error = ?error, "request failed");
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error; see the server log for this request id",
+        None,
+    )
+}
+
+/// How facade errors reach an endpoint's own error enum.
+fn split(error: PasswordsError) -> Result<Duration, anyhow::Error> {
+    match error {
+        PasswordsError::Saturated { retry_after } => Ok(retry_after),
+        other => Err(anyhow::Error::new(other)),
+    }
+}

@@ -1,0 +1,177 @@
+//! `POST /v1/passwords/record`: the identity now has this password. Idempotent with `Idempotency-Key`.
+
+use super::check_password::parse_identity;
+use super::{busy_response, unexpected_response};
+use crate::password::Password;
+use crate::passwords::PasswordsError;
+use crate::policy::ChangeContext;
+use crate::{PasswordState, Passwords};
+use actix_web::http::header::ContentType;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use reclaim_common::idempotency;
+use reclaim_common::json::{self, error_response, FieldError};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordBody {
+    pub identity_id: String,
+    /// The new password, 1..=1024 bytes of UTF-8. Stored only as a keyed digest.
+    pub password: String,
+    /// When the change happened (RFC 3339); default now.
+    pub changed_at: Option<DateTime<Utc>>,
+    /// `voluntary` (default), `recovery` or `forced`.
+    pub reason: Option<ChangeContext>,
+    pub schema_id: Option<String>,
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// Contact addresses for notices.
+    pub email: Option<String>,
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordPasswordError {
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("the Idempotency-Key was already used with a different request")]
+    KeyReused,
+    #[error("busy")]
+    Busy(Duration),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<PasswordsError> for RecordPasswordError {
+    fn from(error: PasswordsError) -> Self {
+        match super::split(error) {
+            Ok(retry_after) => Self::Busy(retry_after),
+            Err(e) => Self::Unexpected(e),
+        }
+    }
+}
+
+impl ResponseError for RecordPasswordError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::Invalid(e) => e.error_response(),
+            Self::KeyReused => error_response(
+                self.status_code(),
+                "idempotency_key_reused",
+                self.to_string(),
+                Some(IDEMPOTENCY_KEY),
+            ),
+            Self::Busy(retry_after) => busy_response(*retry_after),
+            Self::Unexpected(e) => unexpected_response(e),
+        }
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/passwords/record",
+    request_body = RecordBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body get the first answer and change nothing")),
+    responses(
+        (status = 200, description = "Recorded; the new state", body = PasswordState),
+        (status = 400, description = "A field is missing or invalid; `error.field` names it"),
+        (status = 401, description = "Missing or wrong bearer token"),
+        (status = 422, description = "The Idempotency-Key was used with a different body"),
+        (status = 503, description = "Password hashing saturated; see Retry-After"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn record_password(
+    req: HttpRequest,
+    raw: web::Bytes,
+    passwords: web::Data<Passwords>,
+) -> Result<HttpResponse, RecordPasswordError> {
+    let key = match req.headers().get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .filter(|k| (1..=255).contains(&k.len()))
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    FieldError::new(IDEMPOTENCY_KEY, "must be 1..=255 visible ASCII characters")
+                })?,
+        ),
+    };
+    let body: RecordBody = json::parse(&raw)?;
+    let mut identity = parse_identity(&body.identity_id, body.schema_id, body.metadata)?;
+    identity.email = body.email;
+    identity.phone = body.phone;
+    let password = Password::parse(body.password).map_err(|m| FieldError::new("password", m))?;
+    let scope = Passwords::record_scope(&identity.id);
+    let digest = idempotency::request_digest(&raw);
+
+    if let Some(key) = key.clone() {
+        let (scope, digest) = (scope.clone(), digest.clone());
+        let remembered = passwords
+            .db()
+            .run(move |conn| idempotency::lookup(conn, &scope, &key, &digest))
+            .await
+            .context("looking up the idempotency key")?;
+        if let Some(remembered) = remembered {
+            if !remembered.same_request {
+                return Err(RecordPasswordError::KeyReused);
+            }
+            return Ok(HttpResponse::build(
+                StatusCode::from_u16(remembered.status_code).unwrap_or(StatusCode::OK),
+            )
+            .content_type(ContentType::json())
+            .insert_header(("Idempotent-Replayed", "true"))
+            .body(remembered.response_body));
+        }
+    }
+
+    let state = passwords
+        .record(
+            &identity,
+            &password,
+            body.changed_at,
+            body.reason.unwrap_or_default(),
+        )
+        .await?;
+    let answer = serde_json::to_string(&state).context("serialising the state")?;
+    if let Some(key) = key {
+        let stored = answer.clone();
+        // A concurrent retry with the same key may have stored its answer first; both recorded the same
+        // password, so either answer is true.
+        passwords
+            .db()
+            .run(move |conn| {
+                idempotency::remember(
+                    conn,
+                    &scope,
+                    &key,
+                    &digest,
+                    200,
+                    &stored,
+                    Utc::now().naive_utc(),
+                )
+            })
+            .await
+            .context("remembering the idempotent answer")?;
+    }
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(answer))
+}

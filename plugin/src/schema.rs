@@ -1,0 +1,36 @@
+//! Tables owned by the plugin (migrations `2026-11-22-0001NN_*`).
+
+diesel::table! {
+    password_states (identity_id) {
+        identity_id -> Text,
+        history_salt -> Binary,
+        profile -> Nullable<Text>,
+        schema_id -> Nullable<Text>,
+        changed_at -> Nullable<Timestamp>,
+        expires_at -> Nullable<Timestamp>,
+        must_change_reason -> Nullable<Text>,
+        grace_logins_used -> Integer,
+        email -> Nullable<Text>,
+        phone -> Nullable<Text>,
+        staged_digest -> Nullable<Binary>,
+        staged_params -> Nullable<Text>,
+        staged_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    password_history (id) {
+        id -> BigInt,
+        identity_id -> Text,
+        kind -> Text,
+        params -> Text,
+        digest -> Nullable<Binary>,
+        foreign_hash -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(password_history -> password_states (identity_id));
+diesel::allow_tables_to_appear_in_same_query!(password_states, password_history);
