@@ -3,4 +3,5 @@
 
 mod support;
 
+mod gateway_twilio;
 mod spine;

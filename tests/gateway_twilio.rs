@@ -1,0 +1,275 @@
+//! The Twilio provider against Twilio's own OpenAPI spec (served by Prism, which refuses any request that
+//! violates it) and against a fault-injecting stand-in that checks what we send and how answers are sorted.
+
+use crate::support::prism::Prism;
+use crate::support::twilio_faults::{FaultyTwilio, Recorded, Reply};
+use base64::Engine;
+use chrono::{Duration as Lifetime, Utc};
+use reclaim_common::settings::TwilioSettings;
+use reclaim_common::Secret;
+use reclaim_gateway::providers::twilio::TwilioProvider;
+use reclaim_gateway::providers::{Accepted, Channel, Content, Outgoing, Provider, SendError};
+
+const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+const AUTH_TOKEN: &str = "test-auth-token";
+const API_KEY_SID: &str = "SKfedcba9876543210fedcba9876543210";
+const MESSAGING_SERVICE_SID: &str = "MG00112233445566778899aabbccddeeff";
+const FROM: &str = "+14155552671";
+const TO: &str = "+34612345678";
+
+fn settings(base_url: &str) -> TwilioSettings {
+    TwilioSettings {
+        base_url: base_url.into(),
+        account_sid: ACCOUNT_SID.into(),
+        auth_token: Secret::new(AUTH_TOKEN),
+        from: FROM.into(),
+        timeout_ms: 2_000,
+        ..TwilioSettings::default()
+    }
+}
+
+fn provider(settings: &TwilioSettings) -> TwilioProvider {
+    let mut problems = Vec::new();
+    settings.require_complete(&mut problems);
+    settings.require_voice(&mut problems);
+    assert!(
+        problems.is_empty(),
+        "incomplete test settings: {problems:?}"
+    );
+    TwilioProvider::new(settings).expect("provider")
+}
+
+fn sms(body: &str, expires_in: Option<Lifetime>) -> Outgoing {
+    Outgoing {
+        message_id: uuid::Uuid::now_v7(),
+        attempt: 1,
+        channel: Channel::Sms,
+        to: TO.into(),
+        content: Content::Sms { body: body.into() },
+        locale: "es".into(),
+        expires_at: expires_in.map(|lifetime| Utc::now() + lifetime),
+        status_callback: Some("https://gateway.example.com/providers/twilio/status".into()),
+    }
+}
+
+fn call(intro: &str, digits: &str, locale: &str) -> Outgoing {
+    Outgoing {
+        message_id: uuid::Uuid::now_v7(),
+        attempt: 1,
+        channel: Channel::Voice,
+        to: TO.into(),
+        content: Content::Voice {
+            intro: intro.into(),
+            digits: Some(digits.into()),
+            outro: Some("Adiós.".into()),
+        },
+        locale: locale.into(),
+        expires_at: Some(Utc::now() + Lifetime::minutes(20)),
+        status_callback: Some("https://gateway.example.com/providers/twilio/status".into()),
+    }
+}
+
+fn sid_of(outcome: Result<Accepted, SendError>, prefix: &str) -> String {
+    let sid = outcome
+        .expect("accepted")
+        .provider_message_id
+        .expect("a sid");
+    assert!(
+        sid.starts_with(prefix) && sid.len() == 34,
+        "unexpected sid {sid}"
+    );
+    sid
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+#[tokio::test]
+async fn an_sms_is_accepted_by_twilios_spec_mock_with_a_message_sid() {
+    let prism = Prism::start_twilio();
+    let provider = provider(&settings(&prism.url));
+    let outcome = provider
+        .send(&sms("Tu código es 123456", Some(Lifetime::minutes(20))))
+        .await;
+    sid_of(outcome, "SM");
+    assert_eq!(provider.name(), "twilio");
+}
+
+#[tokio::test]
+async fn an_sms_through_a_messaging_service_with_an_api_key_is_accepted_by_the_spec_mock() {
+    let prism = Prism::start_twilio();
+    let settings = TwilioSettings {
+        api_key_sid: API_KEY_SID.into(),
+        api_key_secret: Secret::new("api-key-secret"),
+        messaging_service_sid: MESSAGING_SERVICE_SID.into(),
+        ..settings(&prism.url)
+    };
+    let outcome = provider(&settings)
+        .send(&sms("Your code is 123456", None))
+        .await;
+    sid_of(outcome, "SM");
+}
+
+#[tokio::test]
+async fn a_voice_call_with_inline_twiml_is_accepted_by_the_spec_mock_with_a_call_sid() {
+    let prism = Prism::start_twilio();
+    let outcome = provider(&settings(&prism.url))
+        .send(&call("Su código es", "482913", "es"))
+        .await;
+    sid_of(outcome, "CA");
+}
+
+#[tokio::test]
+async fn the_spec_mock_refuses_requests_that_violate_twilios_spec() {
+    let prism = Prism::start_twilio();
+    // Our own request with a malformed account SID in the path: Prism must refuse it, or the accepted
+    // requests above would prove nothing.
+    let bad = TwilioSettings {
+        account_sid: "AC-not-a-valid-sid".into(),
+        ..settings(&prism.url)
+    };
+    let outcome = TwilioProvider::new(&bad)
+        .expect("provider")
+        .send(&sms("Your code is 123456", None))
+        .await;
+    match outcome {
+        Err(SendError::Transient { code, .. }) => assert_eq!(code.as_deref(), Some("http_422")),
+        Err(other) => panic!("expected Prism's 422, got {other:?}"),
+        Ok(_) => panic!("Prism accepted a request that violates the spec"),
+    }
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json",
+            prism.url
+        ))
+        .basic_auth(ACCOUNT_SID, Some(AUTH_TOKEN))
+        .form(&[("Body", "no recipient"), ("ValidityPeriod", "soon")])
+        .send()
+        .await
+        .expect("prism answers");
+    assert_eq!(response.status().as_u16(), 422);
+    let problem: serde_json::Value = response.json().await.expect("problem document");
+    let findings = problem["validation"].to_string();
+    assert!(findings.contains("'To'"), "{findings}");
+    assert!(findings.contains("ValidityPeriod"), "{findings}");
+}
+
+async fn sent_through_stand_in(
+    settings: impl FnOnce(&mut TwilioSettings),
+    message: Outgoing,
+) -> Recorded {
+    let twilio =
+        FaultyTwilio::start(vec![Reply::created("SM0123456789abcdef0123456789abcdef")]).await;
+    let mut chosen = self::settings(&twilio.url);
+    settings(&mut chosen);
+    provider(&chosen).send(&message).await.expect("accepted");
+    let mut requests = twilio.requests();
+    assert_eq!(requests.len(), 1);
+    requests.remove(0)
+}
+
+#[tokio::test]
+async fn an_sms_carries_sender_body_callback_and_a_validity_period_capped_by_the_code_expiry() {
+    let request = sent_through_stand_in(
+        |_| {},
+        sms("Tu código es 123456", Some(Lifetime::seconds(600))),
+    )
+    .await;
+    assert_eq!(request.method, "POST");
+    assert_eq!(
+        request.path,
+        format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json")
+    );
+    assert_eq!(
+        request.header("authorization"),
+        Some(basic(ACCOUNT_SID, AUTH_TOKEN).as_str())
+    );
+    assert_eq!(request.field("To"), Some(TO));
+    assert_eq!(request.field("From"), Some(FROM));
+    assert_eq!(request.field("MessagingServiceSid"), None);
+    assert_eq!(request.field("Body"), Some("Tu código es 123456"));
+    assert_eq!(
+        request.field("StatusCallback"),
+        Some("https://gateway.example.com/providers/twilio/status")
+    );
+    let validity: u32 = request
+        .field("ValidityPeriod")
+        .and_then(|v| v.parse().ok())
+        .expect("ValidityPeriod");
+    assert!((598..=600).contains(&validity), "{validity}");
+}
+
+#[tokio::test]
+async fn the_configured_validity_period_applies_when_it_is_shorter_than_the_code() {
+    let request = sent_through_stand_in(
+        |s| s.max_validity_period_seconds = 300,
+        sms("code", Some(Lifetime::minutes(20))),
+    )
+    .await;
+    assert_eq!(request.field("ValidityPeriod"), Some("300"));
+}
+
+#[tokio::test]
+async fn an_api_key_replaces_the_auth_token_in_basic_auth() {
+    let request = sent_through_stand_in(
+        |s| {
+            s.api_key_sid = API_KEY_SID.into();
+            s.api_key_secret = Secret::new("api-key-secret");
+            s.messaging_service_sid = MESSAGING_SERVICE_SID.into();
+        },
+        sms("code", None),
+    )
+    .await;
+    assert_eq!(
+        request.path,
+        format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json")
+    );
+    assert_eq!(
+        request.header("authorization"),
+        Some(basic(API_KEY_SID, "api-key-secret").as_str())
+    );
+    assert_eq!(
+        request.field("MessagingServiceSid"),
+        Some(MESSAGING_SERVICE_SID)
+    );
+    assert_eq!(request.field("From"), None);
+    assert_eq!(request.field("ValidityPeriod"), Some("36000"));
+}
+
+#[tokio::test]
+async fn a_call_reads_the_digits_twice_in_the_recipients_language_with_escaped_text() {
+    let request = sent_through_stand_in(
+        |s| {
+            s.voice_from = "+14155550123".into();
+            s.voice_name = "Polly.Lucia".into();
+        },
+        call("Código <de> Reclaim & más", "4829", "es-ES"),
+    )
+    .await;
+    assert_eq!(
+        request.path,
+        format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json")
+    );
+    assert_eq!(request.field("From"), Some("+14155550123"));
+    assert_eq!(request.field("To"), Some(TO));
+    let twiml = request.field("Twiml").expect("inline TwiML");
+    let say = |text: &str| format!(r#"<Say language="es-ES" voice="Polly.Lucia">{text}</Say>"#);
+    assert!(
+        twiml.starts_with(&format!(
+            "<Response>{}",
+            say("Código &lt;de&gt; Reclaim &amp; más")
+        )),
+        "{twiml}"
+    );
+    let pause = r#"<Pause length="1"/>"#;
+    let digits = ["4", "8", "2", "9"].map(say).join(pause);
+    assert_eq!(twiml.matches(&digits).count(), 2, "{twiml}");
+    assert!(
+        twiml.ends_with(&format!("{}</Response>", say("Adiós."))),
+        "{twiml}"
+    );
+}
