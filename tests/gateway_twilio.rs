@@ -9,6 +9,7 @@ use reclaim_common::settings::TwilioSettings;
 use reclaim_common::Secret;
 use reclaim_gateway::providers::twilio::TwilioProvider;
 use reclaim_gateway::providers::{Accepted, Channel, Content, Outgoing, Provider, SendError};
+use std::time::Duration;
 
 const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 const AUTH_TOKEN: &str = "test-auth-token";
@@ -272,4 +273,188 @@ async fn a_call_reads_the_digits_twice_in_the_recipients_language_with_escaped_t
         twiml.ends_with(&format!("{}</Response>", say("Adiós."))),
         "{twiml}"
     );
+}
+
+/// Sends one SMS to a stand-in scripted with `replies` and returns the outcome and the requests it saw.
+async fn outcome_of(
+    replies: Vec<Reply>,
+    timeout_ms: u64,
+) -> (Result<Accepted, SendError>, Vec<Recorded>) {
+    let twilio = FaultyTwilio::start(replies).await;
+    let settings = TwilioSettings {
+        timeout_ms,
+        ..settings(&twilio.url)
+    };
+    let outcome = provider(&settings)
+        .send(&sms("Your code is 123456", Some(Lifetime::minutes(20))))
+        .await;
+    (outcome, twilio.requests())
+}
+
+fn transient(outcome: Result<Accepted, SendError>) -> (String, Option<Duration>) {
+    match outcome {
+        Err(SendError::Transient {
+            code, retry_after, ..
+        }) => (code.unwrap_or_default(), retry_after),
+        Err(other) => panic!("expected a transient failure, got {other:?}"),
+        Ok(_) => panic!("expected a transient failure, got acceptance"),
+    }
+}
+
+fn permanent(outcome: Result<Accepted, SendError>) -> (String, String) {
+    match outcome {
+        Err(SendError::Permanent { code, message }) => (code.unwrap_or_default(), message),
+        Err(other) => panic!("expected a permanent failure, got {other:?}"),
+        Ok(_) => panic!("expected a permanent failure, got acceptance"),
+    }
+}
+
+#[tokio::test]
+async fn a_429_is_transient_and_honours_retry_after_in_seconds() {
+    let reply = Reply::twilio_error(429, 20429).header("Retry-After", "7");
+    let (code, retry_after) = transient(outcome_of(vec![reply], 2_000).await.0);
+    assert_eq!(code, "20429");
+    assert_eq!(retry_after, Some(Duration::from_secs(7)));
+}
+
+#[tokio::test]
+async fn a_503_is_transient_and_honours_retry_after_as_an_http_date() {
+    let later = std::time::SystemTime::now() + Duration::from_secs(120);
+    let reply = Reply::new(503, "Service Unavailable")
+        .header("Retry-After", &httpdate::fmt_http_date(later));
+    let (code, retry_after) = transient(outcome_of(vec![reply], 2_000).await.0);
+    assert_eq!(code, "http_503");
+    let retry_after = retry_after.expect("Retry-After honoured");
+    assert!(
+        (Duration::from_secs(115)..=Duration::from_secs(120)).contains(&retry_after),
+        "{retry_after:?}"
+    );
+}
+
+#[tokio::test]
+async fn server_errors_are_transient_even_with_a_permanent_looking_code() {
+    for status in [500, 502, 504] {
+        let (code, retry_after) = transient(
+            outcome_of(vec![Reply::twilio_error(status, 21211)], 2_000)
+                .await
+                .0,
+        );
+        assert_eq!(code, "21211", "status {status}");
+        assert_eq!(retry_after, None);
+    }
+}
+
+#[tokio::test]
+async fn an_answer_slower_than_the_timeout_is_transient() {
+    let slow = Reply::created("SM0123456789abcdef0123456789abcdef").after(Duration::from_secs(3));
+    let (outcome, requests) = outcome_of(vec![slow], 300).await;
+    assert_eq!(transient(outcome).0, "timeout");
+    assert_eq!(requests.len(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_transient() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let settings = settings(&format!("http://{closed}"));
+    let outcome = provider(&settings).send(&sms("code", None)).await;
+    assert_eq!(transient(outcome).0, "connection");
+}
+
+#[tokio::test]
+async fn garbage_answers_are_transient_failures_not_crashes() {
+    let garbage = [
+        Reply::new(400, "<html><body>Bad Request</body></html>"),
+        Reply::new(418, "\u{0}\u{1}not json at all"),
+        Reply::new(200, "<html>a captive portal</html>"),
+        Reply::new(201, r#"{"status": "queued"}"#),
+        Reply::new(201, r#"{"sid": 42}"#),
+    ];
+    let expected = [
+        "http_400",
+        "http_418",
+        "invalid_response",
+        "invalid_response",
+        "invalid_response",
+    ];
+    for (reply, expected) in garbage.into_iter().zip(expected) {
+        let body = reply.body.clone();
+        let (code, _) = transient(outcome_of(vec![reply], 2_000).await.0);
+        assert_eq!(code, expected, "answer {body:?}");
+    }
+}
+
+#[tokio::test]
+async fn documented_permanent_twilio_codes_are_permanent_and_their_numbers_masked() {
+    for twilio_code in [21211, 21408, 21610, 21612, 21614] {
+        let (code, message) = permanent(
+            outcome_of(vec![Reply::twilio_error(400, twilio_code)], 2_000)
+                .await
+                .0,
+        );
+        assert_eq!(code, twilio_code.to_string());
+        assert!(
+            message.contains(&format!("Error {twilio_code}")),
+            "{message}"
+        );
+        assert!(
+            !message.contains("5005550001"),
+            "unmasked number: {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn queue_overflow_and_unknown_twilio_codes_are_transient() {
+    for twilio_code in [30001, 20429, 99999] {
+        let (code, _) = transient(
+            outcome_of(vec![Reply::twilio_error(400, twilio_code)], 2_000)
+                .await
+                .0,
+        );
+        assert_eq!(code, twilio_code.to_string());
+    }
+}
+
+#[tokio::test]
+async fn an_expired_message_is_refused_without_calling_twilio() {
+    let twilio =
+        FaultyTwilio::start(vec![Reply::created("SM0123456789abcdef0123456789abcdef")]).await;
+    let provider = provider(&settings(&twilio.url));
+    let (code, _) = permanent(
+        provider
+            .send(&sms("code", Some(Lifetime::seconds(-1))))
+            .await,
+    );
+    assert_eq!(code, "expired");
+    let mut expired_call = call("Your code is", "1234", "en");
+    expired_call.expires_at = Some(Utc::now() - Lifetime::seconds(5));
+    assert_eq!(permanent(provider.send(&expired_call).await).0, "expired");
+    assert!(twilio.requests().is_empty());
+}
+
+#[tokio::test]
+async fn email_and_mismatched_content_are_refused_as_unsupported() {
+    let twilio =
+        FaultyTwilio::start(vec![Reply::created("SM0123456789abcdef0123456789abcdef")]).await;
+    let provider = provider(&settings(&twilio.url));
+    let mut email = sms("code", None);
+    email.channel = Channel::Email;
+    email.content = Content::Email {
+        subject: "Your code".into(),
+        text: "123456".into(),
+        html: None,
+    };
+    assert_eq!(
+        permanent(provider.send(&email).await).0,
+        "unsupported_channel"
+    );
+    let mut mismatched = sms("code", None);
+    mismatched.channel = Channel::Voice;
+    assert_eq!(
+        permanent(provider.send(&mismatched).await).0,
+        "unsupported_channel"
+    );
+    assert!(twilio.requests().is_empty());
 }
