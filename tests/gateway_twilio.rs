@@ -458,3 +458,69 @@ async fn email_and_mismatched_content_are_refused_as_unsupported() {
     );
     assert!(twilio.requests().is_empty());
 }
+
+/// Log lines written while a test runs, for checking what they do and do not contain.
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn logs_name_the_message_but_never_the_code_the_credentials_or_the_full_number() {
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("reclaim_gateway=trace")
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let twilio = FaultyTwilio::start(vec![
+        Reply::created("SM0123456789abcdef0123456789abcdef"),
+        Reply::twilio_error(400, 21211),
+    ])
+    .await;
+    let provider = provider(&settings(&twilio.url));
+    let message = sms("Your code is 975318", Some(Lifetime::minutes(20)));
+    let message_id = message.message_id;
+    provider.send(&message).await.expect("accepted");
+    let spoken = call("Your code is", "864207", "en");
+    permanent(provider.send(&spoken).await);
+
+    let text = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf-8");
+    assert!(text.contains("accepted by Twilio"), "{text}");
+    assert!(text.contains("Twilio failed permanently"), "{text}");
+    assert!(text.contains(&message_id.to_string()), "{text}");
+    assert!(
+        text.contains(&reclaim_common::secret::mask_address(TO)),
+        "{text}"
+    );
+    let credentials = basic(ACCOUNT_SID, AUTH_TOKEN);
+    for secret in [
+        "975318",
+        "864207",
+        "8 6 4",
+        AUTH_TOKEN,
+        credentials.trim_start_matches("Basic "),
+        TO,
+        "5005550001",
+    ] {
+        assert!(!text.contains(secret), "logs contain {secret:?}:\n{text}");
+    }
+}

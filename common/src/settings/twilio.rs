@@ -64,17 +64,29 @@ impl Default for TwilioSettings {
 
 impl TwilioSettings {
     pub(crate) fn validate(&self, environment: Environment, problems: &mut Vec<Problem>) {
-        match url::Url::parse(&self.base_url) {
-            Ok(url) if url.scheme() == "https" => {}
-            Ok(url) if url.scheme() == "http" && environment == Environment::Development => {}
-            Ok(url) if url.scheme() == "http" => problems.push(Problem::new(
+        let base_url = url::Url::parse(&self.base_url);
+        let https = match &base_url {
+            Ok(url) if url.scheme() == "https" || url.scheme() == "http" => url.scheme() == "https",
+            _ => {
+                problems.push(Problem::new(
+                    "gateway.twilio.base_url",
+                    "must be an absolute URL like https://api.twilio.com",
+                ));
+                true
+            }
+        };
+        if !https && environment == Environment::Production {
+            problems.push(Problem::new(
                 "gateway.twilio.base_url",
                 "must use https:// in production (http:// is for local mocks)",
-            )),
-            _ => problems.push(Problem::new(
+            ));
+        }
+        if let Some((host, replacement)) = base_url.as_ref().ok().and_then(legacy_edge_replacement)
+        {
+            problems.push(Problem::new(
                 "gateway.twilio.base_url",
-                "must be an absolute URL like https://api.twilio.com",
-            )),
+                format!("Twilio retired `{host}` on 2026-04-28; use https://{replacement}"),
+            ));
         }
         check_sid(
             "gateway.twilio.account_sid",
@@ -180,6 +192,19 @@ impl TwilioSettings {
             .find(|n| !n.is_empty())
             .map(String::as_str)
     }
+}
+
+/// Twilio's retired `api.<legacy-edge>.twilio.com` hostnames and the hostname that replaced each.
+fn legacy_edge_replacement(url: &url::Url) -> Option<(String, &'static str)> {
+    let host = url.host_str()?.to_ascii_lowercase();
+    let replacement = match host.as_str() {
+        "api.ie1.twilio.com" => Some("api.dublin.ie1.twilio.com"),
+        "api.au1.twilio.com" => Some("api.sydney.au1.twilio.com"),
+        "api.br1.twilio.com" | "api.de1.twilio.com" | "api.jp1.twilio.com"
+        | "api.sg1.twilio.com" | "api.us2.twilio.com" => Some("api.twilio.com"),
+        _ => None,
+    }?;
+    Some((host, replacement))
 }
 
 /// Twilio SIDs are two letters and 32 hexadecimal digits.
@@ -308,6 +333,29 @@ mod tests {
         settings.require_voice(&mut problems);
         let missing: Vec<_> = problems.into_iter().map(|p| p.key).collect();
         assert_eq!(missing, ["gateway.twilio.voice_from"]);
+    }
+
+    #[test]
+    fn retired_legacy_edge_hostnames_are_refused_with_their_replacement() {
+        let legacy = TwilioSettings {
+            base_url: "https://api.ie1.twilio.com".into(),
+            ..TwilioSettings::default()
+        };
+        let mut problems = Vec::new();
+        legacy.validate(Environment::Production, &mut problems);
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0]
+                .message
+                .contains("https://api.dublin.ie1.twilio.com"),
+            "{}",
+            problems[0].message
+        );
+        let current = TwilioSettings {
+            base_url: "https://api.sydney.au1.twilio.com".into(),
+            ..TwilioSettings::default()
+        };
+        assert!(keys(&current, Environment::Production).is_empty());
     }
 
     #[test]
