@@ -103,29 +103,39 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 }
 
 /// Twilio's messages quote the numbers they refuse ("The 'To' number +15005550001 is not valid"); they end
-/// up in logs and in the outbox, so every run of 7 or more digits is masked. Long texts are cut.
+/// up in logs and in the outbox, so every phone-number-like run (digits with `+`, spaces, dashes, dots or
+/// parentheses between them) holding 7 or more digits is masked. Long texts are cut.
 pub fn redact_numbers(text: &str) -> String {
     const MAX_CHARS: usize = 300;
+    let is_number_char = |c: char| c.is_ascii_digit() || "+ -.()".contains(c);
+    let chars: Vec<char> = text.chars().take(MAX_CHARS).collect();
     let mut out = String::with_capacity(text.len());
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        let digits = run.chars().filter(char::is_ascii_digit).count();
-        if digits >= 7 {
-            out.push_str(&mask_address(run));
-        } else {
-            out.push_str(run);
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() && chars[i] != '+' {
+            out.push(chars[i]);
+            i += 1;
+            continue;
         }
-        run.clear();
-    };
-    for c in text.chars().take(MAX_CHARS) {
-        if c.is_ascii_digit() || (c == '+' && run.is_empty()) {
-            run.push(c);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(c);
+        let mut end = i;
+        while end < chars.len() && is_number_char(chars[end]) {
+            end += 1;
         }
+        // The run ends at its last digit; separators after it belong to the text.
+        let last_digit = (i..end).rev().find(|&j| chars[j].is_ascii_digit());
+        let Some(last_digit) = last_digit else {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        };
+        let run: String = chars[i..=last_digit].iter().collect();
+        if run.chars().filter(char::is_ascii_digit).count() >= 7 {
+            out.push_str(&mask_address(&run));
+        } else {
+            out.push_str(&run);
+        }
+        i = last_digit + 1;
     }
-    flush(&mut run, &mut out);
     out
 }
 
@@ -219,5 +229,12 @@ mod tests {
         assert!(!redacted.contains("5005550001"), "{redacted}");
         assert!(redacted.contains("+150******01"), "{redacted}");
         assert!(redacted.ends_with("Error 21211."), "{redacted}");
+        let spaced = redact_numbers("Cannot reach +1 (415) 555-2671, sorry. Code 30003 at 10:45.");
+        assert!(!spaced.contains("555-2671"), "{spaced}");
+        assert!(
+            spaced.ends_with(", sorry. Code 30003 at 10:45."),
+            "{spaced}"
+        );
+        assert_eq!(redact_numbers("+ plus and 12 items"), "+ plus and 12 items");
     }
 }
