@@ -10,10 +10,14 @@ pub struct Outgoing {
     pub message_id: uuid::Uuid,
     pub attempt: u32,
     pub channel: Channel,
+    /// Already validated: E.164 for sms/voice.
     pub to: String,
     pub content: Content,
+    /// BCP 47, e.g. "en", "es".
     pub locale: String,
+    /// Never deliver after; the SMS `ValidityPeriod` derives from it.
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Absolute URL for provider status callbacks, if configured.
     pub status_callback: Option<String>,
 }
 
