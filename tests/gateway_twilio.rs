@@ -524,3 +524,24 @@ async fn logs_name_the_message_but_never_the_code_the_credentials_or_the_full_nu
         assert!(!text.contains(secret), "logs contain {secret:?}:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn a_spoken_message_over_twilios_twiml_limit_or_without_a_caller_id_is_refused_unsent() {
+    let twilio =
+        FaultyTwilio::start(vec![Reply::created("CA0123456789abcdef0123456789abcdef")]).await;
+    let long = call(&"Your code follows. ".repeat(250), "123456", "en");
+    assert_eq!(
+        permanent(provider(&settings(&twilio.url)).send(&long).await).0,
+        "twiml_too_long"
+    );
+    let sms_only = TwilioSettings {
+        from: String::new(),
+        messaging_service_sid: MESSAGING_SERVICE_SID.into(),
+        ..settings(&twilio.url)
+    };
+    let provider = TwilioProvider::new(&sms_only).expect("provider");
+    let (code, message) = permanent(provider.send(&call("Your code is", "123456", "en")).await);
+    assert_eq!(code, "not_configured");
+    assert!(message.contains("gateway.twilio.voice_from"), "{message}");
+    assert!(twilio.requests().is_empty());
+}
