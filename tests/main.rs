@@ -6,4 +6,5 @@ mod support;
 mod kratos_kit;
 mod plugin_api;
 mod plugin_passwords;
+mod gateway_twilio;
 mod spine;

@@ -2,6 +2,7 @@
 //!
 //! The service is built by [`Application::build`] and served by [`Application::run_until_stopped`].
 
+pub mod providers;
 mod startup;
 
 pub use startup::{Application, RunMode};

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 mod database;
+pub mod prism;
+pub mod twilio_faults;
 
 pub use database::TestDatabase;
 

@@ -11,11 +11,13 @@ mod gateway;
 mod kratos;
 mod load;
 mod plugin;
+mod twilio;
 
 pub use gateway::*;
 pub use kratos::*;
 pub use load::{env_var_for, from_value, load, ConfigError, Problem};
 pub use plugin::*;
+pub use twilio::*;
 
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
