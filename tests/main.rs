@@ -3,8 +3,9 @@
 
 mod support;
 
+mod gateway_twilio;
+mod kratos_hooks;
 mod kratos_kit;
 mod plugin_api;
 mod plugin_passwords;
-mod gateway_twilio;
 mod spine;

@@ -14,6 +14,7 @@
 
 pub mod history;
 pub mod identity;
+pub mod kratos;
 pub mod metrics;
 pub mod password;
 pub mod passwords;
@@ -26,5 +27,5 @@ pub mod state;
 pub use history::PasswordDigest;
 pub use identity::{Identity, IdentityId};
 pub use password::Password;
-pub use passwords::{CheckOptions, PasswordState, Passwords, PasswordsError};
+pub use passwords::{CheckOptions, PasswordState, Passwords, PasswordsError, UnseenChange};
 pub use startup::Application;

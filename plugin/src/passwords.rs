@@ -92,6 +92,19 @@ pub struct PasswordState {
     pub phone: Option<String>,
 }
 
+/// How long a digest staged by the edge guard waits for the IdP to save the password it belongs to.
+const STAGED_TTL_MINUTES: i64 = 10;
+
+/// The verdict on a change whose plaintext the plugin never sees (Kratos's settings hook).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnseenChange {
+    pub decision: Decision,
+    /// The edge guard staged a digest for this change within the last few minutes (its history check passed).
+    pub staged: bool,
+    /// When the new password will expire under the identity's profile.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
 /// The facade. Clone it freely: it holds shared handles.
 #[derive(Clone)]
 pub struct Passwords {
@@ -312,6 +325,85 @@ impl Passwords {
             })
             .await?;
         Ok(committed)
+    }
+
+    /// May the identity change its password now, when the plugin cannot see the new one? The minimum age and
+    /// pending marks decide here; the history was checked by the edge guard, which says so by staging a digest.
+    pub async fn check_change_without_password(
+        &self,
+        identity: &Identity,
+        context: ChangeContext,
+        now: DateTime<Utc>,
+        locale: Option<Locale>,
+    ) -> Result<UnseenChange, PasswordsError> {
+        let locale = locale.unwrap_or(self.policy.default_locale());
+        let id = identity.id.as_str().to_string();
+        let row = self.db.run(move |conn| state::find(conn, &id)).await?;
+        let profile = resolve_in(&self.policy, None, identity, row.as_ref());
+        let facts = row.as_ref().map(change_facts).unwrap_or_default();
+        let decision = profile.check_change(&facts, context, None, now, locale);
+        let staged = row
+            .as_ref()
+            .and_then(|r| r.staged_at)
+            .is_some_and(|at| at.and_utc() + chrono::Duration::minutes(STAGED_TTL_MINUTES) > now);
+        let codes: Vec<&str> = decision
+            .violations
+            .iter()
+            .map(|v| v.code.as_str())
+            .collect();
+        self.metrics.count_decision(
+            if decision.allowed {
+                "allowed"
+            } else {
+                "refused"
+            },
+            &codes,
+        );
+        Ok(UnseenChange {
+            decision,
+            staged,
+            expires_at: profile.expires_at(now),
+        })
+    }
+
+    /// The IdP saved a new password: the staged digest, if a fresh one waits, becomes the current history
+    /// entry; either way the clock restarts and marks and grace logins are cleared.
+    pub async fn password_changed(
+        &self,
+        identity: &Identity,
+        changed_at: DateTime<Utc>,
+    ) -> Result<PasswordState, PasswordsError> {
+        let policy = self.policy.clone();
+        let identity = identity.clone();
+        let state = self
+            .db
+            .run(move |conn| {
+                write_transaction(conn, |c| {
+                    let now = Utc::now();
+                    let mut row = state::ensure(c, identity.id.as_str(), now)?;
+                    let profile = resolve_in(&policy, None, &identity, Some(&row));
+                    let fresh = row.staged_at.is_some_and(|at| {
+                        at.and_utc() + chrono::Duration::minutes(STAGED_TTL_MINUTES) > now
+                    });
+                    let staged = match (fresh, &row.staged_digest, &row.staged_params) {
+                        (true, Some(bytes), Some(params)) => {
+                            PasswordDigest::from_slice(bytes).zip(KdfParams::decode(params))
+                        }
+                        _ => None,
+                    };
+                    if let Some((digest, params)) = &staged {
+                        store::insert_keyed(c, identity.id.as_str(), *params, digest, changed_at)?;
+                    }
+                    apply_change(&mut row, profile, &identity, changed_at);
+                    row.updated_at = now.naive_utc();
+                    state::save(c, &row)?;
+                    store::prune(c, identity.id.as_str(), profile, now)?;
+                    view(&policy, c, row, now)
+                })
+            })
+            .await?;
+        tracing::info!(identity.id = %state.identity_id, history.entries = state.history_entries, "password change saved by the identity provider");
+        Ok(state)
     }
 
     /// Registration: starts the password's clock without a history entry (the IdP gave no plaintext).

@@ -1,5 +1,6 @@
 //! Wiring: settings and database in, a running HTTP server out.
 
+use crate::kratos::{self, admin::KratosAdmin, KratosHooks};
 use crate::routes::{self, ApiDoc, ApiTokens};
 use crate::Passwords;
 use reclaim_common::http::{self, ServiceSpec};
@@ -25,6 +26,12 @@ impl Application {
         let registry = prometheus::Registry::new();
         let passwords = Passwords::new(settings, db.clone(), &registry)?;
         let tokens = ApiTokens(settings.plugin.api.tokens.clone());
+        let kratos_hooks = actix_web::web::Data::new(KratosHooks {
+            passwords: passwords.clone(),
+            settings: settings.plugin.kratos.clone(),
+            admin: KratosAdmin::from_settings(&settings.plugin.kratos)?,
+            db: db.clone(),
+        });
         let spec = ServiceSpec {
             name: "plugin",
             listener,
@@ -34,7 +41,8 @@ impl Application {
             openapi: ApiDoc::openapi(),
         };
         let server = http::serve(spec, move |cfg| {
-            routes::configure(cfg, passwords.clone(), tokens.clone())
+            routes::configure(cfg, passwords.clone(), tokens.clone());
+            cfg.app_data(kratos_hooks.clone()).configure(kratos::routes);
         })?;
         Ok(Self { port, server })
     }

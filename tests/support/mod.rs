@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 mod database;
+pub mod kratos;
 pub mod prism;
 pub mod twilio_faults;
 

@@ -1,0 +1,513 @@
+//! The hook handlers. Each authenticates Kratos, parses the body, answers a retry (same
+//! `Ory-Webhook-Trigger-ID`) with the first answer, and otherwise decides with the password service.
+
+use super::admin::KratosAdmin;
+use super::messages::{self, AdapterMessage};
+use super::payload::HookBody;
+use super::response::{self, Target, UiMessage};
+use crate::identity::{Identity, IdentityId};
+use crate::passwords::{Passwords, PasswordsError};
+use crate::policy::{ChangeContext, Locale};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, SecondsFormat, Utc};
+use reclaim_common::auth::{self, AuthError};
+use reclaim_common::idempotency;
+use reclaim_common::settings::{FailurePolicy, KratosAuth, KratosSettings};
+use reclaim_common::Db;
+use serde_json::{Map, Value};
+
+/// Everything the hooks need, shared by all workers.
+#[derive(Clone)]
+pub struct KratosHooks {
+    pub passwords: Passwords,
+    pub settings: KratosSettings,
+    pub admin: Option<KratosAdmin>,
+    pub db: Db,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/hooks/kratos/registration", web::post().to(registration))
+        .route(
+            "/hooks/kratos/registration/after",
+            web::post().to(registration_after),
+        )
+        .route("/hooks/kratos/login", web::post().to(login))
+        .route("/hooks/kratos/recovery", web::post().to(recovery))
+        .route(
+            "/hooks/kratos/settings/password",
+            web::post().to(settings_password),
+        )
+        .route(
+            "/hooks/kratos/settings/password/after",
+            web::post().to(settings_password_after),
+        );
+}
+
+/// The answer of a hook, kept so a retry gets the same one.
+#[derive(Debug, Clone, PartialEq)]
+struct Reply {
+    status: StatusCode,
+    body: Option<Value>,
+}
+
+impl Reply {
+    fn proceed() -> Self {
+        Self {
+            status: StatusCode::NO_CONTENT,
+            body: None,
+        }
+    }
+
+    fn refuse(status: StatusCode, target: Target, messages: &[UiMessage]) -> Self {
+        let response = response::interrupt_body(target, messages);
+        Self {
+            status,
+            body: Some(response),
+        }
+    }
+
+    fn metadata(existing: Map<String, Value>, ours: Map<String, Value>) -> Self {
+        Self {
+            status: StatusCode::OK,
+            body: Some(response::metadata_public_body(existing, ours)),
+        }
+    }
+
+    fn into_response(self) -> HttpResponse {
+        match self.body {
+            Some(body) => HttpResponse::build(self.status).json(body),
+            None => HttpResponse::build(self.status).finish(),
+        }
+    }
+}
+
+/// Why a hook call could not be handled as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("not authenticated: {0}")]
+    Unauthorized(AuthError),
+    #[error("bad request: {0}")]
+    BadRequest(String, Locale),
+}
+
+impl actix_web::ResponseError for HookError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::BadRequest(..) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            // No `messages`: there is nothing Kratos should show the user.
+            Self::Unauthorized(_) => reclaim_common::json::error_response(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong Kratos credentials",
+                None,
+            ),
+            Self::BadRequest(_, locale) => response::interrupt(
+                StatusCode::BAD_REQUEST,
+                Target::Global,
+                &[AdapterMessage::InvalidRequest.ui(*locale)],
+            ),
+        }
+    }
+}
+
+/// Which hook: names the idempotency scope, the failure policy and the log lines.
+#[derive(Debug, Clone, Copy)]
+enum Hook {
+    Registration,
+    RegistrationAfter,
+    Login,
+    Recovery,
+    SettingsPassword,
+    SettingsPasswordAfter,
+}
+
+impl Hook {
+    fn scope(self) -> &'static str {
+        match self {
+            Self::Registration => "kratos.registration",
+            Self::RegistrationAfter => "kratos.registration.after",
+            Self::Login => "kratos.login",
+            Self::Recovery => "kratos.recovery",
+            Self::SettingsPassword => "kratos.settings.password",
+            Self::SettingsPasswordAfter => "kratos.settings.password.after",
+        }
+    }
+
+    fn on_error(self, settings: &KratosSettings) -> FailurePolicy {
+        match self {
+            Self::Registration | Self::RegistrationAfter => settings.on_error.registration,
+            Self::Login => settings.on_error.login,
+            Self::Recovery => settings.on_error.recovery,
+            Self::SettingsPassword | Self::SettingsPasswordAfter => settings.on_error.settings,
+        }
+    }
+}
+
+/// A parsed, authenticated hook call.
+struct Call {
+    body: HookBody,
+    identity: Identity,
+    locale: Locale,
+    trigger: Option<(String, Vec<u8>)>,
+}
+
+fn authenticate(req: &HttpRequest, settings: &KratosSettings) -> Result<(), AuthError> {
+    match settings.auth {
+        KratosAuth::ApiKey => {
+            auth::check_api_key(req.headers(), &settings.api_key_header, &settings.api_keys)
+        }
+        KratosAuth::Basic => auth::check_basic(
+            req.headers(),
+            &settings.basic_user,
+            &settings.basic_password,
+        ),
+    }
+}
+
+fn parse_call(req: &HttpRequest, bytes: &[u8], hooks: &KratosHooks) -> Result<Call, HookError> {
+    authenticate(req, &hooks.settings).map_err(|e| {
+        tracing::warn!(reason = %e, "Kratos hook refused: credentials");
+        HookError::Unauthorized(e)
+    })?;
+    let fallback = hooks.passwords.policy().default_locale();
+    let header_locale = req
+        .headers()
+        .get(actix_web::http::header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok());
+    let body: HookBody = reclaim_common::json::parse(bytes).map_err(|e| {
+        tracing::warn!(field = %e.field, "Kratos hook body refused");
+        HookError::BadRequest(e.to_string(), Locale::negotiate(header_locale, fallback))
+    })?;
+    let locale = Locale::negotiate(body.accept_language().or(header_locale), fallback);
+    let identity = identity_of(&body, &hooks.settings)
+        .map_err(|message| HookError::BadRequest(format!("identity.id: {message}"), locale))?;
+    let trigger = req
+        .headers()
+        .get("ory-webhook-trigger-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(|v| (v.to_string(), idempotency::request_digest(bytes)));
+    Ok(Call {
+        body,
+        identity,
+        locale,
+        trigger,
+    })
+}
+
+fn identity_of(body: &HookBody, settings: &KratosSettings) -> Result<Identity, String> {
+    let kratos = &body.identity;
+    let mut identity = Identity::new(IdentityId::parse(&kratos.id)?);
+    identity.schema_id = kratos.schema_id.clone().filter(|s| !s.is_empty());
+    identity.email = kratos.trait_at(&settings.email_pointer);
+    identity.phone = kratos.trait_at(&settings.phone_pointer);
+    for (key, value) in kratos.metadata_public_object() {
+        let text = match value {
+            Value::String(text) => text,
+            Value::Bool(_) | Value::Number(_) => value.to_string(),
+            _ => continue,
+        };
+        identity.metadata.insert(key, text);
+    }
+    Ok(identity)
+}
+
+/// Runs `decide` once per trigger id: a retry gets the stored answer.
+async fn once<F, Fut>(hooks: &KratosHooks, hook: Hook, call: &Call, decide: F) -> Reply
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Reply, PasswordsError>>,
+{
+    if let Some((key, digest)) = call.trigger.clone() {
+        let scope = hook.scope();
+        let found = hooks
+            .db
+            .run(move |conn| idempotency::lookup(conn, scope, &key, &digest))
+            .await;
+        if let Ok(Some(remembered)) = found {
+            if let Some(reply) = remembered_reply(&remembered) {
+                tracing::info!(hook = scope, "Kratos retry answered with the first answer");
+                return reply;
+            }
+        }
+    }
+    let reply = match decide().await {
+        Ok(reply) => reply,
+        Err(error) => {
+            tracing::error!(hook = hook.scope(), error = %error, "Kratos hook could not decide");
+            return failure_reply(hook, &hooks.settings, call.locale);
+        }
+    };
+    if let Some((key, digest)) = call.trigger.clone() {
+        let scope = hook.scope();
+        let status = reply.status.as_u16();
+        let body = reply
+            .body
+            .as_ref()
+            .map(Value::to_string)
+            .unwrap_or_default();
+        let stored = hooks
+            .db
+            .run(move |conn| {
+                idempotency::remember(
+                    conn,
+                    scope,
+                    &key,
+                    &digest,
+                    status,
+                    &body,
+                    Utc::now().naive_utc(),
+                )
+            })
+            .await;
+        if let Err(error) = stored {
+            tracing::warn!(hook = scope, error = %error, "could not remember the Kratos answer");
+        }
+    }
+    reply
+}
+
+fn remembered_reply(remembered: &idempotency::Remembered) -> Option<Reply> {
+    if !remembered.same_request {
+        return None;
+    }
+    let status = StatusCode::from_u16(remembered.status_code).ok()?;
+    let body = if remembered.response_body.is_empty() {
+        None
+    } else {
+        Some(serde_json::from_str(&remembered.response_body).ok()?)
+    };
+    Some(Reply { status, body })
+}
+
+/// Our database is unavailable: let the flow go on, or refuse with a message, as configured.
+fn failure_reply(hook: Hook, settings: &KratosSettings, locale: Locale) -> Reply {
+    match hook.on_error(settings) {
+        FailurePolicy::Open => Reply::proceed(),
+        FailurePolicy::Closed => Reply::refuse(
+            StatusCode::BAD_REQUEST,
+            Target::Global,
+            &[AdapterMessage::Unavailable.ui(locale)],
+        ),
+    }
+}
+
+fn timestamp(at: DateTime<Utc>) -> Value {
+    Value::String(at.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+/// The keys we own in `metadata_public`.
+fn password_metadata(
+    changed_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Map<String, Value> {
+    let mut ours = Map::new();
+    ours.insert("password_changed_at".into(), timestamp(changed_at));
+    ours.insert(
+        "password_expires_at".into(),
+        expires_at.map_or(Value::Null, timestamp),
+    );
+    ours
+}
+
+/// First contact with an identity that registered before Reclaim was wired in: create its state (from
+/// `metadata_public.password_changed_at` when we stamped it earlier) and import its current password hash.
+async fn ensure_known(
+    hooks: &KratosHooks,
+    call: &Call,
+    now: DateTime<Utc>,
+) -> Result<(), PasswordsError> {
+    if hooks.passwords.state(&call.identity.id).await?.is_some() {
+        return Ok(());
+    }
+    let changed_at = call
+        .body
+        .identity
+        .metadata_public_object()
+        .get("password_changed_at")
+        .and_then(Value::as_str)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map_or(now, |t| t.with_timezone(&Utc));
+    hooks
+        .passwords
+        .initialise(&call.identity, changed_at)
+        .await?;
+    import_current_hash(hooks, &call.identity, changed_at).await;
+    Ok(())
+}
+
+/// Best effort: without the import, history starts with the next change.
+async fn import_current_hash(hooks: &KratosHooks, identity: &Identity, changed_at: DateTime<Utc>) {
+    let (Some(admin), true) = (&hooks.admin, hooks.settings.import_password_hash) else {
+        return;
+    };
+    let Ok(uuid) = uuid::Uuid::parse_str(identity.id.as_str()) else {
+        return;
+    };
+    match admin.identity(&uuid).await {
+        Ok(Some(found)) => {
+            if let Some(phc) = found.hashed_password {
+                if let Err(error) = hooks
+                    .passwords
+                    .import_foreign_hash(identity, &phc, changed_at)
+                    .await
+                {
+                    tracing::warn!(identity.id = %identity.id, error = %error, "password hash not imported");
+                }
+            }
+        }
+        Ok(None) => {
+            tracing::warn!(identity.id = %identity.id, "Kratos does not know this identity")
+        }
+        Err(error) => {
+            tracing::warn!(identity.id = %identity.id, error = %error, "Kratos admin API failed")
+        }
+    }
+}
+
+async fn registration(
+    req: HttpRequest,
+    bytes: web::Bytes,
+    hooks: web::Data<KratosHooks>,
+) -> Result<HttpResponse, HookError> {
+    let call = parse_call(&req, &bytes, &hooks)?;
+    let now = Utc::now();
+    let reply = once(&hooks, Hook::Registration, &call, || async {
+        let profile = hooks.passwords.policy().select(&call.identity.traits());
+        if call.body.identity.is_persisted() {
+            hooks.passwords.initialise(&call.identity, now).await?;
+        }
+        Ok(Reply::metadata(
+            call.body.identity.metadata_public_object(),
+            password_metadata(now, profile.expires_at(now)),
+        ))
+    })
+    .await;
+    Ok(reply.into_response())
+}
+
+async fn registration_after(
+    req: HttpRequest,
+    bytes: web::Bytes,
+    hooks: web::Data<KratosHooks>,
+) -> Result<HttpResponse, HookError> {
+    let call = parse_call(&req, &bytes, &hooks)?;
+    let now = Utc::now();
+    let reply = once(&hooks, Hook::RegistrationAfter, &call, || async {
+        hooks.passwords.initialise(&call.identity, now).await?;
+        import_current_hash(&hooks, &call.identity, now).await;
+        Ok(Reply::proceed())
+    })
+    .await;
+    Ok(reply.into_response())
+}
+
+async fn login(
+    req: HttpRequest,
+    bytes: web::Bytes,
+    hooks: web::Data<KratosHooks>,
+) -> Result<HttpResponse, HookError> {
+    let call = parse_call(&req, &bytes, &hooks)?;
+    let now = Utc::now();
+    let reply = once(&hooks, Hook::Login, &call, || async {
+        ensure_known(&hooks, &call, now).await?;
+        let outcome = hooks.passwords.on_login(&call.identity, now, Some(call.locale)).await?;
+        if outcome.allowed {
+            return Ok(Reply::proceed());
+        }
+        let notice: Vec<UiMessage> = outcome.notice.iter().map(messages::from_violation).collect();
+        tracing::info!(identity.id = %call.identity.id, status = ?outcome.status, "Kratos login refused");
+        Ok(Reply::refuse(StatusCode::FORBIDDEN, Target::Global, &notice))
+    })
+    .await;
+    Ok(reply.into_response())
+}
+
+async fn recovery(
+    req: HttpRequest,
+    bytes: web::Bytes,
+    hooks: web::Data<KratosHooks>,
+) -> Result<HttpResponse, HookError> {
+    let call = parse_call(&req, &bytes, &hooks)?;
+    let now = Utc::now();
+    let reply = once(&hooks, Hook::Recovery, &call, || async {
+        ensure_known(&hooks, &call, now).await?;
+        hooks.passwords.mark_recovered(&call.identity.id).await?;
+        Ok(Reply::proceed())
+    })
+    .await;
+    Ok(reply.into_response())
+}
+
+async fn settings_password(
+    req: HttpRequest,
+    bytes: web::Bytes,
+    hooks: web::Data<KratosHooks>,
+) -> Result<HttpResponse, HookError> {
+    let call = parse_call(&req, &bytes, &hooks)?;
+    let now = Utc::now();
+    let reply = once(&hooks, Hook::SettingsPassword, &call, || async {
+        ensure_known(&hooks, &call, now).await?;
+        let context = if call.body.session_from_recovery() {
+            ChangeContext::Recovery
+        } else {
+            ChangeContext::Voluntary
+        };
+        let verdict = hooks
+            .passwords
+            .check_change_without_password(&call.identity, context, now, Some(call.locale))
+            .await?;
+        if !verdict.decision.allowed {
+            let refusals: Vec<UiMessage> = verdict
+                .decision
+                .violations
+                .iter()
+                .map(messages::from_violation)
+                .collect();
+            return Ok(Reply::refuse(
+                StatusCode::BAD_REQUEST,
+                Target::Password,
+                &refusals,
+            ));
+        }
+        if hooks.settings.require_staged_verdict && !verdict.staged {
+            return Ok(Reply::refuse(
+                StatusCode::BAD_REQUEST,
+                Target::Password,
+                &[AdapterMessage::NotChecked.ui(call.locale)],
+            ));
+        }
+        Ok(Reply::metadata(
+            call.body.identity.metadata_public_object(),
+            password_metadata(now, verdict.expires_at),
+        ))
+    })
+    .await;
+    Ok(reply.into_response())
+}
+
+async fn settings_password_after(
+    req: HttpRequest,
+    bytes: web::Bytes,
+    hooks: web::Data<KratosHooks>,
+) -> Result<HttpResponse, HookError> {
+    let call = parse_call(&req, &bytes, &hooks)?;
+    let now = Utc::now();
+    let reply = once(&hooks, Hook::SettingsPasswordAfter, &call, || async {
+        ensure_known(&hooks, &call, now).await?;
+        hooks
+            .passwords
+            .password_changed(&call.identity, now)
+            .await?;
+        Ok(Reply::proceed())
+    })
+    .await;
+    Ok(reply.into_response())
+}

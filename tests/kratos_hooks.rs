@@ -1,0 +1,362 @@
+//! The hook sequence a Kratos user goes through, driven with Kratos's own payloads (rendered by our jsonnet
+//! template), on the test backend.
+
+use crate::support::kratos::{
+    self, call_hook, contract, for_identity, from_recovery_session, send_raw, KRATOS_KEY,
+};
+use crate::support::{spawn_app_with, TestApp, API_TOKEN};
+use reclaim_common::settings::{ExpiryMode, OnExpired, ProfileSettings, SelectRule};
+use reclaim_common::Secret;
+use serde_json::Value;
+
+async fn kratos_app() -> TestApp {
+    spawn_app_with(|settings| {
+        settings.plugin.kratos.api_keys = vec![Secret::new(KRATOS_KEY)];
+        let policy = &mut settings.plugin.policy;
+        if let Some(default) = policy.profiles.get_mut("default") {
+            default.min_age_minutes = 60;
+            default.change_after_recovery = true;
+        }
+        policy.profiles.insert(
+            "contractor".into(),
+            ProfileSettings {
+                history_depth: 5,
+                expiry: ExpiryMode::MaxAge,
+                max_age_days: 30,
+                warn_before_days: 7,
+                on_expired: OnExpired::Warn,
+                ..ProfileSettings::default()
+            },
+        );
+        policy.select.push(SelectRule {
+            profile: "contractor".into(),
+            schema_id: "contractor".into(),
+            ..SelectRule::default()
+        });
+    })
+    .await
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn password_state(app: &TestApp, id: &str) -> Value {
+    app.client
+        .get(app.plugin_url(&format!("/v1/identities/{id}/password")))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("state request")
+        .json()
+        .await
+        .expect("state json")
+}
+
+/// Records a password change at `days_ago` through the generic API, as an import would.
+async fn changed_days_ago(app: &TestApp, id: &str, days_ago: i64) {
+    let at = chrono::Utc::now() - chrono::Duration::days(days_ago);
+    let response = app
+        .client
+        .post(app.plugin_url("/v1/passwords/record"))
+        .bearer_auth(API_TOKEN)
+        .json(&serde_json::json!({"identity_id": id, "password": "an old password 1", "changed_at": at}))
+        .send()
+        .await
+        .expect("record");
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+}
+
+async fn register(app: &TestApp, id: &str, schema: &str) {
+    let pre = for_identity(
+        contract("webhook-registration-password-pre-persist.json"),
+        id,
+        schema,
+    );
+    // Before the identity is stored, Kratos sends the nil id.
+    let mut pre = pre;
+    pre["identity"]["id"] = Value::String("00000000-0000-0000-0000-000000000000".into());
+    let answer = call_hook(app, "/hooks/kratos/registration", &pre, &new_id()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let metadata = &answer.body["identity"]["metadata_public"];
+    assert!(
+        metadata["password_changed_at"].is_string(),
+        "{}",
+        answer.body
+    );
+
+    let post = for_identity(contract("webhook-registration-password.json"), id, schema);
+    let answer = call_hook(app, "/hooks/kratos/registration/after", &post, &new_id()).await;
+    assert!(
+        answer.status == 200 || answer.status == 204,
+        "{} {}",
+        answer.status,
+        answer.body
+    );
+}
+
+#[tokio::test]
+async fn a_kratos_user_goes_through_registration_login_recovery_and_settings() {
+    let app = kratos_app().await;
+    let id = new_id();
+    register(&app, &id, "default").await;
+    let state = password_state(&app, &id).await;
+    assert!(state["changed_at"].is_string(), "{state}");
+
+    // Login with a fresh password: allowed.
+    let login = for_identity(contract("webhook-login-password.json"), &id, "default");
+    let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
+    assert!(
+        answer.status == 200 || answer.status == 204,
+        "{} {}",
+        answer.status,
+        answer.body
+    );
+
+    // A voluntary change right after registration: too young, shown under the password field.
+    let settings = for_identity(contract("webhook-settings-password.json"), &id, "default");
+    let answer = call_hook(
+        &app,
+        "/hooks/kratos/settings/password",
+        &settings,
+        &new_id(),
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(
+        answer.message_ids(),
+        vec![("#/password".to_string(), 4_470_002)]
+    );
+    assert_eq!(answer.body["messages"][0]["messages"][0]["type"], "error");
+
+    // The user recovers the account: the password must now be changed.
+    let recovery = for_identity(contract("webhook-recovery.json"), &id, "default");
+    let answer = call_hook(&app, "/hooks/kratos/recovery", &recovery, &new_id()).await;
+    assert!(
+        answer.status == 200 || answer.status == 204,
+        "{} {}",
+        answer.status,
+        answer.body
+    );
+    let state = password_state(&app, &id).await;
+    assert_eq!(state["must_change"], true, "{state}");
+    assert_eq!(state["must_change_reason"], "recovery", "{state}");
+
+    // A password login now is refused with a global message telling the user to recover.
+    let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert_eq!(answer.message_ids(), vec![("#/".to_string(), 4_470_004)]);
+
+    // The change made from the recovery session is exempt from the minimum age.
+    let settings = from_recovery_session(settings);
+    let answer = call_hook(
+        &app,
+        "/hooks/kratos/settings/password",
+        &settings,
+        &new_id(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let metadata = &answer.body["identity"]["metadata_public"];
+    assert!(
+        metadata["password_changed_at"].is_string(),
+        "{}",
+        answer.body
+    );
+    let answer = call_hook(
+        &app,
+        "/hooks/kratos/settings/password/after",
+        &settings,
+        &new_id(),
+    )
+    .await;
+    assert!(
+        answer.status == 200 || answer.status == 204,
+        "{} {}",
+        answer.status,
+        answer.body
+    );
+    let state = password_state(&app, &id).await;
+    assert_eq!(state["must_change"], false, "{state}");
+
+    // And logins work again.
+    let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
+    assert!(
+        answer.status == 200 || answer.status == 204,
+        "{} {}",
+        answer.status,
+        answer.body
+    );
+}
+
+#[tokio::test]
+async fn a_staff_login_after_max_age_is_blocked_and_a_warn_profile_login_is_allowed() {
+    let app = kratos_app().await;
+    let staff = new_id();
+    register(&app, &staff, "staff").await;
+    changed_days_ago(&app, &staff, 91).await;
+    let login = for_identity(contract("webhook-login-password.json"), &staff, "staff");
+    let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert_eq!(answer.message_ids(), vec![("#/".to_string(), 4_470_003)]);
+
+    let contractor = new_id();
+    register(&app, &contractor, "contractor").await;
+    changed_days_ago(&app, &contractor, 31).await;
+    let login = for_identity(
+        contract("webhook-login-password.json"),
+        &contractor,
+        "contractor",
+    );
+    let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
+    assert!(
+        answer.status == 200 || answer.status == 204,
+        "{} {}",
+        answer.status,
+        answer.body
+    );
+}
+
+#[tokio::test]
+async fn registration_stamps_expiry_for_max_age_profiles_and_keeps_existing_metadata() {
+    let app = kratos_app().await;
+    let mut ctx = for_identity(
+        contract("webhook-registration-password-pre-persist.json"),
+        &new_id(),
+        "staff",
+    );
+    ctx["identity"]["metadata_public"] = serde_json::json!({"plan": "gold"});
+    let answer = call_hook(&app, "/hooks/kratos/registration", &ctx, &new_id()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let metadata = &answer.body["identity"]["metadata_public"];
+    assert_eq!(metadata["plan"], "gold");
+    let changed = chrono::DateTime::parse_from_rfc3339(
+        metadata["password_changed_at"].as_str().unwrap_or_default(),
+    )
+    .expect("changed_at");
+    let expires = chrono::DateTime::parse_from_rfc3339(
+        metadata["password_expires_at"].as_str().unwrap_or_default(),
+    )
+    .expect("expires_at");
+    assert_eq!((expires - changed).num_days(), 90);
+}
+
+#[tokio::test]
+async fn hooks_refuse_missing_or_wrong_keys_with_401_and_change_nothing() {
+    let app = kratos_app().await;
+    let id = new_id();
+    let recovery = for_identity(contract("webhook-recovery.json"), &id, "default");
+    let body = kratos::render_body(&recovery).to_string().into_bytes();
+    for key in [None, Some("wrong-key")] {
+        let answer = send_raw(&app, "/hooks/kratos/recovery", body.clone(), key, &new_id()).await;
+        assert_eq!(answer.status, 401);
+        assert!(answer.body.get("messages").is_none(), "{}", answer.body);
+    }
+    let state = app
+        .client
+        .get(app.plugin_url(&format!("/v1/identities/{id}/password")))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("state");
+    let body: Value = state.json().await.expect("json");
+    assert_ne!(body["must_change"], true, "{body}");
+}
+
+#[tokio::test]
+async fn a_broken_body_gets_a_400_in_kratos_shape_with_a_global_message() {
+    let app = kratos_app().await;
+    for body in [b"{not json".to_vec(), br#"{"flow": {}}"#.to_vec()] {
+        let answer = send_raw(
+            &app,
+            "/hooks/kratos/settings/password",
+            body,
+            Some(KRATOS_KEY),
+            &new_id(),
+        )
+        .await;
+        assert_eq!(answer.status, 400, "{}", answer.body);
+        assert_eq!(answer.message_ids(), vec![("#/".to_string(), 4_470_010)]);
+    }
+}
+
+#[tokio::test]
+async fn a_retried_login_hook_uses_one_grace_login_not_two() {
+    let app = spawn_app_with(|settings| {
+        settings.plugin.kratos.api_keys = vec![Secret::new(KRATOS_KEY)];
+        if let Some(staff) = settings.plugin.policy.profiles.get_mut("staff") {
+            staff.grace_logins = 2;
+        }
+    })
+    .await;
+    let id = new_id();
+    register(&app, &id, "staff").await;
+    changed_days_ago(&app, &id, 100).await;
+    let login = for_identity(contract("webhook-login-password.json"), &id, "staff");
+    let trigger = new_id();
+    for _ in 0..2 {
+        let answer = call_hook(&app, "/hooks/kratos/login", &login, &trigger).await;
+        assert!(
+            answer.status == 200 || answer.status == 204,
+            "{} {}",
+            answer.status,
+            answer.body
+        );
+    }
+    assert_eq!(password_state(&app, &id).await["grace_logins_used"], 1);
+    // A new login (new trigger id) uses the second; the third is refused.
+    let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
+    assert!(
+        answer.status == 200 || answer.status == 204,
+        "{} {}",
+        answer.status,
+        answer.body
+    );
+    let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+}
+
+#[tokio::test]
+async fn every_refusal_parses_as_a_kratos_interrupt() {
+    // Kratos parses `{"messages":[{"instance_ptr", "messages":[{"id","text","type","context"?}]}]}` and turns
+    // anything else in a 4xx into a generic error: check every refusal the sequence above produces.
+    let app = kratos_app().await;
+    let id = new_id();
+    register(&app, &id, "default").await;
+    let settings = for_identity(contract("webhook-settings-password.json"), &id, "default");
+    let refusals = [
+        call_hook(
+            &app,
+            "/hooks/kratos/settings/password",
+            &settings,
+            &new_id(),
+        )
+        .await,
+        send_raw(
+            &app,
+            "/hooks/kratos/login",
+            b"[]".to_vec(),
+            Some(KRATOS_KEY),
+            &new_id(),
+        )
+        .await,
+    ];
+    for answer in refusals {
+        assert!((400..500).contains(&answer.status) && answer.status != 429);
+        let groups = answer.body["messages"].as_array().expect("messages");
+        assert!(!groups.is_empty());
+        for group in groups {
+            assert!(group["instance_ptr"].is_string());
+            for message in group["messages"].as_array().expect("inner messages") {
+                assert!(message["id"].is_u64());
+                assert!(message["text"].as_str().is_some_and(|t| !t.is_empty()));
+                assert!(["error", "info"].contains(&message["type"].as_str().unwrap_or_default()));
+                assert!(message.get("context").is_none_or(|c| c.is_object()));
+            }
+        }
+    }
+}

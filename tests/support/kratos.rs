@@ -1,0 +1,142 @@
+//! Kratos as our tests see it: the contract payloads from `../shared/contracts/kratos/`, turned into hook
+//! bodies by our own jsonnet template with a real jsonnet implementation, and sent like Kratos sends them.
+
+use super::TestApp;
+use serde_json::Value;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+pub const KRATOS_KEY: &str = "kratos-test-key";
+
+/// A contract payload (a hook `ctx`) by file name.
+pub fn contract(name: &str) -> Value {
+    let path = format!("../shared/contracts/kratos/{name}");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).expect("contract is JSON")
+}
+
+/// The same payload for another identity: new id, schema and email, so tests never share state by accident.
+pub fn for_identity(mut ctx: Value, id: &str, schema_id: &str) -> Value {
+    ctx["identity"]["id"] = Value::String(id.to_string());
+    ctx["identity"]["schema_id"] = Value::String(schema_id.to_string());
+    ctx["identity"]["traits"]["email"] = Value::String(format!("user-{}@example.org", &id[..8]));
+    if ctx.get("session").is_some_and(|s| s.is_object()) {
+        ctx["session"]["identity"]["id"] = Value::String(id.to_string());
+    }
+    ctx
+}
+
+/// Marks the payload's session as created by account recovery (as Kratos does for the recovery session).
+pub fn from_recovery_session(mut ctx: Value) -> Value {
+    ctx["session"]["authentication_methods"] = serde_json::json!([
+        {"aal": "aal1", "completed_at": "2026-07-30T09:58:40.501226Z", "method": "code_recovery"}
+    ]);
+    ctx
+}
+
+fn python() -> String {
+    let venv = format!(
+        "{}/tests/tools/.venv/bin/python",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    assert!(
+        std::path::Path::new(&venv).exists(),
+        "{venv} is missing: run .ci/tools once to install the test tools"
+    );
+    venv
+}
+
+/// Evaluates `config/kratos/reclaim.jsonnet` on `ctx` with the jsonnet implementation from PyPI.
+pub fn render_body(ctx: &Value) -> Value {
+    let mut child = Command::new(python())
+        .arg("tests/tools/jsonnet_eval.py")
+        .arg("config/kratos/reclaim.jsonnet")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start jsonnet");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(ctx.to_string().as_bytes())
+        .expect("write ctx");
+    let output = child.wait_with_output().expect("jsonnet runs");
+    assert!(
+        output.status.success(),
+        "jsonnet failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("jsonnet output is JSON")
+}
+
+/// What a hook call returned.
+pub struct HookAnswer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl HookAnswer {
+    /// The ids of the messages of a Kratos interrupt, with where they point.
+    pub fn message_ids(&self) -> Vec<(String, u64)> {
+        self.body["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|group| {
+                let ptr = group["instance_ptr"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                group["messages"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(move |m| (ptr.clone(), m["id"].as_u64().unwrap_or_default()))
+            })
+            .collect()
+    }
+}
+
+/// Sends a hook call as Kratos does: rendered body, API key header, a trigger id.
+pub async fn call_hook(app: &TestApp, path: &str, ctx: &Value, trigger_id: &str) -> HookAnswer {
+    let body = render_body(ctx);
+    send_raw(
+        app,
+        path,
+        body.to_string().into_bytes(),
+        Some(KRATOS_KEY),
+        trigger_id,
+    )
+    .await
+}
+
+pub async fn send_raw(
+    app: &TestApp,
+    path: &str,
+    body: Vec<u8>,
+    key: Option<&str>,
+    trigger_id: &str,
+) -> HookAnswer {
+    let mut request = app
+        .client
+        .post(app.plugin_url(path))
+        .header("content-type", "application/json")
+        .header("ory-webhook-trigger-id", trigger_id)
+        .header("ory-webhook-request-id", uuid::Uuid::new_v4().to_string())
+        .body(body);
+    if let Some(key) = key {
+        request = request.header("x-reclaim-key", key);
+    }
+    let response = request.send().await.expect("hook request");
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.expect("body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    HookAnswer { status, body }
+}
