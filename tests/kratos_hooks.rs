@@ -360,3 +360,94 @@ async fn every_refusal_parses_as_a_kratos_interrupt() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_current_kratos_password_becomes_history_so_it_cannot_be_reused_from_day_one() {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::encode_b64(b"reclaim-test-salt").expect("salt");
+    let params = argon2::Params::new(8_192, 1, 1, None).expect("params");
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let hash = argon
+        .hash_password(b"correct horse battery", &salt)
+        .expect("hash")
+        .to_string();
+    let admin = kratos::kratos_admin_stand_in(&hash).await;
+    let app = spawn_app_with(|settings| {
+        settings.plugin.kratos.api_keys = vec![Secret::new(KRATOS_KEY)];
+        settings.plugin.kratos.admin_url = admin.url.clone();
+    })
+    .await;
+    let id = new_id();
+    register(&app, &id, "default").await;
+    assert_eq!(password_state(&app, &id).await["history_entries"], 1);
+
+    let check = |password: &'static str| {
+        let app = &app;
+        let id = id.clone();
+        async move {
+            let body: Value = app
+                .client
+                .post(app.plugin_url("/v1/passwords/check"))
+                .bearer_auth(API_TOKEN)
+                .json(&serde_json::json!({"identity_id": id, "password": password}))
+                .send()
+                .await
+                .expect("check")
+                .json()
+                .await
+                .expect("json");
+            body
+        }
+    };
+    let reused = check("correct horse battery").await;
+    assert_eq!(reused["allowed"], false, "{reused}");
+    assert_eq!(reused["violations"][0]["code"], "password_reused");
+    assert_eq!(check("a brand new passphrase").await["allowed"], true);
+
+    // Recovery mirrors the must-change mark into metadata_admin, keeping what Kratos already had there.
+    let recovery = for_identity(contract("webhook-recovery.json"), &id, "default");
+    call_hook(&app, "/hooks/kratos/recovery", &recovery, &new_id()).await;
+    let patches = admin.patches.lock().expect("lock").clone();
+    let (patched_id, patch) = patches.last().expect("a patch was sent");
+    assert_eq!(patched_id, &id);
+    assert_eq!(patch[0]["op"], "add");
+    assert_eq!(patch[0]["path"], "/metadata_admin");
+    assert_eq!(patch[0]["value"]["reclaim"]["must_change"], true, "{patch}");
+    assert_eq!(
+        patch[0]["value"]["reclaim"]["must_change_reason"],
+        "recovery"
+    );
+    assert!(
+        patch[0]["value"].get("baz").is_some(),
+        "existing metadata_admin kept: {patch}"
+    );
+}
+
+#[tokio::test]
+async fn with_the_database_down_settings_fail_closed_and_login_fails_open() {
+    let app = kratos_app().await;
+    let id = new_id();
+    register(&app, &id, "default").await;
+    // Take the plugin's tables away: every query now fails as it would with the database unreachable.
+    app.db
+        .run(|conn| {
+            use diesel::connection::SimpleConnection;
+            conn.batch_execute("DROP TABLE password_history; DROP TABLE password_states;")?;
+            Ok(())
+        })
+        .await
+        .expect("drop tables");
+    let settings = for_identity(contract("webhook-settings-password.json"), &id, "default");
+    let answer = call_hook(
+        &app,
+        "/hooks/kratos/settings/password",
+        &settings,
+        &new_id(),
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(answer.message_ids(), vec![("#/".to_string(), 4_470_011)]);
+    let login = for_identity(contract("webhook-login-password.json"), &id, "default");
+    let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
+    assert_eq!(answer.status, 204, "{}", answer.body);
+}

@@ -140,3 +140,56 @@ pub async fn send_raw(
     };
     HookAnswer { status, body }
 }
+
+/// A stand-in for Kratos's admin API on loopback, answering with Kratos's own fixture
+/// (`admin-identity-with-credentials.json`) for any identity id, with a password hash the test chooses and
+/// some existing `metadata_admin`, and
+/// recording the JSON Patch bodies it receives.
+pub struct KratosAdminStandIn {
+    pub url: String,
+    pub patches: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+}
+
+pub async fn kratos_admin_stand_in(hashed_password: &str) -> KratosAdminStandIn {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let mut fixture = contract("admin-identity-with-credentials.json");
+    fixture["credentials"]["password"]["config"]["hashed_password"] =
+        Value::String(hashed_password.to_string());
+    // Admin metadata some other tool already keeps on the identity; our patch must not lose it.
+    fixture["metadata_admin"] = serde_json::json!({"baz": "kept"});
+    let patches = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = patches.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind stand-in");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let server = HttpServer::new(move || {
+        let fixture = fixture.clone();
+        let recorded = recorded.clone();
+        App::new()
+            .route(
+                "/admin/identities/{id}",
+                web::get().to(move |id: web::Path<String>, query: web::Query<std::collections::HashMap<String, String>>| {
+                    let mut identity = fixture.clone();
+                    identity["id"] = Value::String(id.into_inner());
+                    if query.get("include_credential").map(String::as_str) != Some("password") {
+                        if let Some(map) = identity.as_object_mut() {
+                            map.remove("credentials");
+                        }
+                    }
+                    async move { HttpResponse::Ok().json(identity) }
+                }),
+            )
+            .route(
+                "/admin/identities/{id}",
+                web::patch().to(move |id: web::Path<String>, body: web::Json<Value>| {
+                    recorded.lock().expect("lock").push((id.into_inner(), body.into_inner()));
+                    async { HttpResponse::Ok().finish() }
+                }),
+            )
+    })
+    .workers(1)
+    .listen(listener)
+    .expect("listen")
+    .run();
+    tokio::spawn(server);
+    KratosAdminStandIn { url, patches }
+}

@@ -2,11 +2,12 @@
 //! bcrypt (`$2b$`, `$2a$`, `$2y$`), pbkdf2-sha256 and scrypt, all as PHC / modular-crypt strings.
 //!
 //! Work factors are capped so that an imported hash cannot make one verification take unbounded memory or
-//! time: memory at `max(plugin.history.argon2.m_kib, 65536)` KiB, bcrypt cost at 16, pbkdf2 at 10^7 rounds.
+//! time: memory at `max(plugin.history.argon2.m_kib, 131072)` KiB, bcrypt cost at 16, pbkdf2 at 10^7 rounds.
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 
-const MIN_MEMORY_CAP_KIB: u64 = 65_536;
+/// Never below what Ory Kratos uses by default for argon2 (128 MiB), so its hashes can always be imported.
+const MIN_MEMORY_CAP_KIB: u64 = 131_072;
 const MAX_BCRYPT_COST: u32 = 16;
 const MAX_PBKDF2_ROUNDS: u64 = 10_000_000;
 

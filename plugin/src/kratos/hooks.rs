@@ -372,6 +372,36 @@ async fn import_current_hash(hooks: &KratosHooks, identity: &Identity, changed_a
     }
 }
 
+/// Best effort: mirrors the password state into `metadata_admin.reclaim`, so admins see it in Kratos's own
+/// tools (admin API, Ory Console) without asking Reclaim.
+async fn publish_state(hooks: &KratosHooks, state: &crate::PasswordState) {
+    let Some(admin) = &hooks.admin else { return };
+    let Ok(uuid) = uuid::Uuid::parse_str(&state.identity_id) else {
+        return;
+    };
+    let summary = serde_json::json!({
+        "profile": state.profile,
+        "password_changed_at": state.changed_at,
+        "password_expires_at": state.expires_at,
+        "must_change": state.must_change,
+        "must_change_reason": state.must_change_reason,
+    });
+    let existing = match admin.identity(&uuid).await {
+        Ok(Some(found)) => found.metadata_admin,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(identity.id = %state.identity_id, error = %error, "Kratos admin API failed");
+            return;
+        }
+    };
+    if let Err(error) = admin
+        .set_metadata_admin(&uuid, existing, "reclaim", summary)
+        .await
+    {
+        tracing::warn!(identity.id = %state.identity_id, error = %error, "metadata_admin not updated");
+    }
+}
+
 async fn registration(
     req: HttpRequest,
     bytes: web::Bytes,
@@ -439,7 +469,8 @@ async fn recovery(
     let now = Utc::now();
     let reply = once(&hooks, Hook::Recovery, &call, || async {
         ensure_known(&hooks, &call, now).await?;
-        hooks.passwords.mark_recovered(&call.identity.id).await?;
+        let state = hooks.passwords.mark_recovered(&call.identity.id).await?;
+        publish_state(&hooks, &state).await;
         Ok(Reply::proceed())
     })
     .await;
