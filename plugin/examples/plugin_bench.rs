@@ -27,11 +27,19 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "bench-token";
 const DEPTHS: [usize; 4] = [1, 5, 24, 64];
-const CHECK_ITERATIONS: usize = 15;
+const CHECK_ITERATIONS: usize = 25;
 const NAIVE_ITERATIONS: usize = 3;
+const HTTP_IDENTITY: &str = "http-bench";
+const OVERLOAD_QUEUE_MS: u64 = 250;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if let Some(queue) = std::env::var("BENCH_SERVE_QUEUE_MS")
+        .ok()
+        .and_then(|q| q.parse().ok())
+    {
+        return serve(queue).await;
+    }
     let seconds: u64 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -78,7 +86,9 @@ async fn main() -> anyhow::Result<()> {
         report,
         "| depth | Reclaim check | ratio | naive baseline | ratio | naive / Reclaim |\n|---:|---:|---:|---:|---:|---:|"
     )?;
-    let mut base: Option<(f64, f64)> = None;
+    let candidate = password("a brand new password")?;
+    let mut identities = Vec::new();
+    let mut naive_hashes = Vec::new();
     for depth in DEPTHS {
         let who = Identity::new(
             IdentityId::parse(&format!("depth-{depth}")).map_err(anyhow::Error::msg)?,
@@ -94,30 +104,41 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .await?;
         }
-        let candidate = password("a brand new password")?;
         passwords
             .check(&who, &candidate, &CheckOptions::default())
             .await?;
-        let mut samples = Vec::new();
-        for _ in 0..CHECK_ITERATIONS {
+        identities.push(who);
+        naive_hashes.push(naive_hashes_for(depth, params.clone()).await?);
+    }
+    // Rounds go through every depth in turn, so that load from elsewhere on the machine hits all alike.
+    let mut ours: Vec<Vec<f64>> = vec![Vec::new(); DEPTHS.len()];
+    for _ in 0..CHECK_ITERATIONS {
+        for (i, who) in identities.iter().enumerate() {
             let started = Instant::now();
             let decision = passwords
-                .check(&who, &candidate, &CheckOptions::default())
+                .check(who, &candidate, &CheckOptions::default())
                 .await?;
-            samples.push(started.elapsed().as_secs_f64());
+            ours[i].push(started.elapsed().as_secs_f64());
             anyhow::ensure!(decision.allowed, "the candidate is not in the history");
         }
-        let ours = median(&mut samples);
-        let naive = naive_check(depth, params.clone()).await?;
-        let (ours_1, naive_1) = *base.get_or_insert((ours, naive));
+    }
+    let mut naive: Vec<Vec<f64>> = vec![Vec::new(); DEPTHS.len()];
+    for _ in 0..NAIVE_ITERATIONS {
+        for (i, hashes) in naive_hashes.iter().enumerate() {
+            naive[i].push(naive_check(hashes.clone(), params.clone()).await?);
+        }
+    }
+    let ours: Vec<f64> = ours.iter_mut().map(|s| median(s)).collect();
+    let naive: Vec<f64> = naive.iter_mut().map(|s| median(s)).collect();
+    for (i, depth) in DEPTHS.iter().enumerate() {
         writeln!(
             report,
             "| {depth} | {:.1} ms | {:.2}× | {:.1} ms | {:.1}× | {:.1}× |",
-            ours * 1e3,
-            ours / ours_1,
-            naive * 1e3,
-            naive / naive_1,
-            naive / ours
+            ours[i] * 1e3,
+            ours[i] / ours[0],
+            naive[i] * 1e3,
+            naive[i] / naive[0],
+            naive[i] / ours[i]
         )?;
     }
 
@@ -125,25 +146,27 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("raw argon2 rate...");
     let raw_rate = raw_argon2_rate(cores, params.clone(), Duration::from_secs(seconds));
     eprintln!("HTTP throughput...");
-    let (base_url, _server) = start_app(&settings, db.clone(), None).await?;
-    let http_id = "http-bench";
-    seed(&passwords, http_id, 5).await?;
     let clients = 2 * cores;
-    let run = load(
-        &base_url,
-        http_id,
-        clients,
-        Duration::from_secs(seconds),
-        false,
-    )
-    .await?;
+    let (run, idle_rss) = {
+        let server = ServerProcess::start(settings.plugin.history.max_queue_ms)?;
+        let idle = rss_kib(server.pid());
+        let run = load(
+            &server.url,
+            HTTP_IDENTITY,
+            clients,
+            Duration::from_secs(seconds),
+        )
+        .await?;
+        (run, idle)
+    };
     writeln!(report, "\n## 2. HTTP check throughput\n")?;
     writeln!(
         report,
-        "Raw argon2id rate: {cores} threads hashing in a loop for {seconds} s. HTTP: the real application on \
-         loopback (`http.workers` = cores, `max_concurrent_kdf` = cores), {clients} clients (2 per core) \
-         sending `POST /v1/passwords/check` for an identity with 5 history entries, for {seconds} s. The \
-         clients run in the same process and share the same cores, so their own CPU is counted against us.\n"
+        "Raw argon2id rate: {cores} threads hashing in a loop for {seconds} s. HTTP: the real application in \
+         a child process on loopback (`http.workers` = cores, `max_concurrent_kdf` = cores), {clients} \
+         clients (2 per core) in this process sending `POST /v1/passwords/check` for an identity with 5 \
+         history entries, for {seconds} s. Clients and server share the same cores, so the clients' own CPU \
+         is counted against the server.\n"
     )?;
     writeln!(report, "| measure | value |\n|---|---:|")?;
     writeln!(report, "| raw argon2id rate | {raw_rate:.1} /s |")?;
@@ -167,42 +190,41 @@ async fn main() -> anyhow::Result<()> {
         "| p99 latency | {:.1} ms |",
         run.percentile(0.99) * 1e3
     )?;
-    writeln!(report, "| non-200 answers | {} |", run.other)?;
+    writeln!(report, "| non-200 answers | {} |", run.busy + run.other)?;
+    writeln!(
+        report,
+        "| server RSS, idle before the run | {:.1} MiB |",
+        kib_to_mib(idle_rss)
+    )?;
 
     // 3. Overload.
     eprintln!("overload...");
-    let (overload_url, _overload_server) = start_app(&settings, db.clone(), Some(250)).await?;
-    let rss_before = rss_kib();
-    let sampler = RssSampler::start();
     let overload_clients = 20 * cores;
+    let server = ServerProcess::start(OVERLOAD_QUEUE_MS)?;
+    let rss_before = rss_kib(server.pid());
+    let sampler = RssSampler::start(server.pid());
     let heavy = load(
-        &overload_url,
-        http_id,
+        &server.url,
+        HTTP_IDENTITY,
         overload_clients,
         Duration::from_secs(seconds),
-        true,
     )
     .await?;
     let samples = sampler.stop();
-    let third = samples.len() / 3;
-    let peak = samples.iter().copied().max().unwrap_or(0);
-    let early = samples[..third.max(1).min(samples.len())]
-        .iter()
-        .copied()
-        .max()
-        .unwrap_or(0);
-    let late = samples[samples.len().saturating_sub(third.max(1))..]
-        .iter()
-        .copied()
-        .max()
-        .unwrap_or(0);
+    drop(server);
+    let third = (samples.len() / 3).max(1).min(samples.len());
+    let peak_of = |s: &[u64]| s.iter().copied().max().unwrap_or(0);
+    let peak = peak_of(&samples);
+    let early = peak_of(&samples[..third]);
+    let late = peak_of(&samples[samples.len() - third..]);
     writeln!(report, "\n## 3. 10× overload\n")?;
     writeln!(
         report,
-        "{overload_clients} clients (20 per core, 10× the load of section 2) for {seconds} s, with \
-         `max_queue_ms` = 250 so that requests finding no KDF slot are refused quickly. Resident set size \
-         of the whole process (server and clients) sampled every 100 ms. The KDF pool bounds argon2 memory at \
-         {cores} slots × {} KiB = {} MiB.\n",
+        "{overload_clients} clients (20 per core, 10× the load of section 2) for {seconds} s against a fresh \
+         server process with `max_queue_ms` = {OVERLOAD_QUEUE_MS}, so that requests finding no KDF thread \
+         in time are refused with 503. Resident set size of the server process sampled every 100 ms \
+         ({} samples). The KDF pool bounds argon2 memory at {cores} threads × {} KiB = {} MiB.\n",
+        samples.len(),
         argon.m_kib,
         cores * usize::try_from(argon.m_kib).unwrap_or(0) / 1024
     )?;
@@ -223,12 +245,12 @@ async fn main() -> anyhow::Result<()> {
     )?;
     writeln!(
         report,
-        "| RSS before overload | {:.1} MiB |",
+        "| server RSS before the overload | {:.1} MiB |",
         kib_to_mib(rss_before)
     )?;
     writeln!(
         report,
-        "| peak RSS during overload | {:.1} MiB |",
+        "| server peak RSS during the overload | {:.1} MiB |",
         kib_to_mib(peak)
     )?;
     writeln!(
@@ -274,26 +296,11 @@ fn password(value: &str) -> anyhow::Result<Password> {
     Password::parse(value.to_string()).map_err(anyhow::Error::msg)
 }
 
-async fn seed(passwords: &Passwords, id: &str, depth: usize) -> anyhow::Result<()> {
-    let who = Identity::new(IdentityId::parse(id).map_err(anyhow::Error::msg)?);
-    for i in 0..depth {
-        passwords
-            .record(
-                &who,
-                &password(&format!("http old {i}"))?,
-                None,
-                ChangeContext::Voluntary,
-            )
-            .await?;
-    }
-    Ok(())
-}
-
-/// Median time to verify a candidate against `depth` separately salted PHC hashes (none matches).
-async fn naive_check(depth: usize, params: Params) -> anyhow::Result<f64> {
+/// `depth` argon2id PHC hashes, each with its own salt, as a naive history would store them.
+async fn naive_hashes_for(depth: usize, params: Params) -> anyhow::Result<Vec<String>> {
     tokio::task::spawn_blocking(move || {
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-        let hashes: Vec<String> = (0..depth)
+        (0..depth)
             .map(|i| {
                 let mut bytes = [0u8; 16];
                 rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
@@ -303,21 +310,26 @@ async fn naive_check(depth: usize, params: Params) -> anyhow::Result<f64> {
                     .map(|h| h.to_string())
                     .map_err(|e| anyhow::anyhow!("{e}"))
             })
-            .collect::<Result<_, _>>()?;
-        let mut samples = Vec::new();
-        for _ in 0..NAIVE_ITERATIONS {
-            let started = Instant::now();
-            let mut found = false;
-            for hash in &hashes {
-                let parsed = argon2::PasswordHash::new(hash).map_err(|e| anyhow::anyhow!("{e}"))?;
-                found |= argon
-                    .verify_password(b"a brand new password", &parsed)
-                    .is_ok();
-            }
-            samples.push(started.elapsed().as_secs_f64());
-            anyhow::ensure!(!found, "the candidate is not among the hashes");
+            .collect()
+    })
+    .await?
+}
+
+/// Time to verify a candidate against every hash, as a naive history check does (none matches).
+async fn naive_check(hashes: Vec<String>, params: Params) -> anyhow::Result<f64> {
+    tokio::task::spawn_blocking(move || {
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let started = Instant::now();
+        let mut found = false;
+        for hash in &hashes {
+            let parsed = argon2::PasswordHash::new(hash).map_err(|e| anyhow::anyhow!("{e}"))?;
+            found |= argon
+                .verify_password(b"a brand new password", &parsed)
+                .is_ok();
         }
-        Ok(median(&mut samples))
+        let elapsed = started.elapsed().as_secs_f64();
+        anyhow::ensure!(!found, "the candidate is not among the hashes");
+        Ok(elapsed)
     })
     .await?
 }
@@ -352,18 +364,73 @@ fn raw_argon2_rate(threads: usize, params: Params, length: Duration) -> f64 {
     count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn start_app(
-    settings: &Settings,
-    db: Db,
-    max_queue_ms: Option<u64>,
-) -> anyhow::Result<(String, tokio::task::JoinHandle<std::io::Result<()>>)> {
-    let mut settings = settings.clone();
-    if let Some(ms) = max_queue_ms {
-        settings.plugin.history.max_queue_ms = ms;
+/// The plugin application in a child process (this binary with `BENCH_SERVE_QUEUE_MS` set), so that its
+/// memory is measured alone. Killed when dropped.
+struct ServerProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl ServerProcess {
+    fn start(max_queue_ms: u64) -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .env("BENCH_SERVE_QUEUE_MS", max_queue_ms.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout from the server process"))?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let port: u16 = line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("server process said {line:?}"))?;
+        Ok(Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        })
     }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The child's side: a fresh database, one identity with 5 history entries, the real application.
+async fn serve(max_queue_ms: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut settings = bench_settings(&dir);
+    settings.plugin.history.max_queue_ms = max_queue_ms;
+    let db = Db::connect(&settings.database)?;
+    db.migrate()?;
+    let passwords = Passwords::new(&settings, db.clone(), &prometheus::Registry::new())?;
+    let who = Identity::new(IdentityId::parse(HTTP_IDENTITY).map_err(anyhow::Error::msg)?);
+    for i in 0..5 {
+        passwords
+            .record(
+                &who,
+                &password(&format!("http old {i}"))?,
+                None,
+                ChangeContext::Voluntary,
+            )
+            .await?;
+    }
+    drop(passwords);
     let app = Application::build(&settings, db).await?;
-    let url = format!("http://127.0.0.1:{}", app.port());
-    Ok((url, tokio::spawn(app.run_until_stopped())))
+    println!("PORT {}", app.port());
+    app.run_until_stopped().await?;
+    Ok(())
 }
 
 struct LoadRun {
@@ -395,7 +462,6 @@ async fn load(
     identity: &str,
     clients: usize,
     length: Duration,
-    retry_later: bool,
 ) -> anyhow::Result<LoadRun> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
@@ -428,9 +494,6 @@ async fn load(
                             let _ = r.bytes().await;
                             // A well-behaved client would wait Retry-After; the overload keeps pushing to
                             // hold the server at 10× its capacity.
-                            if !retry_later {
-                                tokio::time::sleep(Duration::from_millis(10)).await;
-                            }
                         }
                         _ => other += 1,
                     }
@@ -460,8 +523,8 @@ fn median(samples: &mut [f64]) -> f64 {
     samples.get(samples.len() / 2).copied().unwrap_or(0.0)
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -494,13 +557,13 @@ struct RssSampler {
 }
 
 impl RssSampler {
-    fn start() -> Self {
+    fn start(pid: u32) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
             let mut samples = Vec::new();
             while !flag.load(Ordering::Relaxed) {
-                samples.push(rss_kib());
+                samples.push(rss_kib(pid));
                 std::thread::sleep(Duration::from_millis(100));
             }
             samples
