@@ -510,3 +510,21 @@ async fn erasure_leaves_no_row_behind() {
     }
     assert!(!passwords.erase(&who.id).await.expect("erase"));
 }
+
+#[tokio::test]
+async fn the_minimum_age_counts_from_registration_before_any_history_exists() {
+    let (_app, passwords) = facade(ProfileSettings {
+        min_age_minutes: 60,
+        ..ProfileSettings::default()
+    })
+    .await;
+    let who = identity("jade");
+    passwords
+        .initialise(&who, Utc::now())
+        .await
+        .expect("initialise");
+    assert_eq!(
+        codes(&passwords, &who, "anything", ChangeContext::Voluntary).await,
+        vec!["password_too_young"]
+    );
+}

@@ -214,15 +214,7 @@ impl Passwords {
         let now = Utc::now();
         let profile = self.resolve(options.profile.as_deref(), identity, row.as_ref())?;
         let (facts, reuse) = match &row {
-            None => {
-                // An identity without history costs one KDF run like one with history, so the answer's
-                // timing does not tell whether the plugin knows it.
-                self.kdf
-                    .digest(password, &UNKNOWN_IDENTITY_SALT, self.kdf.params())
-                    .await?;
-                (ChangeFacts::default(), None)
-            }
-            Some(row) => {
+            Some(row) if !entries.is_empty() => {
                 let findings =
                     history::find(&self.kdf, &row.history_salt, &entries, password, now).await?;
                 if let (false, Some(digest)) = (findings.rekey.is_empty(), &findings.current) {
@@ -230,6 +222,14 @@ impl Passwords {
                         .await?;
                 }
                 (change_facts(row), findings.reuse)
+            }
+            _ => {
+                // An identity without history costs one KDF run like one with history, so the answer's
+                // timing does not tell whether the plugin knows it.
+                self.kdf
+                    .digest(password, &UNKNOWN_IDENTITY_SALT, self.kdf.params())
+                    .await?;
+                (row.as_ref().map(change_facts).unwrap_or_default(), None)
             }
         };
         let decision = profile.check_change(&facts, options.context, reuse, now, locale);
