@@ -528,3 +528,56 @@ async fn the_minimum_age_counts_from_registration_before_any_history_exists() {
         vec!["password_too_young"]
     );
 }
+
+#[tokio::test]
+async fn a_check_runs_argon2_once_per_parameter_group_whatever_the_depth() {
+    let (app, _) = facade(ProfileSettings {
+        history_depth: 24,
+        ..ProfileSettings::default()
+    })
+    .await;
+    let registry = prometheus::Registry::new();
+    let passwords = Passwords::new(&app.settings, app.db.clone(), &registry).expect("facade");
+    let who = identity("kim");
+    for i in 0..24 {
+        passwords
+            .record(
+                &who,
+                &pw(&format!("old {i}")),
+                Some(Utc::now() - Duration::days(30 - i)),
+                ChangeContext::Voluntary,
+            )
+            .await
+            .expect("record");
+    }
+    let runs = |p: &Passwords| p.metrics().kdf_duration.get_sample_count();
+    let before = runs(&passwords);
+    assert!(codes(&passwords, &who, "new", ChangeContext::Voluntary)
+        .await
+        .is_empty());
+    assert_eq!(
+        runs(&passwords) - before,
+        1,
+        "24 entries, one group, one run"
+    );
+
+    // New argon2 parameters: old entries keep theirs and still match; a check now costs one run per group.
+    let mut stronger = app.settings.clone();
+    stronger.plugin.history.argon2.m_kib = 512;
+    let upgraded =
+        Passwords::new(&stronger, app.db.clone(), &prometheus::Registry::new()).expect("facade");
+    upgraded
+        .record(&who, &pw("newest"), None, ChangeContext::Voluntary)
+        .await
+        .expect("record");
+    let before = runs(&upgraded);
+    assert_eq!(
+        codes(&upgraded, &who, "old 20", ChangeContext::Voluntary).await,
+        vec!["password_reused"]
+    );
+    assert_eq!(
+        codes(&upgraded, &who, "newest", ChangeContext::Voluntary).await,
+        vec!["password_reused"]
+    );
+    assert_eq!(runs(&upgraded) - before, 4, "two groups, two checks");
+}
