@@ -124,6 +124,47 @@ async fn any_of_the_last_n_passwords_is_refused_and_the_n_plus_first_is_allowed(
 }
 
 #[tokio::test]
+async fn entries_beyond_a_lowered_depth_no_longer_count_even_before_they_are_pruned() {
+    let (app, deep) = facade(ProfileSettings {
+        history_depth: 5,
+        ..ProfileSettings::default()
+    })
+    .await;
+    let who = identity("lee");
+    for (i, p) in ["one", "two", "three", "four"].iter().enumerate() {
+        let at = Utc::now() - Duration::days(40 - i64::try_from(i).expect("small"));
+        deep.record(&who, &pw(p), Some(at), ChangeContext::Voluntary)
+            .await
+            .expect("record");
+    }
+    let mut lowered = app.settings.clone();
+    lowered.plugin.policy.profiles.insert(
+        "default".into(),
+        ProfileSettings {
+            history_depth: 3,
+            ..ProfileSettings::default()
+        },
+    );
+    let shallow =
+        Passwords::new(&lowered, app.db.clone(), &prometheus::Registry::new()).expect("facade");
+    assert_eq!(
+        codes(&shallow, &who, "two", ChangeContext::Voluntary).await,
+        vec!["password_reused"],
+        "rank 2 is within the last 3"
+    );
+    assert!(
+        codes(&shallow, &who, "one", ChangeContext::Voluntary)
+            .await
+            .is_empty(),
+        "rank 3 is the 4th latest: allowed with depth 3"
+    );
+    assert_eq!(
+        codes(&deep, &who, "one", ChangeContext::Voluntary).await,
+        vec!["password_reused"]
+    );
+}
+
+#[tokio::test]
 async fn an_unknown_identity_is_allowed_with_no_history() {
     let (_app, passwords) = facade(ProfileSettings::default()).await;
     assert!(codes(
