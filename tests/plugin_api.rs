@@ -241,6 +241,38 @@ async fn record_is_idempotent_with_an_idempotency_key() {
 }
 
 #[tokio::test]
+async fn concurrent_retries_with_one_idempotency_key_record_the_password_once() {
+    let app = fast_app().await;
+    let body = json!({"identity_id": "u3", "password": "p1"});
+    let requests = (0..4).map(|_| {
+        app.client
+            .post(app.plugin_url("/v1/passwords/record"))
+            .bearer_auth(API_TOKEN)
+            .header("Idempotency-Key", "same-key")
+            .json(&body)
+            .send()
+    });
+    let mut answers = Vec::new();
+    for response in futures_util::future::join_all(requests).await {
+        let response = response.expect("request");
+        assert_eq!(response.status(), StatusCode::OK);
+        answers.push(response.json::<Value>().await.expect("json"));
+    }
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+    let state: Value = app
+        .client
+        .get(app.plugin_url("/v1/identities/u3/password"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(state["history_entries"], 1);
+}
+
+#[tokio::test]
 async fn the_state_endpoint_shows_expiry_and_must_change() {
     let app = fast_app().await;
     let response = post(

@@ -124,6 +124,47 @@ async fn any_of_the_last_n_passwords_is_refused_and_the_n_plus_first_is_allowed(
 }
 
 #[tokio::test]
+async fn entries_beyond_a_lowered_depth_no_longer_count_even_before_they_are_pruned() {
+    let (app, deep) = facade(ProfileSettings {
+        history_depth: 5,
+        ..ProfileSettings::default()
+    })
+    .await;
+    let who = identity("lee");
+    for (i, p) in ["one", "two", "three", "four"].iter().enumerate() {
+        let at = Utc::now() - Duration::days(40 - i64::try_from(i).expect("small"));
+        deep.record(&who, &pw(p), Some(at), ChangeContext::Voluntary)
+            .await
+            .expect("record");
+    }
+    let mut lowered = app.settings.clone();
+    lowered.plugin.policy.profiles.insert(
+        "default".into(),
+        ProfileSettings {
+            history_depth: 3,
+            ..ProfileSettings::default()
+        },
+    );
+    let shallow =
+        Passwords::new(&lowered, app.db.clone(), &prometheus::Registry::new()).expect("facade");
+    assert_eq!(
+        codes(&shallow, &who, "two", ChangeContext::Voluntary).await,
+        vec!["password_reused"],
+        "rank 2 is within the last 3"
+    );
+    assert!(
+        codes(&shallow, &who, "one", ChangeContext::Voluntary)
+            .await
+            .is_empty(),
+        "rank 3 is the 4th latest: allowed with depth 3"
+    );
+    assert_eq!(
+        codes(&deep, &who, "one", ChangeContext::Voluntary).await,
+        vec!["password_reused"]
+    );
+}
+
+#[tokio::test]
 async fn an_unknown_identity_is_allowed_with_no_history() {
     let (_app, passwords) = facade(ProfileSettings::default()).await;
     assert!(codes(
@@ -509,4 +550,75 @@ async fn erasure_leaves_no_row_behind() {
         assert_eq!(count(&app, &sql, "ivy"), 0, "{sql}");
     }
     assert!(!passwords.erase(&who.id).await.expect("erase"));
+}
+
+#[tokio::test]
+async fn the_minimum_age_counts_from_registration_before_any_history_exists() {
+    let (_app, passwords) = facade(ProfileSettings {
+        min_age_minutes: 60,
+        ..ProfileSettings::default()
+    })
+    .await;
+    let who = identity("jade");
+    passwords
+        .initialise(&who, Utc::now())
+        .await
+        .expect("initialise");
+    assert_eq!(
+        codes(&passwords, &who, "anything", ChangeContext::Voluntary).await,
+        vec!["password_too_young"]
+    );
+}
+
+#[tokio::test]
+async fn a_check_runs_argon2_once_per_parameter_group_whatever_the_depth() {
+    let (app, _) = facade(ProfileSettings {
+        history_depth: 24,
+        ..ProfileSettings::default()
+    })
+    .await;
+    let registry = prometheus::Registry::new();
+    let passwords = Passwords::new(&app.settings, app.db.clone(), &registry).expect("facade");
+    let who = identity("kim");
+    for i in 0..24 {
+        passwords
+            .record(
+                &who,
+                &pw(&format!("old {i}")),
+                Some(Utc::now() - Duration::days(30 - i)),
+                ChangeContext::Voluntary,
+            )
+            .await
+            .expect("record");
+    }
+    let runs = |p: &Passwords| p.metrics().kdf_duration.get_sample_count();
+    let before = runs(&passwords);
+    assert!(codes(&passwords, &who, "new", ChangeContext::Voluntary)
+        .await
+        .is_empty());
+    assert_eq!(
+        runs(&passwords) - before,
+        1,
+        "24 entries, one group, one run"
+    );
+
+    // New argon2 parameters: old entries keep theirs and still match; a check now costs one run per group.
+    let mut stronger = app.settings.clone();
+    stronger.plugin.history.argon2.m_kib = 512;
+    let upgraded =
+        Passwords::new(&stronger, app.db.clone(), &prometheus::Registry::new()).expect("facade");
+    upgraded
+        .record(&who, &pw("newest"), None, ChangeContext::Voluntary)
+        .await
+        .expect("record");
+    let before = runs(&upgraded);
+    assert_eq!(
+        codes(&upgraded, &who, "old 20", ChangeContext::Voluntary).await,
+        vec!["password_reused"]
+    );
+    assert_eq!(
+        codes(&upgraded, &who, "newest", ChangeContext::Voluntary).await,
+        vec!["password_reused"]
+    );
+    assert_eq!(runs(&upgraded) - before, 4, "two groups, two checks");
 }

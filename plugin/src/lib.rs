@@ -1,7 +1,8 @@
 //! reclaim-plugin: password history and expiry policy behind identity-provider webhooks.
 //!
 //! What adapters use, without HTTP:
-//! - [`Passwords`] (`passwords`): the facade — `check`, `record`, `stage`/`commit_staged`, `initialise`,
+//! - [`Passwords`] (`passwords`): the facade — `check`, `record` (`record_once` with a [`Receipt`] for
+//!   idempotency), `stage`/`commit_staged`, `initialise`,
 //!   `import_foreign_hash`, `state`, `force_change`, `mark_recovered`, `on_login`, `erase`.
 //! - Domain types: [`IdentityId`] and [`Identity`] (`identity`), [`Password`] (`password`, 1..=1024 bytes
 //!   of UTF-8, `Debug` masked), [`PasswordDigest`] (`history`).
@@ -27,5 +28,7 @@ pub mod state;
 pub use history::PasswordDigest;
 pub use identity::{Identity, IdentityId};
 pub use password::Password;
-pub use passwords::{CheckOptions, PasswordState, Passwords, PasswordsError, UnseenChange};
+pub use passwords::{
+    CheckOptions, PasswordState, Passwords, PasswordsError, Receipt, Recorded, UnseenChange,
+};
 pub use startup::Application;

@@ -16,6 +16,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use reclaim_common::db::{write_transaction, AnyConnection, DbError};
+use reclaim_common::idempotency::{self, Remembered};
 use reclaim_common::settings::Environment;
 use reclaim_common::{Db, Settings};
 use serde::Serialize;
@@ -49,6 +50,23 @@ impl From<DbError> for PasswordsError {
     fn from(error: DbError) -> Self {
         Self::Unexpected(anyhow::Error::new(error).context("database"))
     }
+}
+
+/// What makes a record idempotent: the answer is stored under `(scope, key)` with the request's digest.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub scope: String,
+    pub key: String,
+    pub request_digest: Vec<u8>,
+}
+
+/// The outcome of [`Passwords::record_once`].
+#[derive(Debug, Clone)]
+pub enum Recorded {
+    /// Recorded now; the new state.
+    New(PasswordState),
+    /// The receipt was seen before: its first answer (check `same_request` for a reused key).
+    Replay(Remembered),
 }
 
 /// How a check is asked.
@@ -104,6 +122,9 @@ pub struct UnseenChange {
     /// When the new password will expire under the identity's profile.
     pub expires_at: Option<DateTime<Utc>>,
 }
+
+/// Salt of the throwaway KDF run for identities without history.
+const UNKNOWN_IDENTITY_SALT: [u8; history::kdf::SALT_LEN] = [0x5a; history::kdf::SALT_LEN];
 
 /// The facade. Clone it freely: it holds shared handles.
 #[derive(Clone)]
@@ -206,8 +227,7 @@ impl Passwords {
         let now = Utc::now();
         let profile = self.resolve(options.profile.as_deref(), identity, row.as_ref())?;
         let (facts, reuse) = match &row {
-            None => (ChangeFacts::default(), None),
-            Some(row) => {
+            Some(row) if !entries.is_empty() => {
                 let findings =
                     history::find(&self.kdf, &row.history_salt, &entries, password, now).await?;
                 if let (false, Some(digest)) = (findings.rekey.is_empty(), &findings.current) {
@@ -215,6 +235,14 @@ impl Passwords {
                         .await?;
                 }
                 (change_facts(row), findings.reuse)
+            }
+            _ => {
+                // An identity without history costs one KDF run like one with history, so the answer's
+                // timing does not tell whether the plugin knows it.
+                self.kdf
+                    .digest(password, &UNKNOWN_IDENTITY_SALT, self.kdf.params())
+                    .await?;
+                (row.as_ref().map(change_facts).unwrap_or_default(), None)
             }
         };
         let decision = profile.check_change(&facts, options.context, reuse, now, locale);
@@ -249,15 +277,51 @@ impl Passwords {
         changed_at: Option<DateTime<Utc>>,
         reason: ChangeContext,
     ) -> Result<PasswordState, PasswordsError> {
+        match self
+            .record_inner(identity, password, changed_at, reason, None)
+            .await?
+        {
+            Recorded::New(state) => Ok(state),
+            Recorded::Replay(_) => Err(PasswordsError::Unexpected(anyhow::anyhow!(
+                "a record without a receipt cannot be a replay"
+            ))),
+        }
+    }
+
+    /// [`Passwords::record`] exactly once per receipt (an `Idempotency-Key`, a webhook trigger id): the answer
+    /// is remembered in the same transaction as the change, so a retry, even a concurrent one, gets
+    /// [`Recorded::Replay`] with the first answer and changes nothing.
+    pub async fn record_once(
+        &self,
+        identity: &Identity,
+        password: &Password,
+        changed_at: Option<DateTime<Utc>>,
+        reason: ChangeContext,
+        receipt: Receipt,
+    ) -> Result<Recorded, PasswordsError> {
+        self.record_inner(identity, password, changed_at, reason, Some(receipt))
+            .await
+    }
+
+    async fn record_inner(
+        &self,
+        identity: &Identity,
+        password: &Password,
+        changed_at: Option<DateTime<Utc>>,
+        reason: ChangeContext,
+        receipt: Option<Receipt>,
+    ) -> Result<Recorded, PasswordsError> {
         let salt = self.ensure_salt(identity).await?;
         let params = self.kdf.params();
         let digest = self.kdf.digest(password, &salt, params).await?;
         let changed_at = changed_at.unwrap_or_else(Utc::now);
-        let state = self
-            .write_entry(identity.clone(), params, digest, changed_at)
+        let recorded = self
+            .write_entry(identity.clone(), params, digest, changed_at, receipt)
             .await?;
-        tracing::info!(identity.id = %identity.id, change.reason = ?reason, "password change recorded");
-        Ok(state)
+        if let Recorded::New(_) = recorded {
+            tracing::info!(identity.id = %identity.id, change.reason = ?reason, "password change recorded");
+        }
+        Ok(recorded)
     }
 
     /// Computes the candidate's digest now and keeps it until [`Passwords::commit_staged`] (the Kratos edge
@@ -617,12 +681,20 @@ impl Passwords {
         params: KdfParams,
         digest: PasswordDigest,
         changed_at: DateTime<Utc>,
-    ) -> Result<PasswordState, PasswordsError> {
+        receipt: Option<Receipt>,
+    ) -> Result<Recorded, PasswordsError> {
         let policy = self.policy.clone();
         Ok(self
             .db
             .run(move |conn| {
-                write_transaction(conn, |c| {
+                let written = write_transaction(conn, |c| {
+                    if let Some(r) = &receipt {
+                        if let Some(first) =
+                            idempotency::lookup(c, &r.scope, &r.key, &r.request_digest)?
+                        {
+                            return Ok(Recorded::Replay(first));
+                        }
+                    }
                     let now = Utc::now();
                     let mut row = state::ensure(c, identity.id.as_str(), now)?;
                     let profile = resolve_in(&policy, None, &identity, Some(&row));
@@ -631,8 +703,34 @@ impl Passwords {
                     row.updated_at = now.naive_utc();
                     state::save(c, &row)?;
                     store::prune(c, identity.id.as_str(), profile, now)?;
-                    view(&policy, c, row, now)
-                })
+                    let state = view(&policy, c, row, now)?;
+                    if let Some(r) = &receipt {
+                        let answer = serde_json::to_string(&state)
+                            .map_err(|e| DbError::Task(e.to_string()))?;
+                        let stored = idempotency::remember(
+                            c,
+                            &r.scope,
+                            &r.key,
+                            &r.request_digest,
+                            200,
+                            &answer,
+                            now.naive_utc(),
+                        )?;
+                        if !stored {
+                            // A concurrent request with the same receipt committed first: undo ours.
+                            return Err(DbError::Query(diesel::result::Error::RollbackTransaction));
+                        }
+                    }
+                    Ok(Recorded::New(state))
+                });
+                match (written, &receipt) {
+                    (Err(DbError::Query(diesel::result::Error::RollbackTransaction)), Some(r)) => {
+                        idempotency::lookup(conn, &r.scope, &r.key, &r.request_digest)?
+                            .map(Recorded::Replay)
+                            .ok_or(DbError::Query(diesel::result::Error::NotFound))
+                    }
+                    (other, _) => other,
+                }
             })
             .await?)
     }

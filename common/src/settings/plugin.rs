@@ -271,6 +271,19 @@ impl HistorySettings {
                 "must be at least 32 characters",
             ));
         }
+        if self.max_concurrent_kdf > 256 {
+            // Each slot may hold m_kib of memory at once.
+            problems.push(Problem::new(
+                "plugin.history.max_concurrent_kdf",
+                "must be at most 256 (0 = one per core)",
+            ));
+        }
+        if self.max_queue_ms > 60_000 {
+            problems.push(Problem::new(
+                "plugin.history.max_queue_ms",
+                "must be at most 60000",
+            ));
+        }
         let a = &self.argon2;
         if a.m_kib < 8 * a.p.max(1) {
             problems.push(Problem::new(

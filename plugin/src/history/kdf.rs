@@ -1,18 +1,23 @@
 //! The bounded KDF pool and the keyed digest: HMAC-SHA256(pepper, argon2id(password, salt, params)).
 //!
-//! Every argon2 run (and every foreign-hash verification) goes through [`Kdf::run`]: at most
-//! `max_concurrent_kdf` run at once on tokio's blocking pool, never on an HTTP worker; a caller that cannot
-//! get a slot within `max_queue_ms` gets [`KdfError::Saturated`]. Memory stays bounded by slots × m_kib.
+//! Every argon2 run (and every foreign-hash verification) goes through [`Kdf::run`]: it runs on one of
+//! `max_concurrent_kdf` dedicated threads, never on an HTTP worker nor on tokio's (growable) blocking pool; a
+//! caller that cannot get a thread within `max_queue_ms` gets [`KdfError::Saturated`]. Each thread reuses one
+//! argon2 memory buffer, so argon2 memory stays at threads × m_kib under any load instead of growing with
+//! allocator arenas.
 
 use crate::metrics::PluginMetrics;
 use crate::password::Password;
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use hmac::{Hmac, Mac};
 use reclaim_common::secret::constant_time_eq;
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 
 pub const DIGEST_LEN: usize = 32;
 /// Bytes of each identity's history salt.
@@ -91,8 +96,12 @@ pub struct Kdf {
     inner: Arc<Inner>,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 struct Inner {
     slots: Arc<Semaphore>,
+    /// Jobs for the KDF threads; a job is only sent while holding a slot, so none ever waits here.
+    jobs: Mutex<mpsc::Sender<Job>>,
     max_queue: Duration,
     pepper: Vec<u8>,
     params: KdfParams,
@@ -108,9 +117,32 @@ impl Kdf {
         max_queue: Duration,
         metrics: PluginMetrics,
     ) -> Self {
+        let threads = max_concurrent.max(1);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..threads {
+            let queue = queue.clone();
+            // The threads end when the last `Kdf` clone is dropped and the channel closes.
+            let spawned = std::thread::Builder::new()
+                .name(format!("reclaim-kdf-{i}"))
+                .spawn(move || loop {
+                    let job = match queue.lock() {
+                        Ok(receiver) => receiver.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a KDF thread");
+            }
+        }
         Self {
             inner: Arc::new(Inner {
-                slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
+                slots: Arc::new(Semaphore::new(threads)),
+                jobs: Mutex::new(jobs),
                 max_queue,
                 pepper: pepper.to_vec(),
                 params,
@@ -149,20 +181,29 @@ impl Kdf {
         };
         let metrics = inner.metrics.clone();
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
+        let (done, result) = oneshot::channel();
+        let job: Job = Box::new(move || {
             let _entered = span.enter();
             let _permit = permit;
             metrics.kdf_in_flight.inc();
             let started = Instant::now();
-            let result = work();
+            let outcome = catch_unwind(AssertUnwindSafe(work));
             metrics
                 .kdf_duration
                 .observe(started.elapsed().as_secs_f64());
             metrics.kdf_in_flight.dec();
-            result
-        })
-        .await
-        .map_err(|e| KdfError::Failed(e.to_string()))
+            let _ = done.send(outcome.map_err(|_| "a KDF job panicked".to_string()));
+        });
+        inner
+            .jobs
+            .lock()
+            .map_err(|_| KdfError::Failed("KDF queue poisoned".into()))?
+            .send(job)
+            .map_err(|_| KdfError::Failed("KDF threads are gone".into()))?;
+        result
+            .await
+            .map_err(|_| KdfError::Failed("KDF thread stopped".into()))?
+            .map_err(KdfError::Failed)
     }
 
     /// The keyed digest of `password` in the group `(salt, params)`.
@@ -180,6 +221,10 @@ impl Kdf {
     }
 }
 
+thread_local! {
+    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
 /// HMAC-SHA256(pepper, argon2id(password, salt, params)), computed on the calling thread.
 pub fn keyed_digest(
     pepper: &[u8],
@@ -190,8 +235,20 @@ pub fn keyed_digest(
     let argon_params = Params::new(params.m_kib, params.t, params.p, Some(DIGEST_LEN))
         .map_err(|e| KdfError::Failed(e.to_string()))?;
     let mut stretched = [0u8; DIGEST_LEN];
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params)
-        .hash_password_into(password, salt, &mut stretched)
+    let blocks = argon_params.block_count();
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params);
+    // One buffer per thread, reused: allocating m_kib per run lets the allocator keep freed buffers in
+    // per-thread arenas, and resident memory then grows with load instead of staying at threads × m_kib.
+    MEMORY
+        .with(|memory| {
+            let mut memory = memory.borrow_mut();
+            if memory.len() != blocks {
+                memory.clear();
+                memory.shrink_to_fit();
+                memory.resize(blocks, Block::default());
+            }
+            argon.hash_password_into_with_memory(password, salt, &mut stretched, &mut memory[..])
+        })
         .map_err(|e| KdfError::Failed(e.to_string()))?;
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(pepper)
         .map_err(|e| KdfError::Failed(e.to_string()))?;

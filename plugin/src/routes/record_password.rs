@@ -5,7 +5,7 @@ use super::{busy_response, unexpected_response};
 use crate::password::Password;
 use crate::passwords::PasswordsError;
 use crate::policy::ChangeContext;
-use crate::{PasswordState, Passwords};
+use crate::{PasswordState, Passwords, Receipt, Recorded};
 use actix_web::http::header::ContentType;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -119,59 +119,45 @@ pub async fn record_password(
     identity.email = body.email;
     identity.phone = body.phone;
     let password = Password::parse(body.password).map_err(|m| FieldError::new("password", m))?;
-    let scope = Passwords::record_scope(&identity.id);
-    let digest = idempotency::request_digest(&raw);
-
-    if let Some(key) = key.clone() {
-        let (scope, digest) = (scope.clone(), digest.clone());
-        let remembered = passwords
-            .db()
-            .run(move |conn| idempotency::lookup(conn, &scope, &key, &digest))
-            .await
-            .context("looking up the idempotency key")?;
-        if let Some(remembered) = remembered {
-            if !remembered.same_request {
-                return Err(RecordPasswordError::KeyReused);
-            }
-            return Ok(HttpResponse::build(
-                StatusCode::from_u16(remembered.status_code).unwrap_or(StatusCode::OK),
-            )
-            .content_type(ContentType::json())
-            .insert_header(("Idempotent-Replayed", "true"))
-            .body(remembered.response_body));
-        }
-    }
-
-    let state = passwords
-        .record(
-            &identity,
-            &password,
-            body.changed_at,
-            body.reason.unwrap_or_default(),
-        )
-        .await?;
-    let answer = serde_json::to_string(&state).context("serialising the state")?;
-    if let Some(key) = key {
-        let stored = answer.clone();
-        // A concurrent retry with the same key may have stored its answer first; both recorded the same
-        // password, so either answer is true.
+    let reason = body.reason.unwrap_or_default();
+    let Some(key) = key else {
+        let state = passwords
+            .record(&identity, &password, body.changed_at, reason)
+            .await?;
+        return Ok(HttpResponse::Ok().json(state));
+    };
+    let receipt = Receipt {
+        scope: Passwords::record_scope(&identity.id),
+        key,
+        request_digest: idempotency::request_digest(&raw),
+    };
+    // A retry is answered from the remembered answer without spending a KDF run.
+    let seen = {
+        let receipt = receipt.clone();
         passwords
             .db()
             .run(move |conn| {
-                idempotency::remember(
-                    conn,
-                    &scope,
-                    &key,
-                    &digest,
-                    200,
-                    &stored,
-                    Utc::now().naive_utc(),
-                )
+                idempotency::lookup(conn, &receipt.scope, &receipt.key, &receipt.request_digest)
             })
             .await
-            .context("remembering the idempotent answer")?;
-    }
-    Ok(HttpResponse::Ok()
+            .context("looking up the idempotency key")?
+    };
+    let recorded = match seen {
+        Some(first) => Recorded::Replay(first),
+        None => {
+            passwords
+                .record_once(&identity, &password, body.changed_at, reason, receipt)
+                .await?
+        }
+    };
+    match recorded {
+        Recorded::New(state) => Ok(HttpResponse::Ok().json(state)),
+        Recorded::Replay(first) if !first.same_request => Err(RecordPasswordError::KeyReused),
+        Recorded::Replay(first) => Ok(HttpResponse::build(
+            StatusCode::from_u16(first.status_code).unwrap_or(StatusCode::OK),
+        )
         .content_type(ContentType::json())
-        .body(answer))
+        .insert_header(("Idempotent-Replayed", "true"))
+        .body(first.response_body)),
+    }
 }
