@@ -3,4 +3,8 @@
 
 mod support;
 
+mod gateway_callbacks;
+mod gateway_crash;
+mod gateway_messages;
+mod gateway_smtp;
 mod spine;
