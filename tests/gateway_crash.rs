@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 const MESSAGES: usize = 2_000;
 const CONCURRENCY: usize = 4;
 
-fn worker(database_url: &str, dir: &Path) -> Child {
+fn worker(database_url: &str, dir: &Path, listen: &str) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_reclaim"));
     for (key, _) in std::env::vars() {
         if key.starts_with("RECLAIM") {
@@ -33,7 +33,7 @@ fn worker(database_url: &str, dir: &Path) -> Child {
             "--worker-only",
         ])
         .env("RECLAIM__DATABASE__URL", database_url)
-        .env("RECLAIM__GATEWAY__LISTEN", "127.0.0.1:0")
+        .env("RECLAIM__GATEWAY__LISTEN", listen)
         .env("RECLAIM__GATEWAY__CHANNELS__SMS__PROVIDER", "file")
         .env("RECLAIM__GATEWAY__FILE__DIR", dir)
         .env(
@@ -128,7 +128,7 @@ fn a_worker_killed_mid_run_loses_nothing_and_duplicates_only_what_was_in_flight(
     }
     let dir = tempfile::tempdir().expect("dir");
 
-    let mut first = worker(&database.url, dir.path());
+    let mut first = worker(&database.url, dir.path(), "127.0.0.1:0");
     wait_until(
         "the first worker to deliver 500 messages",
         Duration::from_secs(120),
@@ -148,7 +148,7 @@ fn a_worker_killed_mid_run_loses_nothing_and_duplicates_only_what_was_in_flight(
         in_flight.len()
     );
 
-    let mut second = worker(&database.url, dir.path());
+    let mut second = worker(&database.url, dir.path(), "127.0.0.1:0");
     wait_until("every message to be sent", Duration::from_secs(180), || {
         ids_with_status(&db, "sent").len() == MESSAGES
     });
@@ -173,4 +173,41 @@ fn a_worker_killed_mid_run_loses_nothing_and_duplicates_only_what_was_in_flight(
         duplicated.difference(&in_flight).collect::<Vec<_>>()
     );
     assert!(counts.values().all(|n| *n <= 2));
+}
+
+#[test]
+fn a_worker_process_stops_cleanly_on_sigterm() {
+    let database = TestDatabase::fresh();
+    let settings = crate::support::test_settings(&database.url);
+    Db::connect(&settings.database)
+        .and_then(|db| db.migrate())
+        .expect("migrate");
+    let dir = tempfile::tempdir().expect("dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut child = worker(&database.url, dir.path(), &format!("127.0.0.1:{port}"));
+    wait_until(
+        "the worker to serve /health/alive",
+        Duration::from_secs(30),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not stop within 10 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit}");
 }

@@ -196,3 +196,22 @@ async fn an_unreachable_smtp_server_is_a_transient_failure() {
     assert_eq!(message["status"], "queued", "{message}");
     assert_eq!(message["history"][0]["outcome"], "transient", "{message}");
 }
+
+#[tokio::test]
+async fn email_is_dkim_signed_when_a_key_is_configured() {
+    let server = SmtpServer::start();
+    let (app, _dir) = spawn_gateway(|s| {
+        use_smtp(s, &server);
+        s.gateway.smtp.dkim_selector = "mail2026".into();
+        s.gateway.smtp.dkim_domain = "reclaim.test".into();
+        s.gateway.smtp.dkim_key_file = "tests/fixtures/dkim-test-key.pem".into();
+    })
+    .await;
+    email(&app, "jane@example.com", json!({})).await;
+    app.delivery.drain().await.expect("drain");
+    let mail = server.messages();
+    assert_eq!(mail.len(), 1);
+    let signature = mail[0].header("DKIM-Signature").unwrap_or_default();
+    assert!(signature.contains("d=reclaim.test"), "{}", mail[0].data);
+    assert!(signature.contains("s=mail2026"), "{}", mail[0].data);
+}

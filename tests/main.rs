@@ -7,5 +7,6 @@ mod gateway_bench;
 mod gateway_callbacks;
 mod gateway_crash;
 mod gateway_messages;
+mod gateway_retries;
 mod gateway_smtp;
 mod spine;

@@ -26,13 +26,17 @@ pub struct ReceivedMail {
 }
 
 impl ReceivedMail {
+    /// A header's value, with folded continuation lines joined.
     pub fn header(&self, name: &str) -> Option<String> {
         let prefix = format!("{}:", name.to_ascii_lowercase());
-        self.data
-            .lines()
-            .take_while(|l| !l.is_empty())
-            .find(|l| l.to_ascii_lowercase().starts_with(&prefix))
-            .map(|l| l[prefix.len()..].trim().to_string())
+        let mut lines = self.data.lines().take_while(|l| !l.is_empty());
+        let first = lines.find(|l| l.to_ascii_lowercase().starts_with(&prefix))?;
+        let mut value = first[prefix.len()..].trim().to_string();
+        for continuation in lines.take_while(|l| l.starts_with([' ', '\t'])) {
+            value.push(' ');
+            value.push_str(continuation.trim());
+        }
+        Some(value)
     }
 }
 
