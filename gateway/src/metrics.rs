@@ -1,5 +1,5 @@
 //! The gateway's metrics, all in one struct registered on the service's registry. The outbox gauges are
-//! computed from the database when Prometheus scrapes.
+//! computed from the database when Prometheus scrapes (on the blocking pool: see `reclaim_common::metrics::expose`).
 
 use crate::outbox;
 use chrono::Utc;

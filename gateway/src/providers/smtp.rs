@@ -135,8 +135,9 @@ impl Provider for SmtpProvider {
     async fn send(&self, message: &Outgoing) -> Result<Accepted, SendError> {
         let email = self.compose(message)?;
         match self.transport.send(email).await {
-            Ok(response) => Ok(Accepted {
-                provider_message_id: response.first_line().map(str::to_string),
+            // SMTP has no delivery reports to match later; our Message-ID identifies the mail.
+            Ok(_) => Ok(Accepted {
+                provider_message_id: None,
             }),
             Err(error) => Err(classify(&error)),
         }
