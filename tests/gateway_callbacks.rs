@@ -122,6 +122,7 @@ async fn a_delivered_report_marks_the_message_delivered() {
     }
     let message = get_message(&app, &id).await;
     assert_eq!(message["status"], "delivered", "{message}");
+    assert_eq!(message["provider_message_id"], sid.as_str());
     assert_eq!(message["history"][0]["outcome"], "delivered");
 }
 

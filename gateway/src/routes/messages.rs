@@ -61,6 +61,8 @@ pub struct MessageView {
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
     pub provider: Option<String>,
+    /// The provider's id of the last accepted attempt (e.g. a Twilio `SM…`/`CA…` sid), for support cases.
+    pub provider_message_id: Option<String>,
     pub last_error: Option<String>,
     pub fallback: Vec<FallbackView>,
     pub fallback_position: i32,
@@ -84,6 +86,7 @@ pub struct AttemptView {
     pub outcome: String,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
+    pub provider_message_id: Option<String>,
     pub latency_ms: i64,
     pub started_at: DateTime<Utc>,
 }
@@ -102,6 +105,7 @@ impl MessageView {
             next_attempt_at: live.then(|| message.next_attempt_at.and_utc()),
             expires_at: message.expires_at.map(|e| e.and_utc()),
             provider: message.provider.clone(),
+            provider_message_id: message.provider_message_id.clone(),
             last_error: message.last_error.clone(),
             fallback: message
                 .fallback_steps()
@@ -123,6 +127,7 @@ impl MessageView {
                     outcome: a.outcome.clone(),
                     error_code: a.error_code.clone(),
                     error_message: a.error_message.clone(),
+                    provider_message_id: a.provider_message_id.clone(),
                     latency_ms: a.latency_ms,
                     started_at: a.started_at.and_utc(),
                 })
