@@ -151,3 +151,31 @@ async fn a_wrong_or_missing_signature_is_refused_and_changes_nothing() {
     assert_eq!(message["status"], "sent", "{message}");
     assert_eq!(message["history"][0]["outcome"], "sent");
 }
+
+#[tokio::test]
+async fn an_unanswered_call_without_fallback_is_undelivered() {
+    let (app, dir) = spawn().await;
+    let id = enqueue(
+        &app,
+        &json!({"channel": "voice", "to": "+14155550100", "template": "recovery_code", "data": {"code": "5"}}),
+    )
+    .await;
+    app.delivery.drain().await.expect("drain");
+    let sid = delivered(dir.path())[0]["provider_message_id"]
+        .as_str()
+        .expect("sid")
+        .to_string();
+    let params = form(&[("CallSid", &sid), ("CallStatus", "no-answer")]);
+    assert_eq!(
+        callback(&app, &params, Some(sign(&params))).await.status(),
+        204
+    );
+    let message = get_message(&app, &id).await;
+    assert_eq!(message["status"], "undelivered", "{message}");
+    // A repeated report changes nothing.
+    assert_eq!(
+        callback(&app, &params, Some(sign(&params))).await.status(),
+        204
+    );
+    assert_eq!(get_message(&app, &id).await["status"], "undelivered");
+}

@@ -137,3 +137,59 @@ async fn a_provider_that_never_answers_times_out_as_a_transient_failure() {
     assert_eq!(message["history"][0]["outcome"], "timeout");
     assert_eq!(message["history"][0]["provider"], "silent");
 }
+
+/// Refuses every message the way Twilio refuses a number that cannot receive SMS.
+struct NotAMobile;
+
+#[async_trait::async_trait]
+impl Provider for NotAMobile {
+    fn name(&self) -> &'static str {
+        "not-a-mobile"
+    }
+
+    async fn send(&self, _message: &Outgoing) -> Result<Accepted, SendError> {
+        Err(SendError::Permanent {
+            code: Some("21614".into()),
+            message: "'To' number is not a valid mobile number".into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_permanent_sms_failure_falls_back_to_a_voice_call_by_default() {
+    let (app, dir) = spawn_gateway(|_| {}).await;
+    let delivery = delivery_with(&app, Channel::Sms, Arc::new(NotAMobile));
+    let id = enqueue(
+        &app,
+        &json!({"channel": "sms", "to": "+14155550100", "template": "verification_code", "data": {"code": "8812"}}),
+    )
+    .await;
+    delivery.drain().await.expect("drain");
+    let message = get_message(&app, &id).await;
+    assert_eq!(message["status"], "sent", "{message}");
+    assert_eq!(message["channel"], "voice");
+    let history = message["history"].as_array().expect("history");
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0]["outcome"], "permanent");
+    assert_eq!(history[0]["error_code"], "21614");
+    assert_eq!(history[1]["channel"], "voice");
+    assert_eq!(history[1]["outcome"], "sent");
+    let calls = crate::gateway_messages::delivered(dir.path());
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["content"]["digits"], "8812");
+}
+
+#[tokio::test]
+async fn an_empty_fallback_list_turns_the_configured_chain_off() {
+    let (app, dir) = spawn_gateway(|_| {}).await;
+    let delivery = delivery_with(&app, Channel::Sms, Arc::new(NotAMobile));
+    let id = enqueue(
+        &app,
+        &json!({"channel": "sms", "to": "+14155550100", "template": "verification_code", "data": {"code": "8812"}, "fallback": []}),
+    )
+    .await;
+    delivery.drain().await.expect("drain");
+    let message = get_message(&app, &id).await;
+    assert_eq!(message["status"], "failed", "{message}");
+    assert!(crate::gateway_messages::delivered(dir.path()).is_empty());
+}

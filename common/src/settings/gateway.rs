@@ -375,3 +375,49 @@ impl GatewaySettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::settings::from_value;
+    use serde_json::json;
+
+    fn problems(value: serde_json::Value) -> Vec<String> {
+        from_value(value)
+            .err()
+            .map(|e| e.problems.into_iter().map(|p| p.key).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn providers_must_suit_their_channel_and_production_refuses_development_ones() {
+        assert_eq!(
+            problems(json!({"gateway": {"channels": {"sms": {"provider": "smtp"}}}})),
+            vec!["gateway.channels.sms.provider".to_string()]
+        );
+        let production = problems(json!({"environment": "production"}));
+        for channel in ["email", "sms", "voice"] {
+            assert!(
+                production.contains(&format!("gateway.channels.{channel}.provider")),
+                "{production:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fallbacks_leases_and_callbacks_are_checked() {
+        assert_eq!(
+            problems(json!({"gateway": {"channels": {"email": {"fallback": ["sms"]}}}})),
+            vec!["gateway.channels.email.fallback[0]".to_string()]
+        );
+        assert_eq!(
+            problems(
+                json!({"gateway": {"worker": {"lease_seconds": 10, "send_timeout_ms": 30000}}})
+            ),
+            vec!["gateway.worker.lease_seconds".to_string()]
+        );
+        assert_eq!(
+            problems(json!({"gateway": {"callbacks": {"twilio_auth_token": "t"}}})),
+            vec!["gateway.public_url".to_string()]
+        );
+    }
+}
