@@ -545,3 +545,36 @@ async fn a_spoken_message_over_twilios_twiml_limit_or_without_a_caller_id_is_ref
     assert!(message.contains("gateway.twilio.voice_from"), "{message}");
     assert!(twilio.requests().is_empty());
 }
+
+/// The whole path: `POST /v1/messages` → outbox → worker → Twilio client → Prism serving Twilio's spec.
+#[tokio::test]
+async fn queued_sms_and_voice_messages_are_delivered_through_the_spec_validated_twilio_mock() {
+    let prism = Prism::start_twilio();
+    let (app, _dir) = crate::gateway_messages::spawn_gateway(|s| {
+        s.gateway.public_url = "https://gateway.example.test".into();
+        s.gateway.twilio = settings(&prism.url);
+        s.gateway.channels.sms.provider = reclaim_common::settings::ProviderKind::Twilio;
+        s.gateway.channels.voice.provider = reclaim_common::settings::ProviderKind::Twilio;
+    })
+    .await;
+    let mut ids = Vec::new();
+    for channel in ["sms", "voice"] {
+        let body = serde_json::json!({
+            "channel": channel, "to": TO, "template": "recovery_code", "locale": "es",
+            "data": {"code": "482913"}, "expires_in": 600,
+        });
+        ids.push(crate::gateway_messages::enqueue(&app, &body).await);
+    }
+    assert_eq!(app.delivery.drain().await.expect("drain"), 2);
+    for (id, prefix) in ids.iter().zip(["SM", "CA"]) {
+        let message = crate::gateway_messages::get_message(&app, id).await;
+        assert_eq!(message["status"], "sent", "{message}\n{}", prism.log());
+        assert_eq!(message["provider"], "twilio");
+        assert!(
+            message["provider_message_id"]
+                .as_str()
+                .is_some_and(|sid| sid.starts_with(prefix)),
+            "{message}"
+        );
+    }
+}

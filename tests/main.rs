@@ -3,6 +3,12 @@
 
 mod support;
 
+mod gateway_bench;
+mod gateway_callbacks;
+mod gateway_crash;
+mod gateway_messages;
+mod gateway_retries;
+mod gateway_smtp;
 mod gateway_twilio;
 mod kratos_hooks;
 mod kratos_kit;

@@ -79,10 +79,16 @@ pub async fn track(
     Ok(response)
 }
 
-/// `GET /metrics` in the Prometheus text format.
+/// `GET /metrics` in the Prometheus text format. Gathering runs on the blocking pool because some collectors
+/// (the gateway's outbox gauges) read the database at scrape time.
 pub async fn expose(registry: web::Data<Registry>) -> HttpResponse {
+    let registry = registry.into_inner();
+    let families = match web::block(move || registry.gather()).await {
+        Ok(families) => families,
+        Err(e) => return HttpResponse::InternalServerError().body(e.to_string()),
+    };
     let mut buffer = Vec::new();
-    match TextEncoder::new().encode(&registry.gather(), &mut buffer) {
+    match TextEncoder::new().encode(&families, &mut buffer) {
         Ok(()) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4; charset=utf-8")
             .body(buffer),

@@ -1,8 +1,21 @@
 //! reclaim-gateway: delivery of one-time codes and notices by email, SMS and voice.
 //!
-//! The service is built by [`Application::build`] and served by [`Application::run_until_stopped`].
+//! What lives here: the outbox (`outbox`, `schema`), the delivery worker (`delivery`, `retry`), providers
+//! (`providers`), templates (`templates`), destination validation (`address`), the HTTP handlers
+//! (`routes`) and metrics (`metrics`). The service is built by [`Application::build`] and served by
+//! [`Application::run_until_stopped`].
 
+pub mod address;
+pub mod channel;
+pub mod delivery;
+pub mod metrics;
+pub mod outbox;
 pub mod providers;
+pub mod retry;
+mod routes;
+pub mod schema;
 mod startup;
+pub mod templates;
 
+pub use delivery::Delivery;
 pub use startup::{Application, RunMode};

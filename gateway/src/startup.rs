@@ -1,15 +1,45 @@
 //! Wiring: settings and database in, a running HTTP API and delivery workers out.
 
+use crate::delivery::Delivery;
+use crate::metrics::GatewayMetrics;
+use crate::providers::Providers;
+use crate::routes::{self, ApiState};
+use crate::templates::Templates;
+use actix_web::web;
 use reclaim_common::http::{self, ServiceSpec};
+use reclaim_common::shutdown::Shutdown;
 use reclaim_common::{Db, Settings};
-use utoipa::OpenApi;
+use std::path::Path;
+use std::sync::Arc;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
-#[openapi(info(
-    title = "Reclaim gateway",
-    description = "Delivery of one-time codes and notices by email, SMS and voice"
-))]
+#[openapi(
+    info(
+        title = "Reclaim gateway",
+        description = "Delivery of one-time codes and notices by email, SMS and voice"
+    ),
+    paths(
+        routes::messages::enqueue_message,
+        routes::messages::get_message,
+        routes::twilio_status::receive_twilio_status
+    ),
+    modifiers(&BearerAuth)
+)]
 struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
 
 /// Which parts of the gateway this process runs, so API and delivery can be scaled apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,37 +56,84 @@ pub enum RunMode {
 pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
+    delivery: Delivery,
+    mode: RunMode,
 }
 
 impl Application {
-    /// Binds `gateway.listen` (port 0 picks a free one) and prepares routes and workers.
+    /// Binds `gateway.listen` (port 0 picks a free one), loads and checks the templates, builds the
+    /// providers, and prepares routes and workers. A broken template stops here, naming its file.
     pub async fn build(settings: &Settings, db: Db, mode: RunMode) -> anyhow::Result<Self> {
-        let listener = http::bind(&settings.gateway.listen).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on gateway.listen = {}: {e}",
-                settings.gateway.listen
+        let gateway = &settings.gateway;
+        let templates = Arc::new(
+            Templates::load(
+                Path::new(&gateway.templates_dir),
+                &gateway.messages.default_locale,
             )
+            .map_err(|e| anyhow::anyhow!("gateway.templates_dir: {e}"))?,
+        );
+        let providers = Providers::from_settings(settings)?;
+        let listener = http::bind(&gateway.listen).map_err(|e| {
+            anyhow::anyhow!("cannot listen on gateway.listen = {}: {e}", gateway.listen)
         })?;
         let port = listener.local_addr()?.port();
+        let registry = prometheus::Registry::new();
+        let metrics = GatewayMetrics::register(&registry, db.clone())?;
+        let delivery = Delivery::new(
+            db.clone(),
+            templates.clone(),
+            providers,
+            gateway.clone(),
+            metrics.clone(),
+        );
+        let state = web::Data::new(ApiState {
+            settings: gateway.clone(),
+            templates,
+            metrics,
+        });
         let spec = ServiceSpec {
             name: "gateway",
             listener,
             http: settings.http.clone(),
             db,
-            registry: prometheus::Registry::new(),
+            registry,
             openapi: ApiDoc::openapi(),
         };
-        let _ = mode;
-        let server = http::serve(spec, |_cfg| {})?;
-        Ok(Self { port, server })
+        let server = http::serve(spec, move |cfg| {
+            if mode != RunMode::WorkerOnly {
+                cfg.app_data(state.clone());
+                routes::configure(cfg);
+            }
+        })?;
+        Ok(Self {
+            port,
+            server,
+            delivery,
+            mode,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// The delivery pipeline, e.g. to drain the outbox in tests.
+    pub fn delivery(&self) -> Delivery {
+        self.delivery.clone()
+    }
+
     /// Serves until SIGINT/SIGTERM, then lets in-flight requests and deliveries finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let shutdown = Shutdown::default();
+        let workers = match self.mode {
+            RunMode::ApiOnly => Vec::new(),
+            RunMode::All | RunMode::WorkerOnly => self.delivery.spawn_workers(shutdown.clone()),
+        };
+        let result = self.server.await;
+        shutdown.trigger();
+        for worker in workers {
+            let _ = worker.await;
+        }
+        result
     }
 }

@@ -5,6 +5,7 @@
 mod database;
 pub mod kratos;
 pub mod prism;
+pub mod smtp;
 pub mod twilio_faults;
 
 pub use database::TestDatabase;
@@ -23,6 +24,8 @@ pub struct TestApp {
     pub db: Db,
     pub settings: Settings,
     pub database: TestDatabase,
+    /// The gateway's delivery pipeline, to drain the outbox without sleeping.
+    pub delivery: reclaim_gateway::Delivery,
 }
 
 impl TestApp {
@@ -56,6 +59,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts both services after `customize` has adjusted the settings.
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_in(RunMode::All, customize).await
+}
+
+/// Like [`spawn_app_with`], with the gateway in `mode`; gateway tests use `RunMode::ApiOnly` and deliver
+/// with `app.delivery.drain()` so that no background worker races the test.
+pub async fn spawn_app_in(mode: RunMode, customize: impl FnOnce(&mut Settings)) -> TestApp {
     let database = TestDatabase::fresh();
     let mut settings = test_settings(&database.url);
     customize(&mut settings);
@@ -73,11 +82,12 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let plugin = reclaim_plugin::Application::build(&settings, db.clone())
         .await
         .expect("build plugin");
-    let gateway = reclaim_gateway::Application::build(&settings, db.clone(), RunMode::All)
+    let gateway = reclaim_gateway::Application::build(&settings, db.clone(), mode)
         .await
         .expect("build gateway");
     let plugin_url = format!("http://127.0.0.1:{}", plugin.port());
     let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
+    let delivery = gateway.delivery();
     tokio::spawn(plugin.run_until_stopped());
     tokio::spawn(gateway.run_until_stopped());
     TestApp {
@@ -90,5 +100,6 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         db,
         settings,
         database,
+        delivery,
     }
 }

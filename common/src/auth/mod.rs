@@ -3,6 +3,8 @@
 //!
 //! `mod.rs` holds the header schemes (bearer, API key, Basic); signature schemes live one per file.
 
+pub mod twilio;
+
 use crate::secret::{constant_time_eq, Secret};
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use base64::Engine;

@@ -1,6 +1,7 @@
 //! The `[gateway]` section: the code and notice delivery service.
 
 use super::{check_listen, ApiSettings, Environment, Problem, TwilioSettings};
+use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -8,7 +9,18 @@ use serde::{Deserialize, Serialize};
 pub struct GatewaySettings {
     /// Where the gateway's HTTP API, IdP courier adapters and provider callbacks listen.
     pub listen: String,
+    /// The gateway's address as providers reach it (`https://gateway.example.com`), used to build status
+    /// callback URLs and to check their signatures. Empty = no status callbacks are requested.
+    pub public_url: String,
+    /// Folder of message templates: `<templates_dir>/<template>/<locale>.toml`.
+    pub templates_dir: String,
     pub api: ApiSettings,
+    pub messages: MessageSettings,
+    pub worker: WorkerSettings,
+    pub retry: RetrySettings,
+    pub channels: ChannelsSettings,
+    pub smtp: SmtpSettings,
+    pub file: FileProviderSettings,
     /// The Twilio REST client used by the SMS and voice channels.
     pub twilio: TwilioSettings,
 }
@@ -17,15 +29,400 @@ impl Default for GatewaySettings {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:4471".into(),
+            public_url: String::new(),
+            templates_dir: "config/templates".into(),
             api: ApiSettings::default(),
+            messages: MessageSettings::default(),
+            worker: WorkerSettings::default(),
+            retry: RetrySettings::default(),
+            channels: ChannelsSettings::default(),
+            smtp: SmtpSettings::default(),
+            file: FileProviderSettings::default(),
             twilio: TwilioSettings::default(),
         }
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessageSettings {
+    /// Locale used when a request names none, and when a template lacks the requested one.
+    pub default_locale: String,
+    /// Longest `expires_in` a request may ask for.
+    pub max_expires_in_seconds: u64,
+}
+
+impl Default for MessageSettings {
+    fn default() -> Self {
+        Self {
+            default_locale: "en".into(),
+            max_expires_in_seconds: 7 * 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Messages delivered at the same time by one process.
+    pub concurrency: usize,
+    /// How long a claimed message stays reserved for its worker; after that (a crashed worker) another
+    /// worker may take it. Must exceed `send_timeout_ms`.
+    pub lease_seconds: u64,
+    /// How often an idle worker looks for due messages.
+    pub poll_interval_ms: u64,
+    /// A provider call taking longer counts as a transient failure.
+    pub send_timeout_ms: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            lease_seconds: 60,
+            poll_interval_ms: 500,
+            send_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// Exponential backoff with full jitter: the n-th retry waits a random time in
+    /// `[0, min(max_ms, base_ms * 2^(n-1))]`, and at least what the provider asked for (`Retry-After`).
+    pub base_ms: u64,
+    pub max_ms: u64,
+    /// Attempts per message (all channels together) before it fails.
+    pub max_attempts: u32,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            base_ms: 1_000,
+            max_ms: 300_000,
+            max_attempts: 8,
+        }
+    }
+}
+
+/// Which provider delivers each channel, and where a message goes when its channel fails for good.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelsSettings {
+    pub email: ChannelSettings,
+    pub sms: ChannelSettings,
+    pub voice: ChannelSettings,
+}
+
+impl Default for ChannelsSettings {
+    fn default() -> Self {
+        Self {
+            email: ChannelSettings::default(),
+            sms: ChannelSettings {
+                provider: ProviderKind::Console,
+                fallback: vec!["voice".into()],
+            },
+            voice: ChannelSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelSettings {
+    pub provider: ProviderKind,
+    /// Channels tried next, to the same phone number, after a permanent failure or an undelivered report.
+    pub fallback: Vec<String>,
+}
+
+impl Default for ChannelSettings {
+    fn default() -> Self {
+        Self {
+            provider: ProviderKind::Console,
+            fallback: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Smtp,
+    Twilio,
+    /// Development: logs a masked summary and the rendered message.
+    Console,
+    /// Development and tests: one JSON line per message in `gateway.file.dir`.
+    File,
+    /// Benchmarks only: accepts and drops every message.
+    Discard,
+}
+
+impl ProviderKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Smtp => "smtp",
+            ProviderKind::Twilio => "twilio",
+            ProviderKind::Console => "console",
+            ProviderKind::File => "file",
+            ProviderKind::Discard => "discard",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only for a relay on the same host or network.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    /// Empty = no authentication.
+    pub username: String,
+    pub password: Secret,
+    /// Sender, e.g. `Example <no-reply@example.com>`.
+    pub from: String,
+    /// Connect and per-command timeout.
+    pub timeout_ms: u64,
+    /// Connections kept open to the server.
+    pub pool_max_size: u32,
+    /// DKIM signing: all three set = sign. The key file holds an RSA (PKCS#1 PEM) key.
+    pub dkim_selector: String,
+    pub dkim_domain: String,
+    pub dkim_key_file: String,
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        Self {
+            host: "localhost".into(),
+            port: 587,
+            security: SmtpSecurity::Starttls,
+            username: String::new(),
+            password: Secret::default(),
+            from: "Reclaim <no-reply@localhost>".into(),
+            timeout_ms: 10_000,
+            pool_max_size: 4,
+            dkim_selector: String::new(),
+            dkim_domain: String::new(),
+            dkim_key_file: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileProviderSettings {
+    /// Folder for `messages.jsonl` of the `file` provider (created if missing).
+    pub dir: String,
+}
+
+impl Default for FileProviderSettings {
+    fn default() -> Self {
+        Self {
+            dir: "var/outbox".into(),
+        }
+    }
+}
+
+const CHANNELS: &[&str] = &["email", "sms", "voice"];
+
 impl GatewaySettings {
     pub(crate) fn validate(&self, environment: Environment, problems: &mut Vec<Problem>) {
         check_listen("gateway.listen", &self.listen, problems);
+        if !self.public_url.is_empty() {
+            match url::Url::parse(&self.public_url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => problems.push(Problem::new(
+                    "gateway.public_url",
+                    "must be an absolute http(s) URL such as https://gateway.example.com",
+                )),
+            }
+        }
+        if self.templates_dir.is_empty() {
+            problems.push(Problem::new("gateway.templates_dir", "must not be empty"));
+        }
+        if self.messages.default_locale.is_empty() {
+            problems.push(Problem::new(
+                "gateway.messages.default_locale",
+                "must not be empty",
+            ));
+        }
+        let w = &self.worker;
+        if w.concurrency == 0 || w.concurrency > 256 {
+            problems.push(Problem::new(
+                "gateway.worker.concurrency",
+                "must be between 1 and 256",
+            ));
+        }
+        if w.lease_seconds == 0 || w.lease_seconds * 1000 <= w.send_timeout_ms {
+            problems.push(Problem::new(
+                "gateway.worker.lease_seconds",
+                "must be longer than gateway.worker.send_timeout_ms",
+            ));
+        }
+        if w.poll_interval_ms == 0 {
+            problems.push(Problem::new(
+                "gateway.worker.poll_interval_ms",
+                "must be at least 1",
+            ));
+        }
+        let r = &self.retry;
+        if r.base_ms == 0 || r.max_ms < r.base_ms {
+            problems.push(Problem::new(
+                "gateway.retry.base_ms",
+                "must be at least 1 and at most gateway.retry.max_ms",
+            ));
+        }
+        if r.max_attempts == 0 {
+            problems.push(Problem::new(
+                "gateway.retry.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        for (name, channel) in [
+            ("email", &self.channels.email),
+            ("sms", &self.channels.sms),
+            ("voice", &self.channels.voice),
+        ] {
+            let key = format!("gateway.channels.{name}.provider");
+            let fits = match channel.provider {
+                ProviderKind::Smtp => name == "email",
+                ProviderKind::Twilio => name != "email",
+                ProviderKind::Console | ProviderKind::File | ProviderKind::Discard => true,
+            };
+            if !fits {
+                problems.push(Problem::new(
+                    &key,
+                    format!("`{}` cannot deliver {name}", channel.provider.name()),
+                ));
+            }
+            if environment == Environment::Production
+                && matches!(
+                    channel.provider,
+                    ProviderKind::Console | ProviderKind::File | ProviderKind::Discard
+                )
+            {
+                problems.push(Problem::new(
+                    &key,
+                    format!(
+                        "`{}` is for development; production needs a real provider",
+                        channel.provider.name()
+                    ),
+                ));
+            }
+            for (i, next) in channel.fallback.iter().enumerate() {
+                let key = format!("gateway.channels.{name}.fallback[{i}]");
+                if !CHANNELS.contains(&next.as_str()) {
+                    problems.push(Problem::new(key, "must be email, sms or voice"));
+                } else if (name == "email") != (next == "email") {
+                    problems.push(Problem::new(
+                        key,
+                        "a configured fallback reuses the address, so email falls back only to email \
+                         (give an alternate address per message) and sms/voice only to sms/voice",
+                    ));
+                } else if next == name {
+                    problems.push(Problem::new(key, "must differ from the channel itself"));
+                }
+            }
+        }
+        if self.smtp.host.is_empty() {
+            problems.push(Problem::new("gateway.smtp.host", "must not be empty"));
+        }
+        // Fully parsed by the SMTP provider at start-up; this catches the obvious mistake early.
+        if !self.smtp.from.contains('@') {
+            problems.push(Problem::new(
+                "gateway.smtp.from",
+                "must be an address such as `Example <no-reply@example.com>`",
+            ));
+        }
+        let dkim = [
+            &self.smtp.dkim_selector,
+            &self.smtp.dkim_domain,
+            &self.smtp.dkim_key_file,
+        ];
+        if dkim.iter().any(|v| v.is_empty()) && dkim.iter().any(|v| !v.is_empty()) {
+            problems.push(Problem::new(
+                "gateway.smtp.dkim_key_file",
+                "DKIM needs dkim_selector, dkim_domain and dkim_key_file together",
+            ));
+        }
+        if self.file.dir.is_empty() {
+            problems.push(Problem::new("gateway.file.dir", "must not be empty"));
+        }
         self.twilio.validate(environment, problems);
+        let sms_twilio = self.channels.sms.provider == ProviderKind::Twilio;
+        let voice_twilio = self.channels.voice.provider == ProviderKind::Twilio;
+        if sms_twilio {
+            self.twilio.require_complete(problems);
+        }
+        if voice_twilio {
+            self.twilio.require_voice(problems);
+        }
+        if (sms_twilio || voice_twilio) && self.public_url.is_empty() {
+            problems.push(Problem::new(
+                "gateway.public_url",
+                "is needed for Twilio status callbacks (delivery reports, and sms → voice fallback when an SMS \
+                 is undelivered)",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::settings::from_value;
+    use serde_json::json;
+
+    fn problems(value: serde_json::Value) -> Vec<String> {
+        from_value(value)
+            .err()
+            .map(|e| e.problems.into_iter().map(|p| p.key).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn providers_must_suit_their_channel_and_production_refuses_development_ones() {
+        assert_eq!(
+            problems(json!({"gateway": {"channels": {"sms": {"provider": "smtp"}}}})),
+            vec!["gateway.channels.sms.provider".to_string()]
+        );
+        let production = problems(json!({"environment": "production"}));
+        for channel in ["email", "sms", "voice"] {
+            assert!(
+                production.contains(&format!("gateway.channels.{channel}.provider")),
+                "{production:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fallbacks_leases_and_callbacks_are_checked() {
+        assert_eq!(
+            problems(json!({"gateway": {"channels": {"email": {"fallback": ["sms"]}}}})),
+            vec!["gateway.channels.email.fallback[0]".to_string()]
+        );
+        assert_eq!(
+            problems(
+                json!({"gateway": {"worker": {"lease_seconds": 10, "send_timeout_ms": 30000}}})
+            ),
+            vec!["gateway.worker.lease_seconds".to_string()]
+        );
+        let twilio_without_url = problems(json!({"gateway": {
+            "channels": {"sms": {"provider": "twilio"}},
+            "twilio": {"account_sid": format!("AC{}", "0".repeat(32)), "auth_token": "t", "from": "+14155552671"},
+        }}));
+        assert_eq!(twilio_without_url, vec!["gateway.public_url".to_string()]);
     }
 }

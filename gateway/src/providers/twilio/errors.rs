@@ -10,12 +10,7 @@ use crate::providers::SendError;
 use reclaim_common::secret::mask_address;
 use std::time::{Duration, SystemTime};
 
-/// Whether a failure is worth retrying.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    Transient,
-    Permanent,
-}
+pub use crate::providers::classify::ErrorClass;
 
 /// Classifies a Twilio error code (REST error bodies and the `ErrorCode` of status callbacks).
 pub fn classify_twilio_code(code: u32) -> ErrorClass {

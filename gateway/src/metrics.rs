@@ -1,0 +1,128 @@
+//! The gateway's metrics, all in one struct registered on the service's registry. The outbox gauges are
+//! computed from the database when Prometheus scrapes (on the blocking pool: see `reclaim_common::metrics::expose`).
+
+use crate::outbox;
+use chrono::Utc;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use reclaim_common::Db;
+
+#[derive(Clone)]
+pub struct GatewayMetrics {
+    /// Delivery attempts by channel, provider and outcome (`sent`, `transient`, `permanent`, `timeout`,
+    /// `expired`, `failed`).
+    pub messages: IntCounterVec,
+    /// Time a provider took to accept or refuse one attempt.
+    pub attempt_duration: HistogramVec,
+    /// Retries scheduled after a transient failure, by channel.
+    pub retries: IntCounterVec,
+    /// Messages moved to their next fallback step, by channel left and channel taken.
+    pub fallbacks: IntCounterVec,
+}
+
+impl GatewayMetrics {
+    pub fn register(registry: &Registry, db: Db) -> prometheus::Result<Self> {
+        let messages = IntCounterVec::new(
+            Opts::new(
+                "reclaim_gateway_messages_total",
+                "Delivery attempts by channel, provider and outcome",
+            ),
+            &["channel", "provider", "outcome"],
+        )?;
+        let attempt_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "reclaim_gateway_attempt_duration_seconds",
+                "Time a provider took to accept or refuse one delivery attempt",
+            )
+            .buckets(reclaim_common::metrics::LATENCY_BUCKETS.to_vec()),
+            &["provider"],
+        )?;
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "reclaim_gateway_retries_total",
+                "Retries scheduled after a transient failure",
+            ),
+            &["channel"],
+        )?;
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "reclaim_gateway_fallbacks_total",
+                "Messages moved on to their next fallback channel or address",
+            ),
+            &["from", "to"],
+        )?;
+        registry.register(Box::new(messages.clone()))?;
+        registry.register(Box::new(attempt_duration.clone()))?;
+        registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(fallbacks.clone()))?;
+        registry.register(Box::new(OutboxCollector::new(db)?))?;
+        Ok(Self {
+            messages,
+            attempt_duration,
+            retries,
+            fallbacks,
+        })
+    }
+}
+
+/// `reclaim_gateway_outbox{status}` and `reclaim_gateway_oldest_due_message_age_seconds`, read from the
+/// database at scrape time so every instance reports the shared outbox.
+struct OutboxCollector {
+    db: Db,
+    outbox: IntGaugeVec,
+    oldest_due: Gauge,
+}
+
+impl OutboxCollector {
+    fn new(db: Db) -> prometheus::Result<Self> {
+        Ok(Self {
+            db,
+            outbox: IntGaugeVec::new(
+                Opts::new("reclaim_gateway_outbox", "Messages in the outbox by status"),
+                &["status"],
+            )?,
+            oldest_due: Gauge::with_opts(Opts::new(
+                "reclaim_gateway_oldest_due_message_age_seconds",
+                "How long the longest-waiting due message has been due (0 when none is)",
+            ))?,
+        })
+    }
+
+    fn refresh(&self) -> Result<(), reclaim_common::db::DbError> {
+        let mut conn = self.db.get()?;
+        let counts = outbox::count_by_status(&mut conn)?;
+        for status in outbox::status::ALL {
+            let count = counts
+                .iter()
+                .find(|(s, _)| s == status)
+                .map_or(0, |(_, c)| *c);
+            self.outbox.with_label_values(&[status]).set(count);
+        }
+        let now = Utc::now().naive_utc();
+        let age = outbox::oldest_due(&mut conn, now)?.map_or(0.0, |due| {
+            (now - due).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        self.oldest_due.set(age);
+        Ok(())
+    }
+}
+
+impl Collector for OutboxCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut descs = self.outbox.desc();
+        descs.extend(self.oldest_due.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        if let Err(error) = self.refresh() {
+            // Better no outbox gauges than stale ones.
+            tracing::warn!(error = %error, "cannot read the outbox for metrics");
+            return Vec::new();
+        }
+        let mut families = self.outbox.collect();
+        families.extend(self.oldest_due.collect());
+        families
+    }
+}

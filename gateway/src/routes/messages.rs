@@ -1,0 +1,496 @@
+//! `POST /v1/messages` (enqueue a templated notice) and `GET /v1/messages/{id}` (its state and attempts).
+
+use super::ApiState;
+use crate::address::Destination;
+use crate::channel::Channel;
+use crate::outbox::{self, status, AttemptRow, FallbackStep, MessageRow, NewMessage};
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use chrono::{DateTime, TimeDelta, Utc};
+use reclaim_common::auth::{check_bearer, AuthError};
+use reclaim_common::db::{write_transaction, DbError};
+use reclaim_common::idempotency;
+use reclaim_common::json::{error_response, FieldError};
+use reclaim_common::Db;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+const IDEMPOTENCY_SCOPE: &str = "gateway.messages";
+
+/// A templated notice to deliver.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageRequest {
+    pub channel: Channel,
+    /// E.164 number (`+14155550100`) for sms and voice, an email address for email.
+    pub to: String,
+    /// A folder name under `gateway.templates_dir`, e.g. `recovery_code`.
+    pub template: String,
+    /// BCP 47; falls back to the language, then to `gateway.messages.default_locale`.
+    pub locale: Option<String>,
+    /// The template's variables, e.g. `{"code": "123456"}`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub data: serde_json::Map<String, serde_json::Value>,
+    /// Seconds until the message is worthless (the code's lifetime); it is never sent after that.
+    pub expires_in: Option<u64>,
+    /// Where to go when this channel fails for good; replaces the configured chain. Empty = no fallback.
+    pub fallback: Option<Vec<FallbackRequest>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackRequest {
+    pub channel: Channel,
+    /// Required for email (an alternate address); for sms/voice it defaults to the message's number.
+    pub to: Option<String>,
+}
+
+/// A message and its delivery history. Addresses are masked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageView {
+    pub id: String,
+    /// `queued | sending | sent | delivered | undelivered | failed | expired | canceled`
+    pub status: String,
+    pub channel: String,
+    pub to: String,
+    pub template: String,
+    pub locale: String,
+    pub attempts: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub provider: Option<String>,
+    /// The provider's id of the last accepted attempt (e.g. a Twilio `SM…`/`CA…` sid), for support cases.
+    pub provider_message_id: Option<String>,
+    pub last_error: Option<String>,
+    pub fallback: Vec<FallbackView>,
+    pub fallback_position: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub history: Vec<AttemptView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FallbackView {
+    pub channel: String,
+    pub to: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptView {
+    pub number: i32,
+    pub channel: String,
+    pub provider: String,
+    /// `sent`, `transient`, `permanent`, `timeout`, or from a status callback `delivered` / `undelivered`.
+    pub outcome: String,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub latency_ms: i64,
+    pub started_at: DateTime<Utc>,
+}
+
+impl MessageView {
+    fn new(message: &MessageRow, attempts: &[AttemptRow]) -> Self {
+        let live = message.status == status::QUEUED;
+        Self {
+            id: message.id.clone(),
+            status: message.status.clone(),
+            channel: message.channel.clone(),
+            to: reclaim_common::secret::mask_address(&message.destination),
+            template: message.template.clone(),
+            locale: message.locale.clone(),
+            attempts: message.attempts,
+            next_attempt_at: live.then(|| message.next_attempt_at.and_utc()),
+            expires_at: message.expires_at.map(|e| e.and_utc()),
+            provider: message.provider.clone(),
+            provider_message_id: message.provider_message_id.clone(),
+            last_error: message.last_error.clone(),
+            fallback: message
+                .fallback_steps()
+                .into_iter()
+                .map(|s| FallbackView {
+                    channel: s.channel.as_str().into(),
+                    to: reclaim_common::secret::mask_address(&s.to),
+                })
+                .collect(),
+            fallback_position: message.fallback_position,
+            created_at: message.created_at.and_utc(),
+            updated_at: message.updated_at.and_utc(),
+            history: attempts
+                .iter()
+                .map(|a| AttemptView {
+                    number: a.number,
+                    channel: a.channel.clone(),
+                    provider: a.provider.clone(),
+                    outcome: a.outcome.clone(),
+                    error_code: a.error_code.clone(),
+                    error_message: a.error_message.clone(),
+                    provider_message_id: a.provider_message_id.clone(),
+                    latency_ms: a.latency_ms,
+                    started_at: a.started_at.and_utc(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("unauthorized: {0}")]
+    Unauthorized(#[from] AuthError),
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("the Idempotency-Key was already used with a different request")]
+    KeyReused,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl ResponseError for EnqueueError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            EnqueueError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            EnqueueError::Invalid(_) => StatusCode::BAD_REQUEST,
+            EnqueueError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            EnqueueError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            EnqueueError::Unauthorized(_) => unauthorized(),
+            EnqueueError::Invalid(e) => e.error_response(),
+            EnqueueError::KeyReused => error_response(
+                self.status_code(),
+                "idempotency_key_reused",
+                self.to_string(),
+                Some("Idempotency-Key"),
+            ),
+            EnqueueError::Unexpected(e) => internal(e),
+        }
+    }
+}
+
+fn unauthorized() -> HttpResponse {
+    let mut response = error_response(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong bearer token",
+        None,
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+fn internal(error: &anyhow::Error) -> HttpResponse {
+    tracing::error!(error = %format!("{error:#}"), "request failed");
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error; see the server log for this request id",
+        None,
+    )
+}
+
+fn db_error(error: DbError) -> anyhow::Error {
+    anyhow::Error::new(error)
+}
+
+/// Enqueue a templated message.
+#[utoipa::path(
+    post,
+    path = "/v1/messages",
+    request_body = MessageRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key get the first answer")),
+    responses(
+        (status = 202, description = "Queued", body = MessageView),
+        (status = 400, description = "Invalid field, named in the error"),
+        (status = 401, description = "Missing or wrong bearer token"),
+        (status = 422, description = "Idempotency-Key reused with a different request"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn enqueue_message(
+    request: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<ApiState>,
+    db: web::Data<Db>,
+) -> Result<HttpResponse, EnqueueError> {
+    check_bearer(request.headers(), &state.settings.api.tokens)?;
+    let key = idempotency_key(request.headers())?;
+    let parsed: MessageRequest = reclaim_common::json::parse(&body)?;
+    let now = Utc::now().naive_utc();
+    let id = uuid::Uuid::now_v7().to_string();
+    let new = validate(&state, parsed, id, now, key.clone())?;
+    let digest = idempotency::request_digest(&body);
+    let db = db.get_ref().clone();
+    let outcome = db
+        .run(move |conn| {
+            write_transaction(conn, |conn| {
+                if let Some(key) = &key {
+                    if let Some(found) = idempotency::lookup(conn, IDEMPOTENCY_SCOPE, key, &digest)?
+                    {
+                        return Ok(Stored::Earlier(found));
+                    }
+                }
+                outbox::insert(conn, &new)?;
+                let view = outbox::find(conn, &new.id)?
+                    .map(|(m, a)| MessageView::new(&m, &a))
+                    .ok_or(diesel::result::Error::NotFound)?;
+                let body = serde_json::to_string(&view)
+                    .map_err(|e| DbError::Task(format!("cannot encode the answer: {e}")))?;
+                if let Some(key) = &key {
+                    if !idempotency::remember(
+                        conn,
+                        IDEMPOTENCY_SCOPE,
+                        key,
+                        &digest,
+                        202,
+                        &body,
+                        now,
+                    )? {
+                        // Another request with this key committed first: undo ours, answer with theirs.
+                        return Err(DbError::Query(diesel::result::Error::RollbackTransaction));
+                    }
+                }
+                Ok(Stored::New(body))
+            })
+            .or_else(|error| match (error, &key) {
+                (DbError::Query(diesel::result::Error::RollbackTransaction), Some(key)) => {
+                    idempotency::lookup(conn, IDEMPOTENCY_SCOPE, key, &digest)?
+                        .map(Stored::Earlier)
+                        .ok_or(DbError::Task("idempotency record vanished".into()))
+                }
+                (error, _) => Err(error),
+            })
+        })
+        .await
+        .map_err(db_error)?;
+    match outcome {
+        Stored::New(body) => Ok(HttpResponse::Accepted()
+            .content_type("application/json")
+            .body(body)),
+        Stored::Earlier(found) if found.same_request => Ok(HttpResponse::build(
+            StatusCode::from_u16(found.status_code).unwrap_or(StatusCode::ACCEPTED),
+        )
+        .content_type("application/json")
+        .insert_header(("Idempotent-Replayed", "true"))
+        .body(found.response_body)),
+        Stored::Earlier(_) => Err(EnqueueError::KeyReused),
+    }
+}
+
+enum Stored {
+    New(String),
+    Earlier(idempotency::Remembered),
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, FieldError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            FieldError::new(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            )
+        })?;
+    Ok(Some(key.to_string()))
+}
+
+fn validate(
+    state: &ApiState,
+    request: MessageRequest,
+    id: String,
+    now: chrono::NaiveDateTime,
+    idempotency_key: Option<String>,
+) -> Result<NewMessage, FieldError> {
+    let settings = &state.settings;
+    let templates = &state.templates;
+    let destination =
+        Destination::parse(request.channel, &request.to).map_err(|m| FieldError::new("to", m))?;
+    if !templates.names().any(|n| n == request.template) {
+        return Err(FieldError::new(
+            "template",
+            format!("no template named `{}`", request.template),
+        ));
+    }
+    let locale = request
+        .locale
+        .unwrap_or_else(|| settings.messages.default_locale.clone());
+    let well_formed = (2..=35).contains(&locale.len())
+        && locale.split('-').all(|part| {
+            (1..=8).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_alphanumeric())
+        });
+    if !well_formed {
+        return Err(FieldError::new(
+            "locale",
+            "must be a BCP 47 tag such as en or es-MX",
+        ));
+    }
+    let data = serde_json::Value::Object(request.data);
+    let render = |channel: Channel, prefix: &str| {
+        templates
+            .render(&request.template, &locale, channel, &data)
+            .map(|_| ())
+            .map_err(|e| {
+                let field = if e.field == "channel" {
+                    prefix.to_string()
+                } else {
+                    e.field
+                };
+                FieldError::new(field, e.message)
+            })
+    };
+    render(request.channel, "channel")?;
+    let expires_at = match request.expires_in {
+        None => None,
+        Some(0) => return Err(FieldError::new("expires_in", "must be at least 1 second")),
+        Some(seconds) if seconds > settings.messages.max_expires_in_seconds => {
+            return Err(FieldError::new(
+                "expires_in",
+                format!(
+                    "must be at most {} seconds (gateway.messages.max_expires_in_seconds)",
+                    settings.messages.max_expires_in_seconds
+                ),
+            ))
+        }
+        Some(seconds) => Some(now + TimeDelta::seconds(i64::try_from(seconds).unwrap_or(i64::MAX))),
+    };
+    let fallback = match request.fallback {
+        Some(steps) => {
+            let mut resolved = Vec::with_capacity(steps.len());
+            for (i, step) in steps.into_iter().enumerate() {
+                let to = match step.to {
+                    Some(to) => Destination::parse(step.channel, &to)
+                        .map_err(|m| FieldError::new(format!("fallback[{i}].to"), m))?,
+                    None if step.channel.uses_phone_numbers()
+                        && request.channel.uses_phone_numbers() =>
+                    {
+                        destination.clone()
+                    }
+                    None => {
+                        return Err(FieldError::new(
+                            format!("fallback[{i}].to"),
+                            "is required when the fallback needs another address",
+                        ))
+                    }
+                };
+                render(step.channel, &format!("fallback[{i}].channel"))?;
+                resolved.push(FallbackStep {
+                    channel: step.channel,
+                    to: to.as_str().to_string(),
+                });
+            }
+            resolved
+        }
+        None => {
+            let configured = match request.channel {
+                Channel::Email => &settings.channels.email.fallback,
+                Channel::Sms => &settings.channels.sms.fallback,
+                Channel::Voice => &settings.channels.voice.fallback,
+            };
+            // A configured chain only applies where the template has a version for the next channel.
+            configured
+                .iter()
+                .filter_map(|name| Channel::parse(name))
+                .filter(|channel| templates.supports(&request.template, &locale, *channel))
+                .map(|channel| FallbackStep {
+                    channel,
+                    to: destination.as_str().to_string(),
+                })
+                .collect()
+        }
+    };
+    Ok(NewMessage {
+        id,
+        channel: request.channel.as_str().into(),
+        destination: destination.as_str().into(),
+        template: request.template,
+        locale,
+        data: data.to_string(),
+        status: status::QUEUED.into(),
+        attempts: 0,
+        next_attempt_at: now,
+        expires_at,
+        fallback: serde_json::to_string(&fallback).unwrap_or_else(|_| "[]".into()),
+        fallback_position: 0,
+        idempotency_key,
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GetMessageError {
+    #[error("unauthorized: {0}")]
+    Unauthorized(#[from] AuthError),
+    #[error("no such message")]
+    NotFound,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl ResponseError for GetMessageError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            GetMessageError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            GetMessageError::NotFound => StatusCode::NOT_FOUND,
+            GetMessageError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            GetMessageError::Unauthorized(_) => unauthorized(),
+            GetMessageError::NotFound => error_response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such message",
+                Some("id"),
+            ),
+            GetMessageError::Unexpected(e) => internal(e),
+        }
+    }
+}
+
+/// A message with its attempts.
+#[utoipa::path(
+    get,
+    path = "/v1/messages/{id}",
+    params(("id" = String, Path, description = "Message id from POST /v1/messages")),
+    responses(
+        (status = 200, description = "The message", body = MessageView),
+        (status = 401, description = "Missing or wrong bearer token"),
+        (status = 404, description = "No such message"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_message(
+    request: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<ApiState>,
+    db: web::Data<Db>,
+) -> Result<HttpResponse, GetMessageError> {
+    check_bearer(request.headers(), &state.settings.api.tokens)?;
+    let id = path.into_inner();
+    if uuid::Uuid::parse_str(&id).is_err() {
+        return Err(GetMessageError::NotFound);
+    }
+    let found = db
+        .run(move |conn| outbox::find(conn, &id))
+        .await
+        .map_err(db_error)?
+        .ok_or(GetMessageError::NotFound)?;
+    Ok(HttpResponse::Ok().json(MessageView::new(&found.0, &found.1)))
+}

@@ -1,0 +1,41 @@
+//! The gateway's tables (migrations `2026-11-22-0002NN_*`).
+
+diesel::table! {
+    gateway_messages (id) {
+        id -> Text,
+        channel -> Text,
+        destination -> Text,
+        template -> Text,
+        locale -> Text,
+        data -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        lease_owner -> Nullable<Text>,
+        lease_until -> Nullable<Timestamp>,
+        expires_at -> Nullable<Timestamp>,
+        provider -> Nullable<Text>,
+        provider_message_id -> Nullable<Text>,
+        last_error -> Nullable<Text>,
+        fallback -> Text,
+        fallback_position -> Integer,
+        idempotency_key -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    gateway_attempts (message_id, number) {
+        message_id -> Text,
+        number -> Integer,
+        channel -> Text,
+        provider -> Text,
+        outcome -> Text,
+        error_code -> Nullable<Text>,
+        error_message -> Nullable<Text>,
+        provider_message_id -> Nullable<Text>,
+        latency_ms -> BigInt,
+        started_at -> Timestamp,
+    }
+}

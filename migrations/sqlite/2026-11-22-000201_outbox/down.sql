@@ -1,0 +1,2 @@
+DROP TABLE gateway_attempts;
+DROP TABLE gateway_messages;
