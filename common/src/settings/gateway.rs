@@ -123,6 +123,7 @@ impl Default for ChannelsSettings {
             sms: ChannelSettings {
                 provider: ProviderKind::Console,
                 fallback: vec!["voice".into()],
+                max_per_second: 0,
             },
             voice: ChannelSettings::default(),
         }
@@ -135,6 +136,8 @@ pub struct ChannelSettings {
     pub provider: ProviderKind,
     /// Channels tried next, to the same phone number, after a permanent failure or an undelivered report.
     pub fallback: Vec<String>,
+    /// Most sends per second on this channel from one process; 0 = no limit.
+    pub max_per_second: u32,
 }
 
 impl Default for ChannelSettings {
@@ -142,6 +145,7 @@ impl Default for ChannelSettings {
         Self {
             provider: ProviderKind::Console,
             fallback: Vec::new(),
+            max_per_second: 0,
         }
     }
 }

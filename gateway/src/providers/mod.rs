@@ -9,6 +9,7 @@ pub mod classify;
 mod console;
 mod discard;
 mod file;
+mod rate_limited;
 mod smtp;
 pub mod twilio;
 
@@ -21,6 +22,7 @@ use std::sync::Arc;
 pub use console::ConsoleProvider;
 pub use discard::DiscardProvider;
 pub use file::FileProvider;
+pub use rate_limited::RateLimited;
 pub use smtp::SmtpProvider;
 
 /// What a provider is asked to deliver: one attempt of one outbox message.
@@ -108,7 +110,7 @@ impl Providers {
                     provider
                 }
             };
-            by_channel.insert(channel, provider);
+            by_channel.insert(channel, RateLimited::wrap(provider, config.max_per_second));
         }
         Ok(Self { by_channel })
     }
