@@ -220,10 +220,15 @@ fn identity_of(body: &HookBody, settings: &KratosSettings) -> Result<Identity, S
 }
 
 /// Runs `decide` once per trigger id: a retry gets the stored answer.
-async fn once<F, Fut>(hooks: &KratosHooks, hook: Hook, call: &Call, decide: F) -> Reply
+async fn once<F>(
+    hooks: &KratosHooks,
+    hook: Hook,
+    call: &Call,
+    now: DateTime<Utc>,
+    decide: F,
+) -> Reply
 where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<Reply, PasswordsError>>,
+    F: AsyncFnOnce(&Call, DateTime<Utc>) -> Result<Reply, PasswordsError>,
 {
     if let Some((key, digest)) = call.trigger.clone() {
         let scope = hook.scope();
@@ -238,7 +243,7 @@ where
             }
         }
     }
-    let reply = match decide().await {
+    let reply = match decide(call, now).await {
         Ok(reply) => reply,
         Err(error) => {
             tracing::error!(hook = hook.scope(), error = %error, "Kratos hook could not decide");
@@ -402,25 +407,44 @@ async fn publish_state(hooks: &KratosHooks, state: &crate::PasswordState) {
     }
 }
 
+/// Authenticates and parses a hook call, then decides it once per trigger id.
+async fn respond<F>(
+    hook: Hook,
+    req: &HttpRequest,
+    bytes: &[u8],
+    hooks: &KratosHooks,
+    decide: F,
+) -> Result<HttpResponse, HookError>
+where
+    F: AsyncFnOnce(&Call, DateTime<Utc>) -> Result<Reply, PasswordsError>,
+{
+    let call = parse_call(req, bytes, hooks)?;
+    let reply = once(hooks, hook, &call, Utc::now(), decide).await;
+    Ok(reply.into_response())
+}
+
 async fn registration(
     req: HttpRequest,
     bytes: web::Bytes,
     hooks: web::Data<KratosHooks>,
 ) -> Result<HttpResponse, HookError> {
-    let call = parse_call(&req, &bytes, &hooks)?;
-    let now = Utc::now();
-    let reply = once(&hooks, Hook::Registration, &call, || async {
-        let profile = hooks.passwords.policy().select(&call.identity.traits());
-        if call.body.identity.is_persisted() {
-            hooks.passwords.initialise(&call.identity, now).await?;
-        }
-        Ok(Reply::metadata(
-            call.body.identity.metadata_public_object(),
-            password_metadata(now, profile.expires_at(now)),
-        ))
-    })
-    .await;
-    Ok(reply.into_response())
+    respond(
+        Hook::Registration,
+        &req,
+        &bytes,
+        &hooks,
+        async |call: &Call, now| {
+            let profile = hooks.passwords.policy().select(&call.identity.traits());
+            if call.body.identity.is_persisted() {
+                hooks.passwords.initialise(&call.identity, now).await?;
+            }
+            Ok(Reply::metadata(
+                call.body.identity.metadata_public_object(),
+                password_metadata(now, profile.expires_at(now)),
+            ))
+        },
+    )
+    .await
 }
 
 async fn registration_after(
@@ -428,15 +452,18 @@ async fn registration_after(
     bytes: web::Bytes,
     hooks: web::Data<KratosHooks>,
 ) -> Result<HttpResponse, HookError> {
-    let call = parse_call(&req, &bytes, &hooks)?;
-    let now = Utc::now();
-    let reply = once(&hooks, Hook::RegistrationAfter, &call, || async {
-        hooks.passwords.initialise(&call.identity, now).await?;
-        import_current_hash(&hooks, &call.identity, now).await;
-        Ok(Reply::proceed())
-    })
-    .await;
-    Ok(reply.into_response())
+    respond(
+        Hook::RegistrationAfter,
+        &req,
+        &bytes,
+        &hooks,
+        async |call: &Call, now| {
+            hooks.passwords.initialise(&call.identity, now).await?;
+            import_current_hash(&hooks, &call.identity, now).await;
+            Ok(Reply::proceed())
+        },
+    )
+    .await
 }
 
 async fn login(
@@ -444,10 +471,8 @@ async fn login(
     bytes: web::Bytes,
     hooks: web::Data<KratosHooks>,
 ) -> Result<HttpResponse, HookError> {
-    let call = parse_call(&req, &bytes, &hooks)?;
-    let now = Utc::now();
-    let reply = once(&hooks, Hook::Login, &call, || async {
-        ensure_known(&hooks, &call, now).await?;
+    respond(Hook::Login, &req, &bytes, &hooks, async |call: &Call, now| {
+        ensure_known(&hooks, call, now).await?;
         let outcome = hooks.passwords.on_login(&call.identity, now, Some(call.locale)).await?;
         if outcome.allowed {
             return Ok(Reply::proceed());
@@ -456,8 +481,7 @@ async fn login(
         tracing::info!(identity.id = %call.identity.id, status = ?outcome.status, "Kratos login refused");
         Ok(Reply::refuse(StatusCode::FORBIDDEN, Target::Global, &notice))
     })
-    .await;
-    Ok(reply.into_response())
+    .await
 }
 
 async fn recovery(
@@ -465,16 +489,19 @@ async fn recovery(
     bytes: web::Bytes,
     hooks: web::Data<KratosHooks>,
 ) -> Result<HttpResponse, HookError> {
-    let call = parse_call(&req, &bytes, &hooks)?;
-    let now = Utc::now();
-    let reply = once(&hooks, Hook::Recovery, &call, || async {
-        ensure_known(&hooks, &call, now).await?;
-        let state = hooks.passwords.mark_recovered(&call.identity.id).await?;
-        publish_state(&hooks, &state).await;
-        Ok(Reply::proceed())
-    })
-    .await;
-    Ok(reply.into_response())
+    respond(
+        Hook::Recovery,
+        &req,
+        &bytes,
+        &hooks,
+        async |call: &Call, now| {
+            ensure_known(&hooks, call, now).await?;
+            let state = hooks.passwords.mark_recovered(&call.identity.id).await?;
+            publish_state(&hooks, &state).await;
+            Ok(Reply::proceed())
+        },
+    )
+    .await
 }
 
 async fn settings_password(
@@ -482,46 +509,49 @@ async fn settings_password(
     bytes: web::Bytes,
     hooks: web::Data<KratosHooks>,
 ) -> Result<HttpResponse, HookError> {
-    let call = parse_call(&req, &bytes, &hooks)?;
-    let now = Utc::now();
-    let reply = once(&hooks, Hook::SettingsPassword, &call, || async {
-        ensure_known(&hooks, &call, now).await?;
-        let context = if call.body.session_from_recovery() {
-            ChangeContext::Recovery
-        } else {
-            ChangeContext::Voluntary
-        };
-        let verdict = hooks
-            .passwords
-            .check_change_without_password(&call.identity, context, now, Some(call.locale))
-            .await?;
-        if !verdict.decision.allowed {
-            let refusals: Vec<UiMessage> = verdict
-                .decision
-                .violations
-                .iter()
-                .map(messages::from_violation)
-                .collect();
-            return Ok(Reply::refuse(
-                StatusCode::BAD_REQUEST,
-                Target::Password,
-                &refusals,
-            ));
-        }
-        if hooks.settings.require_staged_verdict && !verdict.staged {
-            return Ok(Reply::refuse(
-                StatusCode::BAD_REQUEST,
-                Target::Password,
-                &[AdapterMessage::NotChecked.ui(call.locale)],
-            ));
-        }
-        Ok(Reply::metadata(
-            call.body.identity.metadata_public_object(),
-            password_metadata(now, verdict.expires_at),
-        ))
-    })
-    .await;
-    Ok(reply.into_response())
+    respond(
+        Hook::SettingsPassword,
+        &req,
+        &bytes,
+        &hooks,
+        async |call: &Call, now| {
+            ensure_known(&hooks, call, now).await?;
+            let context = if call.body.session_from_recovery() {
+                ChangeContext::Recovery
+            } else {
+                ChangeContext::Voluntary
+            };
+            let verdict = hooks
+                .passwords
+                .check_change_without_password(&call.identity, context, now, Some(call.locale))
+                .await?;
+            if !verdict.decision.allowed {
+                let refusals: Vec<UiMessage> = verdict
+                    .decision
+                    .violations
+                    .iter()
+                    .map(messages::from_violation)
+                    .collect();
+                return Ok(Reply::refuse(
+                    StatusCode::BAD_REQUEST,
+                    Target::Password,
+                    &refusals,
+                ));
+            }
+            if hooks.settings.require_staged_verdict && !verdict.staged {
+                return Ok(Reply::refuse(
+                    StatusCode::BAD_REQUEST,
+                    Target::Password,
+                    &[AdapterMessage::NotChecked.ui(call.locale)],
+                ));
+            }
+            Ok(Reply::metadata(
+                call.body.identity.metadata_public_object(),
+                password_metadata(now, verdict.expires_at),
+            ))
+        },
+    )
+    .await
 }
 
 async fn settings_password_after(
@@ -529,16 +559,19 @@ async fn settings_password_after(
     bytes: web::Bytes,
     hooks: web::Data<KratosHooks>,
 ) -> Result<HttpResponse, HookError> {
-    let call = parse_call(&req, &bytes, &hooks)?;
-    let now = Utc::now();
-    let reply = once(&hooks, Hook::SettingsPasswordAfter, &call, || async {
-        ensure_known(&hooks, &call, now).await?;
-        hooks
-            .passwords
-            .password_changed(&call.identity, now)
-            .await?;
-        Ok(Reply::proceed())
-    })
-    .await;
-    Ok(reply.into_response())
+    respond(
+        Hook::SettingsPasswordAfter,
+        &req,
+        &bytes,
+        &hooks,
+        async |call: &Call, now| {
+            ensure_known(&hooks, call, now).await?;
+            hooks
+                .passwords
+                .password_changed(&call.identity, now)
+                .await?;
+            Ok(Reply::proceed())
+        },
+    )
+    .await
 }
