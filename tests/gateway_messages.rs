@@ -3,7 +3,7 @@
 
 use crate::support::{spawn_app_in, TestApp, API_TOKEN};
 use chrono::{DateTime, Duration, Utc};
-use diesel::{QueryDsl, RunQueryDsl};
+use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 use reclaim_common::settings::{ProviderKind, Settings};
 use reclaim_gateway::schema::gateway_messages;
 use reclaim_gateway::RunMode;
@@ -322,6 +322,35 @@ async fn an_expired_message_is_never_sent() {
     let message = get_message(&app, &id).await;
     assert_eq!(message["status"], "expired", "{message}");
     assert_eq!(message["history"].as_array().map(Vec::len), Some(0));
+    assert!(delivered(dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_message_its_workers_keep_dying_on_fails_instead_of_looping() {
+    let (app, dir) = spawn_gateway(|s| s.gateway.retry.max_attempts = 3).await;
+    let id = enqueue(
+        &app,
+        &json!({"channel": "sms", "to": "+14155550100", "template": "recovery_code", "data": {"code": "1"}}),
+    )
+    .await;
+    // As after three claims whose workers were killed before recording anything: still `sending`, the
+    // last lease run out.
+    {
+        use reclaim_gateway::schema::gateway_messages::dsl as m;
+        let mut conn = app.db.get().expect("conn");
+        diesel::update(m::gateway_messages.find(&id))
+            .set((
+                m::status.eq("sending"),
+                m::attempts.eq(3),
+                m::lease_owner.eq("dead-worker"),
+                m::lease_until.eq((Utc::now() - Duration::seconds(5)).naive_utc()),
+            ))
+            .execute(&mut *conn)
+            .expect("update");
+    }
+    app.delivery.drain().await.expect("drain");
+    let message = get_message(&app, &id).await;
+    assert_eq!(message["status"], "failed", "{message}");
     assert!(delivered(dir.path()).is_empty());
 }
 

@@ -142,6 +142,18 @@ impl Delivery {
             self.record(owner, None, &message, transition, now).await?;
             return Ok(());
         }
+        // Each claim counts as an attempt. More claims than the retry budget means earlier claims never
+        // recorded an outcome: the worker died on this message each time. Stop instead of crashing forever.
+        if attempt_number > inner.settings.retry.max_attempts {
+            let transition = Transition::Final {
+                status: status::FAILED,
+                error: format!(
+                    "claimed {attempt_number} times without an outcome (a worker stopped on it each time)"
+                ),
+            };
+            self.record(owner, None, &message, transition, now).await?;
+            return Ok(());
+        }
         let Some(provider) = inner.providers.for_channel(channel).cloned() else {
             anyhow::bail!("no provider for {channel}");
         };
