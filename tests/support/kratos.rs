@@ -15,8 +15,20 @@ pub fn contract(name: &str) -> Value {
     serde_json::from_str(&text).expect("contract is JSON")
 }
 
-/// The same payload for another identity: new id, schema and email, so tests never share state by accident.
+/// The same payload for another identity: new id, schema, email and times, so tests never share state by
+/// accident and nothing depends on the dates frozen in the contract files.
 pub fn for_identity(mut ctx: Value, id: &str, schema_id: &str) -> Value {
+    let now =
+        Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+    for key in ["created_at", "updated_at", "state_changed_at"] {
+        if ctx["identity"].get(key).is_some() {
+            ctx["identity"][key] = now.clone();
+        }
+    }
+    if ctx.get("session").is_some_and(|s| s.is_object()) {
+        ctx["session"]["authenticated_at"] = now.clone();
+        ctx["session"]["issued_at"] = now.clone();
+    }
     ctx["identity"]["id"] = Value::String(id.to_string());
     ctx["identity"]["schema_id"] = Value::String(schema_id.to_string());
     ctx["identity"]["traits"]["email"] = Value::String(format!("user-{}@example.org", &id[..8]));
