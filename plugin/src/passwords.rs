@@ -246,19 +246,7 @@ impl Passwords {
             }
         };
         let decision = profile.check_change(&facts, options.context, reuse, now, locale);
-        let codes: Vec<&str> = decision
-            .violations
-            .iter()
-            .map(|v| v.code.as_str())
-            .collect();
-        self.metrics.count_decision(
-            if decision.allowed {
-                "allowed"
-            } else {
-                "refused"
-            },
-            &codes,
-        );
+        let codes = self.count_change_decision(&decision);
         tracing::info!(
             identity.id = %identity.id,
             profile = %profile.name,
@@ -406,23 +394,8 @@ impl Passwords {
         let profile = resolve_in(&self.policy, None, identity, row.as_ref());
         let facts = row.as_ref().map(change_facts).unwrap_or_default();
         let decision = profile.check_change(&facts, context, None, now, locale);
-        let staged = row
-            .as_ref()
-            .and_then(|r| r.staged_at)
-            .is_some_and(|at| at.and_utc() + chrono::Duration::minutes(STAGED_TTL_MINUTES) > now);
-        let codes: Vec<&str> = decision
-            .violations
-            .iter()
-            .map(|v| v.code.as_str())
-            .collect();
-        self.metrics.count_decision(
-            if decision.allowed {
-                "allowed"
-            } else {
-                "refused"
-            },
-            &codes,
-        );
+        let staged = row.as_ref().is_some_and(|r| staged_is_fresh(r, now));
+        self.count_change_decision(&decision);
         Ok(UnseenChange {
             decision,
             staged,
@@ -446,9 +419,7 @@ impl Passwords {
                     let now = Utc::now();
                     let mut row = state::ensure(c, identity.id.as_str(), now)?;
                     let profile = resolve_in(&policy, None, &identity, Some(&row));
-                    let fresh = row.staged_at.is_some_and(|at| {
-                        at.and_utc() + chrono::Duration::minutes(STAGED_TTL_MINUTES) > now
-                    });
+                    let fresh = staged_is_fresh(&row, now);
                     let staged = match (fresh, &row.staged_digest, &row.staged_params) {
                         (true, Some(bytes), Some(params)) => {
                             PasswordDigest::from_slice(bytes).zip(KdfParams::decode(params))
@@ -649,6 +620,22 @@ impl Passwords {
         Ok(deleted > 0)
     }
 
+    /// Counts a change decision in the metrics; returns its violation codes.
+    fn count_change_decision(&self, decision: &Decision) -> Vec<&'static str> {
+        let codes: Vec<&'static str> = decision
+            .violations
+            .iter()
+            .map(|v| v.code.as_str())
+            .collect();
+        let outcome = if decision.allowed {
+            "allowed"
+        } else {
+            "refused"
+        };
+        self.metrics.count_decision(outcome, &codes);
+        codes
+    }
+
     fn named_profile(&self, name: &str) -> Result<&Profile, PasswordsError> {
         self.policy
             .profile(name)
@@ -778,6 +765,12 @@ impl Passwords {
             })
             .await?)
     }
+}
+
+/// A digest staged by the edge guard that still waits for its password to be saved.
+fn staged_is_fresh(row: &StateRow, now: DateTime<Utc>) -> bool {
+    row.staged_at
+        .is_some_and(|at| at.and_utc() + chrono::Duration::minutes(STAGED_TTL_MINUTES) > now)
 }
 
 /// Profile for an identity: what its traits select, else what its stored schema selects or its stored

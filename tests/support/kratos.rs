@@ -90,6 +90,16 @@ pub struct HookAnswer {
 }
 
 impl HookAnswer {
+    /// Kratos goes on with the flow: 200 with a body, or 204.
+    pub fn assert_proceeds(&self) {
+        assert!(
+            self.status == 200 || self.status == 204,
+            "{} {}",
+            self.status,
+            self.body
+        );
+    }
+
     /// The ids of the messages of a Kratos interrupt, with where they point.
     pub fn message_ids(&self) -> Vec<(String, u64)> {
         self.body["messages"]
