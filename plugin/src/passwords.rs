@@ -410,31 +410,21 @@ impl Passwords {
         identity: &Identity,
         changed_at: DateTime<Utc>,
     ) -> Result<PasswordState, PasswordsError> {
-        let policy = self.policy.clone();
-        let identity = identity.clone();
+        let saved = identity.clone();
         let state = self
-            .db
-            .run(move |conn| {
-                write_transaction(conn, |c| {
-                    let now = Utc::now();
-                    let mut row = state::ensure(c, identity.id.as_str(), now)?;
-                    let profile = resolve_in(&policy, None, &identity, Some(&row));
-                    let fresh = staged_is_fresh(&row, now);
-                    let staged = match (fresh, &row.staged_digest, &row.staged_params) {
-                        (true, Some(bytes), Some(params)) => {
-                            PasswordDigest::from_slice(bytes).zip(KdfParams::decode(params))
-                        }
-                        _ => None,
-                    };
-                    if let Some((digest, params)) = &staged {
-                        store::insert_keyed(c, identity.id.as_str(), *params, digest, changed_at)?;
+            .change_state(identity.clone(), move |c, row, profile, now| {
+                let fresh = staged_is_fresh(row, now);
+                let staged = match (fresh, &row.staged_digest, &row.staged_params) {
+                    (true, Some(bytes), Some(params)) => {
+                        PasswordDigest::from_slice(bytes).zip(KdfParams::decode(params))
                     }
-                    apply_change(&mut row, profile, &identity, changed_at);
-                    row.updated_at = now.naive_utc();
-                    state::save(c, &row)?;
-                    store::prune(c, identity.id.as_str(), profile, now)?;
-                    view(&policy, c, row, now)
-                })
+                    _ => None,
+                };
+                if let Some((digest, params)) = &staged {
+                    store::insert_keyed(c, saved.id.as_str(), *params, digest, changed_at)?;
+                }
+                apply_change(row, profile, &saved, changed_at);
+                Ok(())
             })
             .await?;
         tracing::info!(identity.id = %state.identity_id, history.entries = state.history_entries, "password change saved by the identity provider");
@@ -448,26 +438,16 @@ impl Passwords {
         identity: &Identity,
         changed_at: DateTime<Utc>,
     ) -> Result<PasswordState, PasswordsError> {
-        let policy = self.policy.clone();
-        let identity = identity.clone();
-        Ok(self
-            .db
-            .run(move |conn| {
-                write_transaction(conn, |c| {
-                    let now = Utc::now();
-                    let mut row = state::ensure(c, identity.id.as_str(), now)?;
-                    let profile = resolve_in(&policy, None, &identity, Some(&row));
-                    refresh_identity(&mut row, profile, &identity);
-                    if row.changed_at.is_none() {
-                        row.changed_at = Some(changed_at.naive_utc());
-                        row.expires_at = profile.expires_at(changed_at).map(|e| e.naive_utc());
-                    }
-                    row.updated_at = now.naive_utc();
-                    state::save(c, &row)?;
-                    view(&policy, c, row, now)
-                })
-            })
-            .await?)
+        let known = identity.clone();
+        self.change_state(identity.clone(), move |_, row, profile, _| {
+            refresh_identity(row, profile, &known);
+            if row.changed_at.is_none() {
+                row.changed_at = Some(changed_at.naive_utc());
+                row.expires_at = profile.expires_at(changed_at).map(|e| e.naive_utc());
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Stores a hash imported from another system as a history entry set at `changed_at`. It is verified on
@@ -480,35 +460,18 @@ impl Passwords {
     ) -> Result<PasswordState, PasswordsError> {
         let scheme = foreign::inspect(hash, self.foreign_memory_cap_kib)
             .map_err(PasswordsError::UnsupportedHash)?;
-        let policy = self.policy.clone();
-        let identity = identity.clone();
+        let known = identity.clone();
         let hash = hash.to_string();
-        Ok(self
-            .db
-            .run(move |conn| {
-                write_transaction(conn, |c| {
-                    let now = Utc::now();
-                    let mut row = state::ensure(c, identity.id.as_str(), now)?;
-                    let profile = resolve_in(&policy, None, &identity, Some(&row));
-                    store::insert_foreign(
-                        c,
-                        identity.id.as_str(),
-                        scheme.as_str(),
-                        &hash,
-                        changed_at,
-                    )?;
-                    refresh_identity(&mut row, profile, &identity);
-                    if row.changed_at.is_none_or(|c| c < changed_at.naive_utc()) {
-                        row.changed_at = Some(changed_at.naive_utc());
-                        row.expires_at = profile.expires_at(changed_at).map(|e| e.naive_utc());
-                    }
-                    row.updated_at = now.naive_utc();
-                    state::save(c, &row)?;
-                    store::prune(c, identity.id.as_str(), profile, now)?;
-                    view(&policy, c, row, now)
-                })
-            })
-            .await?)
+        self.change_state(identity.clone(), move |c, row, profile, _| {
+            store::insert_foreign(c, known.id.as_str(), scheme.as_str(), &hash, changed_at)?;
+            refresh_identity(row, profile, &known);
+            if row.changed_at.is_none_or(|c| c < changed_at.naive_utc()) {
+                row.changed_at = Some(changed_at.naive_utc());
+                row.expires_at = profile.expires_at(changed_at).map(|e| e.naive_utc());
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// The identity's password state, or `None` if the plugin never heard of it.
@@ -683,14 +646,11 @@ impl Passwords {
                         }
                     }
                     let now = Utc::now();
-                    let mut row = state::ensure(c, identity.id.as_str(), now)?;
-                    let profile = resolve_in(&policy, None, &identity, Some(&row));
-                    store::insert_keyed(c, identity.id.as_str(), params, &digest, changed_at)?;
-                    apply_change(&mut row, profile, &identity, changed_at);
-                    row.updated_at = now.naive_utc();
-                    state::save(c, &row)?;
-                    store::prune(c, identity.id.as_str(), profile, now)?;
-                    let state = view(&policy, c, row, now)?;
+                    let state = change_row(c, &policy, &identity, now, |c, row, profile, _| {
+                        store::insert_keyed(c, identity.id.as_str(), params, &digest, changed_at)?;
+                        apply_change(row, profile, &identity, changed_at);
+                        Ok(())
+                    })?;
                     if let Some(r) = &receipt {
                         let answer = serde_json::to_string(&state)
                             .map_err(|e| DbError::Task(e.to_string()))?;
@@ -749,22 +709,60 @@ impl Passwords {
         identity_id: &IdentityId,
         change: impl FnOnce(&mut StateRow) + Send + 'static,
     ) -> Result<PasswordState, PasswordsError> {
+        self.change_state(Identity::new(identity_id.clone()), move |_, row, _, _| {
+            change(row);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs [`change_row`] in its own write transaction on the blocking pool.
+    async fn change_state<F>(
+        &self,
+        identity: Identity,
+        change: F,
+    ) -> Result<PasswordState, PasswordsError>
+    where
+        F: FnOnce(
+                &mut AnyConnection,
+                &mut StateRow,
+                &Profile,
+                DateTime<Utc>,
+            ) -> Result<(), DbError>
+            + Send
+            + 'static,
+    {
         let policy = self.policy.clone();
-        let id = identity_id.clone();
         Ok(self
             .db
             .run(move |conn| {
                 write_transaction(conn, |c| {
-                    let now = Utc::now();
-                    let mut row = state::ensure(c, id.as_str(), now)?;
-                    change(&mut row);
-                    row.updated_at = now.naive_utc();
-                    state::save(c, &row)?;
-                    view(&policy, c, row, now)
+                    change_row(c, &policy, &identity, Utc::now(), change)
                 })
             })
             .await?)
     }
+}
+
+/// Inside a transaction: hands the identity's row (created if new) and its profile to `change`, then saves
+/// the row, prunes the history to what the profile keeps, and returns the resulting state.
+fn change_row<F>(
+    c: &mut AnyConnection,
+    policy: &Policy,
+    identity: &Identity,
+    now: DateTime<Utc>,
+    change: F,
+) -> Result<PasswordState, DbError>
+where
+    F: FnOnce(&mut AnyConnection, &mut StateRow, &Profile, DateTime<Utc>) -> Result<(), DbError>,
+{
+    let mut row = state::ensure(c, identity.id.as_str(), now)?;
+    let profile = resolve_in(policy, None, identity, Some(&row));
+    change(c, &mut row, profile, now)?;
+    row.updated_at = now.naive_utc();
+    state::save(c, &row)?;
+    store::prune(c, identity.id.as_str(), profile, now)?;
+    view(policy, c, row, now)
 }
 
 /// A digest staged by the edge guard that still waits for its password to be saved.
