@@ -6,6 +6,7 @@ mod database;
 pub mod kratos;
 pub mod prism;
 pub mod smtp;
+pub mod smtp_tls;
 pub mod twilio_faults;
 
 pub use database::TestDatabase;

@@ -3,11 +3,20 @@
 
 Recipients whose local part starts with `reject` are refused with 550; `tempfail-N` (N defaults to 1) are
 refused with 451 the first N times, then accepted. Accepted messages are appended, one JSON object per line
-({"from", "to", "data"}), to the --mailbox file. Prints `READY <port>` once listening; stops when stdin
-closes or on SIGTERM.
+({"from", "to", "data", "tls", "auth"}), to the --mailbox file. Prints `READY <port>` once listening; stops
+when stdin closes or on SIGTERM.
+
+Options for the tests that need more:
+--tls-dir DIR   STARTTLS with a certificate for 127.0.0.1 and localhost from a throwaway CA (trustme), whose
+                certificate is written to DIR/ca.pem; mail is refused before STARTTLS.
+--auth U:P      AUTH (PLAIN, LOGIN) with this user and password is required (after STARTTLS with --tls-dir).
+--events        prints `HELD <rcpt>` when a message to a `hold…@` recipient arrives and keeps it until a
+                `RELEASE` line on stdin; prints `ACCEPTED <rcpt>` for every accepted message.
 """
 import argparse
+import asyncio
 import json
+import os
 import re
 import socket
 import sys
@@ -16,9 +25,15 @@ import threading
 from aiosmtpd.controller import Controller
 
 
+def say(line):
+    print(line, flush=True)
+
+
 class Handler:
-    def __init__(self, mailbox):
+    def __init__(self, mailbox, events=False):
         self.mailbox = mailbox
+        self.events = events
+        self.released = threading.Event()
         self.refusals = {}
         self.lock = threading.Lock()
 
@@ -38,16 +53,53 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        held = [r for r in envelope.rcpt_tos if r.lower().startswith("hold")]
+        if self.events and held:
+            say(f"HELD {held[0]}")
+            await asyncio.get_running_loop().run_in_executor(None, self.released.wait)
+        login = session.auth_data.login if session.authenticated and session.auth_data else None
         line = json.dumps(
             {
                 "from": envelope.mail_from,
                 "to": envelope.rcpt_tos,
                 "data": envelope.content.decode("utf-8", "replace"),
+                "tls": session.ssl is not None,
+                "auth": login.decode("utf-8", "replace") if isinstance(login, bytes) else login,
             }
         )
         with self.lock, open(self.mailbox, "a", encoding="utf-8") as out:
             out.write(line + "\n")
+        if self.events:
+            for rcpt in envelope.rcpt_tos:
+                say(f"ACCEPTED {rcpt}")
         return "250 2.0.0 accepted"
+
+
+def authenticator(user, password):
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    def check(server, session, envelope, mechanism, auth_data):
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == user.encode()
+            and auth_data.password == password.encode()
+        )
+        return AuthResult(success=ok, handled=False, auth_data=auth_data)
+
+    return check
+
+
+def tls_context(directory):
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    ca.cert_pem.write_to_path(os.path.join(directory, "ca.pem"))
+    return context
 
 
 def free_port():
@@ -60,14 +112,31 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--mailbox", required=True)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tls-dir")
+    parser.add_argument("--auth")
+    parser.add_argument("--events", action="store_true")
     args = parser.parse_args()
     port = args.port or free_port()
-    controller = Controller(Handler(args.mailbox), hostname="127.0.0.1", port=port)
+    handler = Handler(args.mailbox, events=args.events)
+    options = {}
+    if args.tls_dir:
+        options.update(tls_context=tls_context(args.tls_dir), require_starttls=True)
+    if args.auth:
+        user, password = args.auth.split(":", 1)
+        options.update(
+            authenticator=authenticator(user, password),
+            auth_required=True,
+            auth_require_tls=bool(args.tls_dir),
+        )
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
     controller.start()
-    print(f"READY {port}", flush=True)
+    say(f"READY {port}")
     try:
-        sys.stdin.read()
+        for line in sys.stdin:
+            if line.strip() == "RELEASE":
+                handler.released.set()
     finally:
+        handler.released.set()
         controller.stop()
 
 

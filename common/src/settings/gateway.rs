@@ -205,6 +205,9 @@ pub struct SmtpSettings {
     pub dkim_selector: String,
     pub dkim_domain: String,
     pub dkim_key_file: String,
+    /// PEM file of CA certificates trusted for the server's certificate besides the built-in roots (a
+    /// private CA); empty = the built-in roots only.
+    pub ca_file: String,
 }
 
 impl Default for SmtpSettings {
@@ -221,6 +224,7 @@ impl Default for SmtpSettings {
             dkim_selector: String::new(),
             dkim_domain: String::new(),
             dkim_key_file: String::new(),
+            ca_file: String::new(),
         }
     }
 }
@@ -349,6 +353,12 @@ impl GatewaySettings {
             problems.push(Problem::new(
                 "gateway.smtp.from",
                 "must be an address such as `Example <no-reply@example.com>`",
+            ));
+        }
+        if !self.smtp.ca_file.is_empty() && self.smtp.security == SmtpSecurity::None {
+            problems.push(Problem::new(
+                "gateway.smtp.ca_file",
+                "is used only with security = \"starttls\" or \"tls\"",
             ));
         }
         let dkim = [

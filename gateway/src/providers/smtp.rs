@@ -8,6 +8,7 @@ use lettre::message::dkim::{DkimConfig, DkimSigningAlgorithm, DkimSigningKey};
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use reclaim_common::settings::{SmtpSecurity, SmtpSettings};
@@ -38,6 +39,9 @@ impl SmtpProvider {
                 AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host)
             }
         };
+        if let Some(tls) = tls_with_ca_file(settings)? {
+            builder = builder.tls(tls);
+        }
         builder = builder
             .port(settings.port)
             .timeout(Some(Duration::from_millis(settings.timeout_ms)))
@@ -142,6 +146,30 @@ impl Provider for SmtpProvider {
             Err(error) => Err(classify(&error)),
         }
     }
+}
+
+/// The TLS setup with `ca_file`'s certificates added to the built-in roots, so a server whose certificate a
+/// private CA issued is verified rather than refused; `None` keeps lettre's default (no `ca_file`, or no TLS).
+fn tls_with_ca_file(settings: &SmtpSettings) -> anyhow::Result<Option<Tls>> {
+    if settings.ca_file.is_empty() || settings.security == SmtpSecurity::None {
+        return Ok(None);
+    }
+    let pem = std::fs::read(&settings.ca_file)
+        .map_err(|e| anyhow::anyhow!("gateway.smtp.ca_file = {}: {e}", settings.ca_file))?;
+    let ca = Certificate::from_pem(&pem).map_err(|e| {
+        anyhow::anyhow!(
+            "gateway.smtp.ca_file = {}: not a PEM certificate: {e}",
+            settings.ca_file
+        )
+    })?;
+    let parameters = TlsParameters::builder(settings.host.clone())
+        .add_root_certificate(ca)
+        .build()
+        .map_err(|e| anyhow::anyhow!("gateway.smtp.ca_file = {}: {e}", settings.ca_file))?;
+    Ok(Some(match settings.security {
+        SmtpSecurity::Tls => Tls::Wrapper(parameters),
+        _ => Tls::Required(parameters),
+    }))
 }
 
 fn classify(error: &lettre::transport::smtp::Error) -> SendError {

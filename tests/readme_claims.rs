@@ -1,0 +1,568 @@
+//! Behaviours the README promises that no other test pinned down: `require_staged_verdict`, failing open
+//! for registration and recovery, the full body of every Kratos refusal, the warn-profile login's answer, an
+//! unknown identity costing one argon2 run, marking an identity not yet seen, import caps at their
+//! boundaries, and SMTP with STARTTLS and authentication against the real test server.
+
+use crate::gateway_messages::{enqueue, get_message, spawn_gateway};
+use crate::plugin_passwords::fast_kdf;
+use crate::support::kratos::{call_hook, contract, for_identity, send_raw, KRATOS_KEY};
+use crate::support::smtp_tls::SecureSmtp;
+use crate::support::{spawn_app_with, TestApp, API_TOKEN};
+use chrono::{DateTime, Utc};
+use reclaim_common::settings::{
+    ExpiryMode, FailurePolicy, OnExpired, ProfileSettings, ProviderKind, SelectRule, Settings,
+    SmtpSecurity,
+};
+use reclaim_common::Secret;
+use reclaim_plugin::{Identity, IdentityId, Password, Passwords};
+use serde_json::{json, Value};
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Kratos hooks on, minimum age one hour, a `contractor` profile that expires after 30 days and only warns.
+fn kratos_settings(settings: &mut Settings) {
+    fast_kdf(settings);
+    settings.plugin.kratos.api_keys = vec![Secret::new(KRATOS_KEY)];
+    let policy = &mut settings.plugin.policy;
+    if let Some(default) = policy.profiles.get_mut("default") {
+        default.min_age_minutes = 60;
+    }
+    policy.profiles.insert(
+        "contractor".into(),
+        ProfileSettings {
+            expiry: ExpiryMode::MaxAge,
+            max_age_days: 30,
+            warn_before_days: 7,
+            on_expired: OnExpired::Warn,
+            ..ProfileSettings::default()
+        },
+    );
+    policy.select.push(SelectRule {
+        profile: "contractor".into(),
+        schema_id: "contractor".into(),
+        ..SelectRule::default()
+    });
+}
+
+async fn plugin_post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    let response = app
+        .client
+        .post(app.plugin_url(path))
+        .bearer_auth(API_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn metrics(app: &TestApp) -> String {
+    app.client
+        .get(app.plugin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// The value of one sample line of the Prometheus text, 0 when absent.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn register(app: &TestApp, id: &str, schema: &str) {
+    let post = for_identity(contract("webhook-registration-password.json"), id, schema);
+    call_hook(app, "/hooks/kratos/registration/after", &post, &new_id())
+        .await
+        .assert_proceeds();
+}
+
+/// Records a password change `days_ago`, as an import would.
+async fn changed_days_ago(app: &TestApp, id: &str, days_ago: i64) {
+    let at = Utc::now() - chrono::Duration::days(days_ago);
+    let (status, body) = plugin_post(
+        app,
+        "/v1/passwords/record",
+        json!({"identity_id": id, "password": "an old password 1", "changed_at": at}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A Kratos interrupt with one message, as `shared/contracts/kratos/webhook-interrupt-response*.json` have it.
+fn interrupt(pointer: &str, id: u64, text: &str, context: Option<Value>) -> Value {
+    let mut message = json!({"id": id, "text": text, "type": "error"});
+    if let Some(context) = context {
+        message["context"] = context;
+    }
+    json!({"messages": [{"instance_ptr": pointer, "messages": [message]}]})
+}
+
+/// Every key our interrupt uses is one Kratos's documented interrupt example uses, at the same place.
+fn assert_kratos_keys(body: &Value) {
+    let reference = contract("webhook-interrupt-response.docs-example.json");
+    let keys = |v: &Value| -> Vec<String> {
+        let mut keys: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(body), keys(&reference));
+    assert_eq!(keys(&body["messages"][0]), keys(&reference["messages"][0]));
+    let ours = keys(&body["messages"][0]["messages"][0]);
+    let theirs = keys(&reference["messages"][0]["messages"][0]);
+    assert!(ours.iter().all(|k| theirs.contains(k)), "{ours:?}");
+}
+
+#[tokio::test]
+async fn every_kratos_refusal_has_its_full_body_in_kratos_interrupt_shape() {
+    let app = spawn_app_with(kratos_settings).await;
+
+    // 1. A voluntary change within the minimum age: under the password field, with when it becomes possible.
+    let young = new_id();
+    register(&app, &young, "default").await;
+    let settings = for_identity(
+        contract("webhook-settings-password.json"),
+        &young,
+        "default",
+    );
+    let answer = call_hook(
+        &app,
+        "/hooks/kratos/settings/password",
+        &settings,
+        &new_id(),
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    let available_at = answer.body["messages"][0]["messages"][0]["context"]["available_at"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .expect("available_at")
+        .with_timezone(&Utc);
+    let minutes = (available_at - Utc::now()).num_minutes();
+    assert!((58..=60).contains(&minutes), "{minutes}");
+    let when = available_at.format("%Y-%m-%d %H:%M UTC");
+    assert_eq!(
+        answer.body,
+        interrupt(
+            "#/password",
+            4_470_002,
+            &format!("Your password was changed recently. You can change it again from {when}."),
+            Some(
+                json!({"code": "password_too_young", "available_at": answer.body["messages"][0]["messages"][0]["context"]["available_at"]})
+            ),
+        )
+    );
+    assert_kratos_keys(&answer.body);
+
+    // 2. A login after max_age on a blocking profile: a global message.
+    let staff = new_id();
+    register(&app, &staff, "staff").await;
+    changed_days_ago(&app, &staff, 91).await;
+    let login = for_identity(contract("webhook-login-password.json"), &staff, "staff");
+    let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert_eq!(
+        answer.body,
+        interrupt(
+            "#/",
+            4_470_003,
+            "Your password has expired. Choose a new password to continue.",
+            Some(json!({"code": "password_expired"})),
+        )
+    );
+    assert_kratos_keys(&answer.body);
+
+    // 3. A login after a recovery: the change is required, with the reason.
+    let recovered = new_id();
+    register(&app, &recovered, "default").await;
+    let recovery = for_identity(contract("webhook-recovery.json"), &recovered, "default");
+    call_hook(&app, "/hooks/kratos/recovery", &recovery, &new_id())
+        .await
+        .assert_proceeds();
+    let login = for_identity(
+        contract("webhook-login-password.json"),
+        &recovered,
+        "default",
+    );
+    let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert_eq!(
+        answer.body,
+        interrupt(
+            "#/",
+            4_470_004,
+            "You recovered your account. Choose a new password to continue.",
+            Some(json!({"code": "password_change_required", "reason": "recovery"})),
+        )
+    );
+    assert_kratos_keys(&answer.body);
+
+    // 4. A body that cannot be understood: a global message, no context.
+    let answer = send_raw(
+        &app,
+        "/hooks/kratos/login",
+        b"[]".to_vec(),
+        Some(KRATOS_KEY),
+        &new_id(),
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(
+        answer.body,
+        interrupt(
+            "#/",
+            4_470_010,
+            "The request could not be processed. Please try again.",
+            None,
+        )
+    );
+    assert_kratos_keys(&answer.body);
+
+    // 5. The database is gone and settings fail closed.
+    app.db
+        .run(|conn| {
+            use diesel::connection::SimpleConnection;
+            conn.batch_execute("DROP TABLE password_history; DROP TABLE password_states;")?;
+            Ok(())
+        })
+        .await
+        .expect("drop tables");
+    let answer = call_hook(
+        &app,
+        "/hooks/kratos/settings/password",
+        &settings,
+        &new_id(),
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(
+        answer.body,
+        interrupt(
+            "#/",
+            4_470_011,
+            "We cannot check your password right now. Please try again in a few minutes.",
+            None,
+        )
+    );
+    assert_kratos_keys(&answer.body);
+}
+
+#[tokio::test]
+async fn with_require_staged_verdict_a_change_nobody_staged_is_refused_and_a_staged_one_passes() {
+    let app = spawn_app_with(|s| {
+        kratos_settings(s);
+        s.plugin.kratos.require_staged_verdict = true;
+        if let Some(default) = s.plugin.policy.profiles.get_mut("default") {
+            default.min_age_minutes = 0;
+        }
+    })
+    .await;
+    let id = new_id();
+    register(&app, &id, "default").await;
+    let settings = for_identity(contract("webhook-settings-password.json"), &id, "default");
+    let answer = call_hook(
+        &app,
+        "/hooks/kratos/settings/password",
+        &settings,
+        &new_id(),
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(
+        answer.body,
+        interrupt(
+            "#/password",
+            4_470_012,
+            "The new password could not be checked. Reload the page and try again.",
+            None,
+        )
+    );
+
+    // What the edge guard will do once it exists: stage the new password's digest through the facade.
+    let passwords = Passwords::new(&app.settings, app.db.clone(), &prometheus::Registry::new())
+        .expect("facade");
+    let who = Identity::new(IdentityId::parse(&id).expect("id"));
+    passwords
+        .stage(
+            &who,
+            &Password::parse("a staged passphrase".into()).expect("pw"),
+        )
+        .await
+        .expect("stage");
+    let answer = call_hook(
+        &app,
+        "/hooks/kratos/settings/password",
+        &settings,
+        &new_id(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        answer.body["identity"]["metadata_public"]["password_changed_at"].is_string(),
+        "{}",
+        answer.body
+    );
+}
+
+#[tokio::test]
+async fn without_require_staged_verdict_an_unstaged_change_passes() {
+    let app = spawn_app_with(|s| {
+        kratos_settings(s);
+        if let Some(default) = s.plugin.policy.profiles.get_mut("default") {
+            default.min_age_minutes = 0;
+        }
+    })
+    .await;
+    assert!(!app.settings.plugin.kratos.require_staged_verdict);
+    let id = new_id();
+    register(&app, &id, "default").await;
+    let settings = for_identity(contract("webhook-settings-password.json"), &id, "default");
+    let answer = call_hook(
+        &app,
+        "/hooks/kratos/settings/password",
+        &settings,
+        &new_id(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}
+
+#[tokio::test]
+async fn with_the_database_down_registration_and_recovery_fail_open() {
+    let app = spawn_app_with(kratos_settings).await;
+    assert_eq!(
+        app.settings.plugin.kratos.on_error.registration,
+        FailurePolicy::Open
+    );
+    assert_eq!(
+        app.settings.plugin.kratos.on_error.recovery,
+        FailurePolicy::Open
+    );
+    let id = new_id();
+    register(&app, &id, "default").await;
+    app.db
+        .run(|conn| {
+            use diesel::connection::SimpleConnection;
+            conn.batch_execute("DROP TABLE password_history; DROP TABLE password_states;")?;
+            Ok(())
+        })
+        .await
+        .expect("drop tables");
+    let other = new_id();
+    let mut pre = for_identity(
+        contract("webhook-registration-password-pre-persist.json"),
+        &other,
+        "default",
+    );
+    pre["identity"]["id"] = Value::String("00000000-0000-0000-0000-000000000000".into());
+    let post = for_identity(
+        contract("webhook-registration-password.json"),
+        &other,
+        "default",
+    );
+    let recovery = for_identity(contract("webhook-recovery.json"), &id, "default");
+    for (path, ctx) in [
+        ("/hooks/kratos/registration", &pre),
+        ("/hooks/kratos/registration/after", &post),
+        ("/hooks/kratos/recovery", &recovery),
+    ] {
+        let answer = call_hook(&app, path, ctx, &new_id()).await;
+        // Open: the flow goes on (no interrupt); the pre-persist hook still stamps the new password's times.
+        answer.assert_proceeds();
+        assert!(
+            answer.body.get("messages").is_none(),
+            "{path}: {}",
+            answer.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_warn_profile_login_after_expiry_passes_with_no_body_and_counts_a_warning() {
+    let app = spawn_app_with(kratos_settings).await;
+    let id = new_id();
+    register(&app, &id, "contractor").await;
+    changed_days_ago(&app, &id, 31).await;
+    let login = for_identity(contract("webhook-login-password.json"), &id, "contractor");
+    let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
+    // Kratos shows nothing on an allowed login: 204 and no body is all it gets.
+    assert_eq!(answer.status, 204, "{}", answer.body);
+    assert_eq!(answer.body, Value::Null);
+    let text = metrics(&app).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"reclaim_plugin_decisions_total{code="password_expired",decision="warned"}"#
+        ),
+        1.0,
+        "{text}"
+    );
+    let (_, state) = {
+        let response = app
+            .client
+            .get(app.plugin_url(&format!("/v1/identities/{id}/password")))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .expect("state");
+        (
+            response.status(),
+            response.json::<Value>().await.expect("json"),
+        )
+    };
+    assert_eq!(state["expired"], true, "{state}");
+}
+
+#[tokio::test]
+async fn a_check_for_an_unknown_identity_costs_exactly_one_argon2_run() {
+    let app = spawn_app_with(fast_kdf).await;
+    let runs = |text: &str| sample(text, "reclaim_plugin_kdf_duration_seconds_count");
+    let before = runs(&metrics(&app).await);
+    let (status, body) = plugin_post(
+        &app,
+        "/v1/passwords/check",
+        json!({"identity_id": "never-seen", "password": "whatever it is"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"allowed": true, "violations": []}));
+    assert_eq!(runs(&metrics(&app).await) - before, 1.0);
+    // And a known identity with one entry costs the same one run.
+    plugin_post(
+        &app,
+        "/v1/passwords/record",
+        json!({"identity_id": "seen", "password": "first"}),
+    )
+    .await;
+    let before = runs(&metrics(&app).await);
+    plugin_post(
+        &app,
+        "/v1/passwords/check",
+        json!({"identity_id": "seen", "password": "second"}),
+    )
+    .await;
+    assert_eq!(runs(&metrics(&app).await) - before, 1.0);
+}
+
+#[tokio::test]
+async fn marking_an_identity_not_yet_seen_holds_at_its_first_login() {
+    let app = spawn_app_with(kratos_settings).await;
+    let id = new_id();
+    let (status, state) = plugin_post(
+        &app,
+        &format!("/admin/identities/{id}/compromised"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(state["must_change"], true, "{state}");
+    assert_eq!(state["must_change_reason"], "compromised", "{state}");
+    let login = for_identity(contract("webhook-login-password.json"), &id, "default");
+    let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert_eq!(answer.message_ids(), vec![("#/".to_string(), 4_470_004)]);
+    assert_eq!(
+        answer.body["messages"][0]["messages"][0]["context"]["reason"],
+        "compromised"
+    );
+}
+
+#[tokio::test]
+async fn imports_are_refused_just_above_each_work_cap_and_accepted_at_it() {
+    let app = spawn_app_with(fast_kdf).await;
+    let passwords = Passwords::new(&app.settings, app.db.clone(), &prometheus::Registry::new())
+        .expect("facade");
+    let who = Identity::new(IdentityId::parse("imported").expect("id"));
+    let salt = "MDEyMzQ1Njc4OWFiY2RlZg";
+    let digest = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    // fast_kdf's m_kib is far below Kratos's 131072, so the cap is 131072 KiB.
+    let argon = |m: u32| format!("$argon2id$v=19$m={m},t=1,p=1${salt}${digest}");
+    let bcrypt =
+        |cost: u32| format!("$2b${cost:02}$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW");
+    let pbkdf2 = |rounds: u64| format!("$pbkdf2-sha256$i={rounds},l=32${salt}${digest}");
+    for (accepted, refused) in [
+        (argon(131_072), argon(131_073)),
+        (bcrypt(16), bcrypt(17)),
+        (pbkdf2(10_000_000), pbkdf2(10_000_001)),
+    ] {
+        passwords
+            .import_foreign_hash(&who, &accepted, Utc::now())
+            .await
+            .unwrap_or_else(|e| panic!("{accepted}: {e}"));
+        let error = passwords
+            .import_foreign_hash(&who, &refused, Utc::now())
+            .await
+            .expect_err(&refused);
+        assert!(
+            error.to_string().contains("cap")
+                || error.to_string().contains("at most")
+                || error.to_string().contains("4..=16"),
+            "{refused}: {error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn email_goes_through_starttls_with_authentication_trusting_the_configured_ca() {
+    let mut server = SecureSmtp::start("reclaim-mailer", "smtp-test-password");
+    let (app, _dir) = spawn_gateway(|s| {
+        s.gateway.channels.email.provider = ProviderKind::Smtp;
+        s.gateway.smtp.host = "127.0.0.1".into();
+        s.gateway.smtp.port = server.port;
+        s.gateway.smtp.security = SmtpSecurity::Starttls;
+        s.gateway.smtp.ca_file = server.ca_file.display().to_string();
+        s.gateway.smtp.username = server.user.clone();
+        s.gateway.smtp.password = Secret::new(&server.password);
+        s.gateway.smtp.from = "Reclaim <no-reply@reclaim.test>".into();
+        s.gateway.smtp.timeout_ms = 10_000;
+    })
+    .await;
+    let id = enqueue(
+        &app,
+        &json!({"channel": "email", "to": "jane@example.com", "template": "recovery_code", "data": {"code": "271828"}}),
+    )
+    .await;
+    app.delivery.drain().await.expect("drain");
+    assert_eq!(server.next_event("ACCEPTED").await, "jane@example.com");
+    let message = get_message(&app, &id).await;
+    assert_eq!(message["status"], "sent", "{message}");
+    let mail = server.messages();
+    assert_eq!(mail.len(), 1);
+    assert!(mail[0].tls, "the message came over TLS");
+    assert_eq!(mail[0].auth.as_deref(), Some("reclaim-mailer"));
+    assert!(mail[0].data.contains("271828"));
+}
+
+#[tokio::test]
+async fn without_the_ca_file_the_test_servers_certificate_is_not_trusted() {
+    let server = SecureSmtp::start("reclaim-mailer", "smtp-test-password");
+    let (app, _dir) = spawn_gateway(|s| {
+        s.gateway.channels.email.provider = ProviderKind::Smtp;
+        s.gateway.smtp.host = "127.0.0.1".into();
+        s.gateway.smtp.port = server.port;
+        s.gateway.smtp.security = SmtpSecurity::Starttls;
+        s.gateway.smtp.username = server.user.clone();
+        s.gateway.smtp.password = Secret::new(&server.password);
+        s.gateway.smtp.from = "Reclaim <no-reply@reclaim.test>".into();
+    })
+    .await;
+    let id = enqueue(
+        &app,
+        &json!({"channel": "email", "to": "jane@example.com", "template": "recovery_code", "data": {"code": "271828"}}),
+    )
+    .await;
+    app.delivery.drain().await.expect("drain");
+    let message = get_message(&app, &id).await;
+    assert_eq!(message["status"], "queued", "{message}");
+    assert_eq!(message["history"][0]["outcome"], "transient", "{message}");
+    assert!(server.messages().is_empty());
+}

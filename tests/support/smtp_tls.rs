@@ -1,0 +1,129 @@
+//! The test SMTP server (`tests/tools/smtp_server.py`, aiosmtpd) in its secure mode: STARTTLS required,
+//! with a certificate from a throwaway CA (trustme) whose certificate the gateway is given as
+//! `gateway.smtp.ca_file`, and AUTH required. With events on, it reports `HELD <rcpt>` when a message to a
+//! `hold…@` recipient arrives (and keeps it until [`SecureSmtp::release`]) and `ACCEPTED <rcpt>` for every
+//! accepted message, so tests wait on what the server saw instead of sleeping.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const PYTHON: &str = "tests/tools/.venv/bin/python";
+const SCRIPT: &str = "tests/tools/smtp_server.py";
+/// Bound of every wait on the server: far above any normal run, so reaching it means the event never came.
+const EVENT_BOUND: Duration = Duration::from_secs(60);
+
+pub struct SecureSmtp {
+    pub port: u16,
+    pub ca_file: PathBuf,
+    pub user: String,
+    pub password: String,
+    mailbox: PathBuf,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    events: mpsc::UnboundedReceiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+/// One message as the server received it, with how it was received.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct SecureMail {
+    pub from: String,
+    pub to: Vec<String>,
+    pub data: String,
+    /// The message came over TLS (after STARTTLS).
+    pub tls: bool,
+    /// The user the client authenticated as.
+    pub auth: Option<String>,
+}
+
+impl SecureSmtp {
+    pub fn start(user: &str, password: &str) -> Self {
+        assert!(
+            Path::new(PYTHON).exists(),
+            "the test SMTP server needs aiosmtpd and trustme in {PYTHON}: run .ci/tools"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mailbox = dir.path().join("mailbox.jsonl");
+        let mut child = Command::new(PYTHON)
+            .arg(SCRIPT)
+            .arg("--mailbox")
+            .arg(&mailbox)
+            .arg("--tls-dir")
+            .arg(dir.path())
+            .arg("--auth")
+            .arg(format!("{user}:{password}"))
+            .arg("--events")
+            .stdout(Stdio::piped())
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("start the test SMTP server (run .ci/tools)");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .expect("read the SMTP server's port");
+        let port = line
+            .trim()
+            .strip_prefix("READY ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the SMTP server did not start: {line:?}"));
+        let (sender, events) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            port,
+            ca_file: dir.path().join("ca.pem"),
+            user: user.into(),
+            password: password.into(),
+            mailbox,
+            stdin: child.stdin.take(),
+            child,
+            events,
+            _dir: dir,
+        }
+    }
+
+    /// Waits for the next event line starting with `prefix` (`HELD`, `ACCEPTED`) and returns its argument.
+    pub async fn next_event(&mut self, prefix: &str) -> String {
+        loop {
+            let line = tokio::time::timeout(EVENT_BOUND, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {prefix} event from the SMTP server"))
+                .unwrap_or_else(|| panic!("the SMTP server stopped before {prefix}"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_string();
+            }
+        }
+    }
+
+    /// Lets held messages through.
+    pub fn release(&mut self) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"RELEASE\n").expect("release");
+        stdin.flush().expect("flush");
+    }
+
+    pub fn messages(&self) -> Vec<SecureMail> {
+        std::fs::read_to_string(&self.mailbox)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("mailbox line"))
+            .collect()
+    }
+}
+
+impl Drop for SecureSmtp {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
