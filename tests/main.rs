@@ -12,6 +12,7 @@ mod gateway_smtp;
 mod gateway_twilio;
 mod kratos_hooks;
 mod kratos_kit;
+mod logs;
 mod plugin_api;
 mod plugin_passwords;
 mod readme_claims;

@@ -43,7 +43,9 @@ impl HttpMetrics {
     }
 }
 
-/// Counts and times every request, and echoes the request id as `x-request-id`.
+/// Counts, times and logs every request, and echoes the request id as `x-request-id`. The log line is
+/// written inside the request's span, so it carries the request id even when the handler logs nothing;
+/// health checks and scrapes are logged at debug only, since they come every few seconds.
 pub async fn track(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -57,8 +59,15 @@ pub async fn track(
         .get::<tracing_actix_web::RequestId>()
         .map(|id| id.to_string());
     let mut response = next.call(req).await?;
+    let status = response.status().as_u16();
+    let elapsed_ms = started.elapsed().as_millis();
+    if route.starts_with("/health/") || route == "/metrics" {
+        tracing::debug!(http.route = %route, http.method = %method, http.status = status, elapsed_ms, "request answered");
+    } else {
+        tracing::info!(http.route = %route, http.method = %method, http.status = status, elapsed_ms, "request answered");
+    }
     if let Some(metrics) = metrics {
-        let status = response.status().as_u16().to_string();
+        let status = status.to_string();
         metrics
             .requests
             .with_label_values(&[&route, &method, &status])

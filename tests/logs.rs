@@ -1,0 +1,644 @@
+//! The `reclaim` binary as an operator runs it (`reclaim serve`, JSON logs at the most verbose level), with
+//! its logs captured: a full run through the plugin's API, the Kratos hooks, and the gateway delivering
+//! codes by email (real SMTP server, STARTTLS and authentication) and SMS (a Twilio stand-in) must log no
+//! password, code, token, hash or full address, and must name every response's `x-request-id`; SIGTERM
+//! with a request and a delivery in flight lets both finish and the process exits 0.
+
+use crate::support::kratos::{
+    contract, for_identity, from_recovery_session, render_body, KRATOS_KEY,
+};
+use crate::support::smtp_tls::SecureSmtp;
+use crate::support::twilio_faults::{FaultyTwilio, Reply};
+use crate::support::TestDatabase;
+use diesel::sql_types::Text;
+use diesel::{QueryableByName, RunQueryDsl};
+use reclaim_common::settings::{DatabaseUrl, Settings};
+use reclaim_common::Db;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+
+/// Bound of every wait on an event: far above any normal run, so reaching it means the event never came.
+const EVENT_BOUND: Duration = Duration::from_secs(60);
+
+const API_TOKEN: &str = "log-test-api-token-7Qx2";
+const WRONG_TOKEN: &str = "log-test-wrong-token-Zk4p";
+const PEPPER: &str = "log-test-pepper-0123456789abcdefghijklmnop";
+const SMTP_USER: &str = "reclaim-mailer";
+const SMTP_PASSWORD: &str = "log-test-smtp-password-Vb8";
+const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
+const TWILIO_TOKEN: &str = "log-test-twilio-auth-token-Hn3";
+const TWILIO_FROM: &str = "+14155552671";
+
+/// `reclaim serve` in a child process; every line it writes is kept, and waiters are woken on each.
+struct Reclaim {
+    child: Option<Child>,
+    pid: u32,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    lines: Arc<Mutex<Vec<String>>>,
+    new_line: Arc<Notify>,
+    plugin: String,
+    gateway: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Reclaim {
+    async fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("reclaim.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_reclaim"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("RECLAIM") || key == "RUST_LOG" {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
+            .arg("--config")
+            .arg(&path)
+            .arg("serve")
+            .env("RECLAIM__TELEMETRY__FORMAT", "json")
+            .env("RECLAIM__TELEMETRY__LEVEL", "trace")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start reclaim");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let new_line = Arc::new(Notify::new());
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let readers = [
+            Box::new(stdout) as Box<dyn std::io::Read + Send>,
+            Box::new(stderr),
+        ]
+        .into_iter()
+        .map(|stream| {
+            let lines = lines.clone();
+            let new_line = new_line.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().expect("lock").push(line);
+                    new_line.notify_waiters();
+                }
+            })
+        })
+        .collect();
+        let mut reclaim = Self {
+            pid: child.id(),
+            child: Some(child),
+            readers,
+            lines,
+            new_line,
+            plugin: String::new(),
+            gateway: String::new(),
+            _dir: dir,
+        };
+        reclaim.plugin = reclaim.listening("plugin").await;
+        reclaim.gateway = reclaim.listening("gateway").await;
+        reclaim
+    }
+
+    /// The URL from the `<service> listening on http://...` line.
+    async fn listening(&self, service: &str) -> String {
+        let marker = format!("{service} listening on ");
+        let line = self.wait_for(&marker, |l| l.contains(&marker)).await;
+        let start = line.find(&marker).expect("marker") + marker.len();
+        line[start..]
+            .split(|c: char| c == '"' || c.is_whitespace())
+            .next()
+            .expect("url")
+            .to_string()
+    }
+
+    /// Waits until a line satisfies `wanted` (bounded by [`EVENT_BOUND`]); returns the first such line.
+    async fn wait_for(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + EVENT_BOUND;
+        loop {
+            let notified = self.new_line.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(line) = self.lines().into_iter().find(|l| wanted(l)) {
+                return line;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("no log line with {what}:\n{}", self.lines().join("\n"));
+            }
+        }
+    }
+
+    /// How many lines satisfy `wanted`, once at least `n` do.
+    async fn wait_for_count(&self, what: &str, n: usize, wanted: impl Fn(&str) -> bool) {
+        let deadline = tokio::time::Instant::now() + EVENT_BOUND;
+        loop {
+            let notified = self.new_line.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lines().iter().filter(|l| wanted(l)).count() >= n {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "fewer than {n} log lines with {what}:\n{}",
+                    self.lines().join("\n")
+                );
+            }
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lock").clone()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(self.pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Waits (bounded) for the process to exit and for its last lines to be read.
+    async fn exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let readers = std::mem::take(&mut self.readers);
+        let waiting = tokio::task::spawn_blocking(move || {
+            let status = child.wait().expect("wait");
+            for reader in readers {
+                let _ = reader.join();
+            }
+            status
+        });
+        match tokio::time::timeout(EVENT_BOUND, waiting).await {
+            Ok(status) => status.expect("join"),
+            Err(_) => {
+                self.signal("-KILL");
+                panic!(
+                    "reclaim did not exit after SIGTERM:\n{}",
+                    self.lines().join("\n")
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Reclaim {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A Kratos admin API stand-in that answers with Kratos's own identity fixture and, when armed, holds the
+/// next request until released, reporting that it holds it.
+struct HeldKratosAdmin {
+    url: String,
+    hashed_password: String,
+    armed: Arc<AtomicBool>,
+    release: Arc<Notify>,
+    held: mpsc::UnboundedReceiver<()>,
+}
+
+impl HeldKratosAdmin {
+    async fn start() -> Self {
+        use actix_web::{web, App, HttpResponse, HttpServer};
+        let fixture = contract("admin-identity-with-credentials.json");
+        let hashed_password = fixture["credentials"]["password"]["config"]["hashed_password"]
+            .as_str()
+            .expect("fixture hash")
+            .to_string();
+        let armed = Arc::new(AtomicBool::new(false));
+        let release = Arc::new(Notify::new());
+        let (held_tx, held) = mpsc::unbounded_channel();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (server_armed, server_release) = (armed.clone(), release.clone());
+        let server = HttpServer::new(move || {
+            let fixture = fixture.clone();
+            let armed = server_armed.clone();
+            let release = server_release.clone();
+            let held_tx = held_tx.clone();
+            App::new().default_service(web::to(move |req: actix_web::HttpRequest| {
+                let mut identity = fixture.clone();
+                let armed = armed.clone();
+                let release = release.clone();
+                let held_tx = held_tx.clone();
+                async move {
+                    if armed.swap(false, Ordering::SeqCst) {
+                        let released = release.notified();
+                        tokio::pin!(released);
+                        released.as_mut().enable();
+                        let _ = held_tx.send(());
+                        released.await;
+                    }
+                    if let Some(id) = req.path().rsplit('/').next() {
+                        identity["id"] = Value::String(id.to_string());
+                    }
+                    HttpResponse::Ok().json(identity)
+                }
+            }))
+        })
+        .workers(1)
+        .listen(listener)
+        .expect("listen")
+        .run();
+        tokio::spawn(server);
+        Self {
+            url,
+            hashed_password,
+            armed,
+            release,
+            held,
+        }
+    }
+}
+
+fn config(database_url: &str, smtp: &SecureSmtp, twilio_url: &str, admin_url: &str) -> String {
+    format!(
+        r#"
+[database]
+url = "{database_url}"
+pool_size = 4
+
+[http]
+workers = 1
+shutdown_timeout_seconds = 30
+
+[plugin]
+listen = "127.0.0.1:0"
+
+[plugin.api]
+tokens = ["{API_TOKEN}"]
+
+[plugin.kratos]
+api_keys = ["{KRATOS_KEY}"]
+admin_url = "{admin_url}"
+
+[plugin.history]
+pepper = "{PEPPER}"
+
+[plugin.history.argon2]
+m_kib = 256
+t = 1
+p = 1
+
+[gateway]
+listen = "127.0.0.1:0"
+# Where Twilio would post status callbacks; the stand-in posts none.
+public_url = "https://reclaim.example.test"
+
+[gateway.api]
+tokens = ["{API_TOKEN}"]
+
+[gateway.worker]
+poll_interval_ms = 50
+
+[gateway.channels.email]
+provider = "smtp"
+
+[gateway.channels.sms]
+provider = "twilio"
+fallback = []
+
+[gateway.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "starttls"
+ca_file = "{ca_file}"
+username = "{SMTP_USER}"
+password = "{SMTP_PASSWORD}"
+from = "Reclaim <no-reply@reclaim.test>"
+
+[gateway.twilio]
+base_url = "{twilio_url}"
+account_sid = "{TWILIO_SID}"
+auth_token = "{TWILIO_TOKEN}"
+from = "{TWILIO_FROM}"
+"#,
+        smtp_port = smtp.port,
+        ca_file = smtp.ca_file.display(),
+    )
+}
+
+/// Sends a request, keeps its `x-request-id`, returns status and body.
+async fn send(request: reqwest::RequestBuilder, request_ids: &mut Vec<String>) -> (u16, String) {
+    let response = request.send().await.expect("request");
+    let id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("every response carries x-request-id")
+        .to_string();
+    request_ids.push(id);
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+fn hook(
+    client: &reqwest::Client,
+    plugin: &str,
+    path: &str,
+    ctx: &Value,
+) -> reqwest::RequestBuilder {
+    client
+        .post(format!("{plugin}{path}"))
+        .header("content-type", "application/json")
+        .header("x-reclaim-key", KRATOS_KEY)
+        .header("ory-webhook-trigger-id", uuid::Uuid::new_v4().to_string())
+        .body(render_body(ctx).to_string())
+}
+
+#[derive(QueryableByName)]
+struct Status {
+    #[diesel(sql_type = Text)]
+    status: String,
+}
+
+fn message_status(database: &TestDatabase, id: &str) -> String {
+    let mut settings = Settings::default();
+    settings.database.url = DatabaseUrl::new(&database.url);
+    let db = Db::connect(&settings.database).expect("connect");
+    let mut conn = db.get().expect("conn");
+    let placeholder = if database.is_postgres() { "$1" } else { "?" };
+    diesel::sql_query(format!(
+        "SELECT status FROM gateway_messages WHERE id = {placeholder}"
+    ))
+    .bind::<Text, _>(id)
+    .get_result::<Status>(&mut *conn)
+    .expect("message row")
+    .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_run_logs_no_password_code_token_hash_or_address_and_names_every_request_id() {
+    let database = TestDatabase::fresh();
+    let mut smtp = SecureSmtp::start(SMTP_USER, SMTP_PASSWORD);
+    let twilio =
+        FaultyTwilio::start(vec![Reply::created("SM0123456789abcdef0123456789abcdef")]).await;
+    let admin = HeldKratosAdmin::start().await;
+    let mut reclaim = Reclaim::start(&config(&database.url, &smtp, &twilio.url, &admin.url)).await;
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    let (plugin, gateway) = (reclaim.plugin.clone(), reclaim.gateway.clone());
+
+    // The generic API: record, a reused and a new candidate, bad input carrying a password, a wrong token.
+    let (first, second, third) = (
+        "Log-Password-Alpha-8d1e",
+        "Log-Password-Bravo-40c2",
+        "Log-Password-Charlie-9b7f",
+    );
+    let (plugin_email, plugin_phone) = ("ada.lovelace.logs@example.net", "+34612345678");
+    let (status, body) = send(
+        client
+            .post(format!("{plugin}/v1/passwords/record"))
+            .bearer_auth(API_TOKEN)
+            .json(&json!({"identity_id": "log-user", "password": first, "email": plugin_email, "phone": plugin_phone})),
+        &mut ids,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for (password, allowed) in [(first, false), (second, true)] {
+        let (status, body) = send(
+            client
+                .post(format!("{plugin}/v1/passwords/check"))
+                .bearer_auth(API_TOKEN)
+                .header("accept-language", "es")
+                .json(&json!({"identity_id": "log-user", "password": password})),
+            &mut ids,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let body: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(body["allowed"], allowed, "{body}");
+    }
+    let (status, body) = send(
+        client
+            .post(format!("{plugin}/v1/passwords/check"))
+            .bearer_auth(API_TOKEN)
+            .json(&json!({"identity_id": "", "password": third})),
+        &mut ids,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        !body.contains(third),
+        "an error body echoes the password: {body}"
+    );
+    let (status, body) = send(
+        client
+            .post(format!("{plugin}/v1/passwords/check"))
+            .bearer_auth(WRONG_TOKEN)
+            .json(&json!({"identity_id": "log-user", "password": third})),
+        &mut ids,
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        !body.contains(third) && !body.contains(WRONG_TOKEN),
+        "{body}"
+    );
+
+    // The Kratos hooks a user goes through; the identity's traits carry an email address.
+    let kratos_id = uuid::Uuid::new_v4().to_string();
+    let registration = for_identity(
+        contract("webhook-registration-password.json"),
+        &kratos_id,
+        "default",
+    );
+    let kratos_email = registration["identity"]["traits"]["email"]
+        .as_str()
+        .expect("email")
+        .to_string();
+    let login = for_identity(
+        contract("webhook-login-password.json"),
+        &kratos_id,
+        "default",
+    );
+    let recovery = for_identity(contract("webhook-recovery.json"), &kratos_id, "default");
+    let settings = from_recovery_session(for_identity(
+        contract("webhook-settings-password.json"),
+        &kratos_id,
+        "default",
+    ));
+    for (path, ctx) in [
+        ("/hooks/kratos/registration/after", &registration),
+        ("/hooks/kratos/login", &login),
+        ("/hooks/kratos/recovery", &recovery),
+        ("/hooks/kratos/login", &login),
+        ("/hooks/kratos/settings/password", &settings),
+        ("/hooks/kratos/settings/password/after", &settings),
+    ] {
+        let (status, body) = send(hook(&client, &plugin, path, ctx), &mut ids).await;
+        assert!((200..500).contains(&status), "{path}: {status} {body}");
+    }
+
+    // The gateway delivers a code by email (SMTP, STARTTLS + AUTH) and one by SMS (Twilio stand-in).
+    let (email, email_code) = ("grace.hopper.logs@example.org", "8302749165");
+    let (phone, sms_code) = ("+14155550123", "5938201746");
+    let mut message_ids = Vec::new();
+    for body in [
+        json!({"channel": "email", "to": email, "template": "recovery_code", "data": {"code": email_code}}),
+        json!({"channel": "sms", "to": phone, "template": "recovery_code", "data": {"code": sms_code}}),
+    ] {
+        let (status, answer) = send(
+            client
+                .post(format!("{gateway}/v1/messages"))
+                .bearer_auth(API_TOKEN)
+                .json(&body),
+            &mut ids,
+        )
+        .await;
+        assert_eq!(status, 202, "{answer}");
+        let answer: Value = serde_json::from_str(&answer).expect("json");
+        message_ids.push(answer["id"].as_str().expect("id").to_string());
+    }
+    assert_eq!(smtp.next_event("ACCEPTED").await, email);
+    for id in &message_ids {
+        reclaim
+            .wait_for("message sent", |l| {
+                l.contains("message sent") && l.contains(id.as_str())
+            })
+            .await;
+        let (status, body) = send(
+            client
+                .get(format!("{gateway}/v1/messages/{id}"))
+                .bearer_auth(API_TOKEN),
+            &mut ids,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mail = smtp.messages();
+    assert!(mail[0].tls && mail[0].auth.as_deref() == Some(SMTP_USER));
+    assert!(mail[0].data.contains(email_code));
+    let sms = twilio.requests();
+    assert_eq!(sms.len(), 1);
+    assert!(sms[0].field("Body").is_some_and(|b| b.contains(sms_code)));
+
+    reclaim.terminate();
+    let status = reclaim.exit().await;
+    assert!(status.success(), "{status}");
+    for id in &message_ids {
+        assert_eq!(message_status(&database, id), "sent");
+    }
+
+    let lines = reclaim.lines();
+    for line in &lines {
+        serde_json::from_str::<Value>(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+    }
+    let digits = |phone: &str| phone.trim_start_matches('+').to_string();
+    let secrets = [
+        ("a password", first.to_string()),
+        ("a password", second.to_string()),
+        ("a password", third.to_string()),
+        ("a code", email_code.to_string()),
+        ("a code", sms_code.to_string()),
+        ("the API token", API_TOKEN.to_string()),
+        ("a wrong token", WRONG_TOKEN.to_string()),
+        ("the Kratos key", KRATOS_KEY.to_string()),
+        ("the pepper", PEPPER.to_string()),
+        ("the SMTP password", SMTP_PASSWORD.to_string()),
+        ("the Twilio auth token", TWILIO_TOKEN.to_string()),
+        ("Kratos's password hash", admin.hashed_password.clone()),
+        ("an address", plugin_email.to_string()),
+        ("an address", kratos_email.clone()),
+        ("an address", email.to_string()),
+        ("a phone number", digits(plugin_phone)),
+        ("a phone number", digits(phone)),
+    ];
+    for (what, secret) in &secrets {
+        let leaks: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains(secret.as_str()))
+            .collect();
+        assert!(leaks.is_empty(), "{what} ({secret}) is logged:\n{leaks:#?}");
+    }
+    for (n, id) in ids.iter().enumerate() {
+        assert!(
+            lines.iter().any(|l| l.contains(id.as_str())),
+            "x-request-id {id} of request {n} is in no log line"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_request_and_delivery_finish_and_exits_0() {
+    let database = TestDatabase::fresh();
+    let mut smtp = SecureSmtp::start(SMTP_USER, SMTP_PASSWORD);
+    let twilio =
+        FaultyTwilio::start(vec![Reply::created("SM0123456789abcdef0123456789abcdef")]).await;
+    let mut admin = HeldKratosAdmin::start().await;
+    let mut reclaim = Reclaim::start(&config(&database.url, &smtp, &twilio.url, &admin.url)).await;
+    let client = reqwest::Client::new();
+    let (plugin, gateway) = (reclaim.plugin.clone(), reclaim.gateway.clone());
+
+    // A delivery in flight: the SMTP server holds the message in DATA.
+    let response = client
+        .post(format!("{gateway}/v1/messages"))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"channel": "email", "to": "hold-me@example.org", "template": "recovery_code", "data": {"code": "4815162342"}}))
+        .send()
+        .await
+        .expect("enqueue");
+    assert_eq!(response.status(), 202);
+    let message: Value = response.json().await.expect("json");
+    let message_id = message["id"].as_str().expect("id").to_string();
+    assert_eq!(smtp.next_event("HELD").await, "hold-me@example.org");
+
+    // A request in flight: the registration hook waits on Kratos's admin API, which holds the call.
+    admin.armed.store(true, Ordering::SeqCst);
+    let id = uuid::Uuid::new_v4().to_string();
+    let registration = for_identity(
+        contract("webhook-registration-password.json"),
+        &id,
+        "default",
+    );
+    let request = hook(
+        &client,
+        &plugin,
+        "/hooks/kratos/registration/after",
+        &registration,
+    );
+    let in_flight = tokio::spawn(async move { request.send().await });
+    tokio::time::timeout(EVENT_BOUND, admin.held.recv())
+        .await
+        .expect("the hook reached Kratos's admin API")
+        .expect("held");
+
+    reclaim.terminate();
+    // Both servers (plugin and gateway) have begun their graceful shutdown before anything is released.
+    reclaim
+        .wait_for_count("SIGTERM received", 2, |l| {
+            l.contains("SIGTERM received; starting graceful shutdown")
+        })
+        .await;
+    admin.release.notify_one();
+    smtp.release();
+
+    let response = tokio::time::timeout(EVENT_BOUND, in_flight)
+        .await
+        .expect("the in-flight request finished")
+        .expect("join")
+        .expect("the in-flight request got an answer");
+    assert_eq!(response.status(), 204);
+    assert_eq!(smtp.next_event("ACCEPTED").await, "hold-me@example.org");
+    let status = reclaim.exit().await;
+    assert!(
+        status.success(),
+        "{status}:\n{}",
+        reclaim.lines().join("\n")
+    );
+    assert_eq!(message_status(&database, &message_id), "sent");
+}
