@@ -67,33 +67,50 @@ async fn a_4xx_reply_is_retried_with_growing_delays_until_accepted() {
         s.gateway.retry.max_ms = 60_000;
     })
     .await;
-    let id = email(&app, "tempfail-3@example.com", json!({})).await;
+    // Full jitter makes one wait random in [0, base * 2^(retry-1)], so one message cannot show growth.
+    // Across many messages the longest n-th wait must pass the (n-1)-th ceiling; a gateway whose
+    // ceiling did not grow fails that with certainty, a correct one with probability 2^-MESSAGES.
+    const MESSAGES: usize = 20;
+    let mut ids = Vec::new();
+    for i in 0..MESSAGES {
+        ids.push(email(&app, &format!("tempfail-3-{i}@example.com"), json!({})).await);
+    }
     let mut clock = Utc::now();
-    let mut ceilings = Vec::new();
     for retry in 1..=3u32 {
         app.delivery.drain_at(clock).await.expect("drain");
-        let message = get_message(&app, &id).await;
-        assert_eq!(message["status"], "queued", "{message}");
-        let attempt = &message["history"][retry as usize - 1];
-        assert_eq!(attempt["outcome"], "transient", "{message}");
-        assert_eq!(attempt["error_code"], "451", "{message}");
-        let wait = time(&message["next_attempt_at"]) - time(&attempt["started_at"]);
-        // Full jitter: a random wait in [0, base * 2^(retry-1)].
         let ceiling = Duration::milliseconds(1_000 << (retry - 1));
-        assert!(
-            wait >= Duration::zero() && wait <= ceiling,
-            "retry {retry}: {wait} > {ceiling}"
-        );
-        ceilings.push(ceiling);
-        clock = time(&message["next_attempt_at"]);
+        let mut longest = Duration::zero();
+        for id in &ids {
+            let message = get_message(&app, id).await;
+            assert_eq!(message["status"], "queued", "{message}");
+            let attempt = &message["history"][retry as usize - 1];
+            assert_eq!(attempt["outcome"], "transient", "{message}");
+            assert_eq!(attempt["error_code"], "451", "{message}");
+            let next = time(&message["next_attempt_at"]);
+            let wait = next - time(&attempt["started_at"]);
+            assert!(
+                wait >= Duration::zero() && wait <= ceiling,
+                "retry {retry}: {wait} outside [0, {ceiling}]"
+            );
+            longest = longest.max(wait);
+            clock = clock.max(next);
+        }
+        if retry > 1 {
+            let previous = Duration::milliseconds(1_000 << (retry - 2));
+            assert!(
+                longest > previous,
+                "retry {retry}: no wait of {MESSAGES} passed the previous ceiling {previous}"
+            );
+        }
     }
-    assert!(ceilings.windows(2).all(|w| w[1] > w[0]));
     assert!(server.messages().is_empty());
     app.delivery.drain_at(clock).await.expect("drain");
-    let message = get_message(&app, &id).await;
-    assert_eq!(message["status"], "sent", "{message}");
-    assert_eq!(message["attempts"], 4);
-    assert_eq!(server.messages().len(), 1);
+    for id in &ids {
+        let message = get_message(&app, id).await;
+        assert_eq!(message["status"], "sent", "{message}");
+        assert_eq!(message["attempts"], 4);
+    }
+    assert_eq!(server.messages().len(), MESSAGES);
 }
 
 #[tokio::test]

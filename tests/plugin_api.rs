@@ -416,9 +416,16 @@ async fn checks_beyond_the_kdf_pool_get_503_with_retry_after() {
 #[tokio::test]
 async fn decisions_and_kdf_latency_are_in_the_metrics() {
     let app = fast_app().await;
-    record(&app, "m1", "p").await;
-    check(&app, json!({"identity_id": "m1", "password": "p"})).await;
-    check(&app, json!({"identity_id": "m1", "password": "q"})).await;
+    // Distinctive passwords, so that finding one in the metrics or an error body means it leaked there
+    // (tests/logs.rs searches the logs of the real binary for passwords).
+    let (old, new) = ("Metrics-Old-Passphrase-51d7", "Metrics-New-Passphrase-e03a");
+    record(&app, "m1", old).await;
+    check(&app, json!({"identity_id": "m1", "password": old})).await;
+    check(&app, json!({"identity_id": "m1", "password": new})).await;
+    let (status, error) = check(&app, json!({"identity_id": "", "password": new})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error["error"]["field"], "identity_id", "{error}");
+    assert!(!error.to_string().contains(new), "{error}");
     let metrics = app
         .client
         .get(app.plugin_url("/metrics"))
@@ -436,7 +443,10 @@ async fn decisions_and_kdf_latency_are_in_the_metrics() {
     );
     assert!(metrics.contains(r#"reclaim_plugin_decisions_total{code="none",decision="allowed"} 1"#));
     assert!(metrics.contains("reclaim_plugin_kdf_duration_seconds_count 3"));
-    assert!(!metrics.contains("\"p\""));
+    assert!(
+        !metrics.contains(old) && !metrics.contains(new),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

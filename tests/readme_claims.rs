@@ -489,10 +489,13 @@ async fn imports_are_refused_just_above_each_work_cap_and_accepted_at_it() {
     let bcrypt =
         |cost: u32| format!("$2b${cost:02}$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW");
     let pbkdf2 = |rounds: u64| format!("$pbkdf2-sha256$i={rounds},l=32${salt}${digest}");
+    let scrypt = |ln: u32, r: u32| format!("$scrypt$ln={ln},r={r},p=1${salt}${digest}");
     for (accepted, refused) in [
         (argon(131_072), argon(131_073)),
         (bcrypt(16), bcrypt(17)),
         (pbkdf2(10_000_000), pbkdf2(10_000_001)),
+        // scrypt memory is 128 · r · 2^ln bytes: r = 8, ln = 17 is exactly 131072 KiB.
+        (scrypt(17, 8), scrypt(17, 9)),
     ] {
         passwords
             .import_foreign_hash(&who, &accepted, Utc::now())
@@ -509,6 +512,19 @@ async fn imports_are_refused_just_above_each_work_cap_and_accepted_at_it() {
             "{refused}: {error}"
         );
     }
+    // Above Kratos's default, the cap is plugin.history.argon2.m_kib itself (no argon2 runs here).
+    let mut larger = app.settings.clone();
+    larger.plugin.history.argon2.m_kib = 262_144;
+    let passwords =
+        Passwords::new(&larger, app.db.clone(), &prometheus::Registry::new()).expect("facade");
+    passwords
+        .import_foreign_hash(&who, &argon(262_144), Utc::now())
+        .await
+        .expect("at the configured m_kib");
+    passwords
+        .import_foreign_hash(&who, &argon(262_145), Utc::now())
+        .await
+        .expect_err("above the configured m_kib");
 }
 
 #[tokio::test]

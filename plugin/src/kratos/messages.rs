@@ -82,3 +82,24 @@ pub fn from_violation(violation: &Violation) -> UiMessage {
         context,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adapter_messages_read_exactly_in_english_and_spanish() {
+        let cases = [
+            (AdapterMessage::InvalidRequest, Locale::En, 4_470_010, "The request could not be processed. Please try again."),
+            (AdapterMessage::InvalidRequest, Locale::Es, 4_470_010, "No se pudo procesar la solicitud. Inténtalo de nuevo."),
+            (AdapterMessage::Unavailable, Locale::En, 4_470_011, "We cannot check your password right now. Please try again in a few minutes."),
+            (AdapterMessage::Unavailable, Locale::Es, 4_470_011, "No podemos comprobar tu contraseña en este momento. Inténtalo de nuevo en unos minutos."),
+            (AdapterMessage::NotChecked, Locale::En, 4_470_012, "The new password could not be checked. Reload the page and try again."),
+            (AdapterMessage::NotChecked, Locale::Es, 4_470_012, "No se pudo comprobar la nueva contraseña. Vuelve a cargar la página e inténtalo de nuevo."),
+        ];
+        for (message, locale, id, text) in cases {
+            let ui = message.ui(locale);
+            assert_eq!((ui.id, ui.text.as_str(), ui.kind), (id, text, "error"));
+        }
+    }
+}
