@@ -311,6 +311,23 @@ async fn with_require_staged_verdict_a_change_nobody_staged_is_refused_and_a_sta
         "{}",
         answer.body
     );
+    // Kratos saved it: the post-persist hook commits the staged digest, so that password is now history.
+    call_hook(
+        &app,
+        "/hooks/kratos/settings/password/after",
+        &settings,
+        &new_id(),
+    )
+    .await
+    .assert_proceeds();
+    let (status, body) = plugin_post(
+        &app,
+        "/v1/passwords/check",
+        json!({"identity_id": id, "password": "a staged passphrase"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["violations"][0]["code"], "password_reused", "{body}");
 }
 
 #[tokio::test]
@@ -544,7 +561,7 @@ async fn email_goes_through_starttls_with_authentication_trusting_the_configured
     .await;
     let id = enqueue(
         &app,
-        &json!({"channel": "email", "to": "jane@example.com", "template": "recovery_code", "data": {"code": "271828"}}),
+        &json!({"channel": "email", "to": "jane@example.com", "template": "recovery_code", "locale": "es", "data": {"code": "271828"}}),
     )
     .await;
     app.delivery.drain().await.expect("drain");
@@ -556,6 +573,14 @@ async fn email_goes_through_starttls_with_authentication_trusting_the_configured
     assert!(mail[0].tls, "the message came over TLS");
     assert_eq!(mail[0].auth.as_deref(), Some("reclaim-mailer"));
     assert!(mail[0].data.contains("271828"));
+    assert!(
+        mail[0]
+            .data
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("Content-Language: es")),
+        "{}",
+        mail[0].data
+    );
 }
 
 #[tokio::test]

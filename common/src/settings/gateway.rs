@@ -439,4 +439,13 @@ mod tests {
         }}));
         assert_eq!(twilio_without_url, vec!["gateway.public_url".to_string()]);
     }
+
+    #[test]
+    fn a_ca_file_needs_a_tls_security_mode() {
+        assert_eq!(
+            problems(json!({"gateway": {"smtp": {"security": "none", "ca_file": "ca.pem"}}})),
+            vec!["gateway.smtp.ca_file".to_string()]
+        );
+        assert!(problems(json!({"gateway": {"smtp": {"ca_file": "ca.pem"}}})).is_empty());
+    }
 }

@@ -2,7 +2,8 @@
 //! client for Kratos's admin API.
 //!
 //! Kratos never sends a password to a web hook, so these hooks enforce what needs no password (expiry,
-//! must-change, minimum age) and commit the history verdicts that the edge guard stages in front of Kratos.
+//! must-change, minimum age) and commit a history digest when one was staged (by the edge guard in front of
+//! Kratos, which is not built yet).
 //! The wiring an integrator copies is in `config/kratos/`.
 //!
 //! - `payload.rs`: what Kratos sends; `response.rs`: the answers Kratos parses; `messages.rs`: our UI
