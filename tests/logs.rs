@@ -380,6 +380,48 @@ fn message_status(database: &TestDatabase, id: &str) -> String {
     .status
 }
 
+#[derive(QueryableByName)]
+struct Stored {
+    #[diesel(sql_type = diesel::sql_types::Binary)]
+    bytes: Vec<u8>,
+}
+
+/// The salts and digests the run stored, in the forms a careless log line would print them.
+fn stored_secrets(database: &TestDatabase) -> Vec<String> {
+    use base64::Engine;
+    let mut settings = Settings::default();
+    settings.database.url = DatabaseUrl::new(&database.url);
+    let db = Db::connect(&settings.database).expect("connect");
+    let mut conn = db.get().expect("conn");
+    let mut stored = Vec::new();
+    for sql in [
+        "SELECT history_salt AS bytes FROM password_states",
+        "SELECT digest AS bytes FROM password_history WHERE digest IS NOT NULL",
+    ] {
+        stored.extend(
+            diesel::sql_query(sql)
+                .load::<Stored>(&mut *conn)
+                .expect("stored bytes")
+                .into_iter()
+                .map(|s| s.bytes),
+        );
+    }
+    assert!(stored.len() >= 3, "salts and digests were stored");
+    stored
+        .iter()
+        .flat_map(|bytes| {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let debug = format!("{:?}", &bytes[..8]);
+            [
+                hex,
+                base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes),
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+                debug.trim_end_matches(']').to_string(),
+            ]
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_run_logs_no_password_code_token_hash_or_address_and_names_every_request_id() {
     let database = TestDatabase::fresh();
@@ -558,7 +600,11 @@ async fn a_full_run_logs_no_password_code_token_hash_or_address_and_names_every_
         ("a phone number", digits(plugin_phone)),
         ("a phone number", digits(phone)),
     ];
-    for (what, secret) in &secrets {
+    let stored: Vec<(&str, String)> = stored_secrets(&database)
+        .into_iter()
+        .map(|s| ("a stored salt or digest", s))
+        .collect();
+    for (what, secret) in secrets.iter().chain(&stored) {
         let leaks: Vec<&String> = lines
             .iter()
             .filter(|l| l.contains(secret.as_str()))
