@@ -426,8 +426,16 @@ fn stored_secrets(database: &TestDatabase) -> Vec<String> {
 async fn a_full_run_logs_no_password_code_token_hash_or_address_and_names_every_request_id() {
     let database = TestDatabase::fresh();
     let mut smtp = SecureSmtp::start(SMTP_USER, SMTP_PASSWORD);
-    let twilio =
-        FaultyTwilio::start(vec![Reply::created("SM0123456789abcdef0123456789abcdef")]).await;
+    // The second SMS is refused with an error text that quotes the number, as Twilio's do.
+    let refused_phone = "+14155550199";
+    let twilio = FaultyTwilio::start(vec![
+        Reply::created("SM0123456789abcdef0123456789abcdef"),
+        Reply::new(
+            400,
+            format!(r#"{{"code": 21211, "message": "The 'To' number {refused_phone} is not a valid phone number.", "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}}"#),
+        ),
+    ])
+    .await;
     let admin = HeldKratosAdmin::start().await;
     let mut reclaim = Reclaim::start(&config(&database.url, &smtp, &twilio.url, &admin.url)).await;
     let client = reqwest::Client::new();
@@ -525,9 +533,11 @@ async fn a_full_run_logs_no_password_code_token_hash_or_address_and_names_every_
         assert!((200..500).contains(&status), "{path}: {status} {body}");
     }
 
-    // The gateway delivers a code by email (SMTP, STARTTLS + AUTH) and one by SMS (Twilio stand-in).
+    // The gateway delivers a code by email (SMTP, STARTTLS + AUTH) and one by SMS (Twilio stand-in); then
+    // an SMS that Twilio refuses and an email the SMTP server refuses (550) fail for good.
     let (email, email_code) = ("grace.hopper.logs@example.org", "8302749165");
     let (phone, sms_code) = ("+14155550123", "5938201746");
+    let rejected_email = "reject.me.logs@example.org";
     let mut message_ids = Vec::new();
     for body in [
         json!({"channel": "email", "to": email, "template": "recovery_code", "data": {"code": email_code}}),
@@ -561,11 +571,47 @@ async fn a_full_run_logs_no_password_code_token_hash_or_address_and_names_every_
         .await;
         assert_eq!(status, 200, "{body}");
     }
+    let mut failed_ids = Vec::new();
+    for body in [
+        json!({"channel": "sms", "to": refused_phone, "template": "recovery_code", "fallback": [], "data": {"code": sms_code}}),
+        json!({"channel": "email", "to": rejected_email, "template": "recovery_code", "data": {"code": email_code}}),
+    ] {
+        let (status, answer) = send(
+            client
+                .post(format!("{gateway}/v1/messages"))
+                .bearer_auth(API_TOKEN)
+                .json(&body),
+            &mut ids,
+        )
+        .await;
+        assert_eq!(status, 202, "{answer}");
+        let answer: Value = serde_json::from_str(&answer).expect("json");
+        let id = answer["id"].as_str().expect("id").to_string();
+        reclaim
+            .wait_for("permanent failure", |l| {
+                l.contains("permanent failure") && l.contains(id.as_str())
+            })
+            .await;
+        let (status, view) = send(
+            client
+                .get(format!("{gateway}/v1/messages/{id}"))
+                .bearer_auth(API_TOKEN),
+            &mut ids,
+        )
+        .await;
+        assert_eq!(status, 200, "{view}");
+        assert!(
+            !view.contains(&refused_phone[1..]) && !view.contains(rejected_email),
+            "{view}"
+        );
+        failed_ids.push(id);
+    }
     let mail = smtp.messages();
+    assert_eq!(mail.len(), 1);
     assert!(mail[0].tls && mail[0].auth.as_deref() == Some(SMTP_USER));
     assert!(mail[0].data.contains(email_code));
     let sms = twilio.requests();
-    assert_eq!(sms.len(), 1);
+    assert_eq!(sms.len(), 2);
     assert!(sms[0].field("Body").is_some_and(|b| b.contains(sms_code)));
 
     reclaim.terminate();
@@ -573,6 +619,9 @@ async fn a_full_run_logs_no_password_code_token_hash_or_address_and_names_every_
     assert!(status.success(), "{status}");
     for id in &message_ids {
         assert_eq!(message_status(&database, id), "sent");
+    }
+    for id in &failed_ids {
+        assert_eq!(message_status(&database, id), "failed");
     }
 
     let lines = reclaim.lines();
@@ -599,6 +648,8 @@ async fn a_full_run_logs_no_password_code_token_hash_or_address_and_names_every_
         ("an address", email.to_string()),
         ("a phone number", digits(plugin_phone)),
         ("a phone number", digits(phone)),
+        ("a phone number quoted by Twilio", digits(refused_phone)),
+        ("a refused address", rejected_email.to_string()),
     ];
     let stored: Vec<(&str, String)> = stored_secrets(&database)
         .into_iter()
