@@ -1,7 +1,8 @@
 //! Behaviours the README promises that no other test pinned down: `require_staged_verdict`, failing open
 //! for registration and recovery, the full body of every Kratos refusal, the warn-profile login's answer, an
 //! unknown identity costing one argon2 run, marking an identity not yet seen, import caps at their
-//! boundaries, and SMTP with STARTTLS and authentication against the real test server.
+//! boundaries, Kratos messages in the user's language, the minimum-age exemptions, Kratos over HTTP Basic,
+//! and SMTP with STARTTLS and authentication against the real test server.
 
 use crate::gateway_messages::{enqueue, get_message, spawn_gateway};
 use crate::plugin_passwords::fast_kdf;
@@ -606,4 +607,121 @@ async fn without_the_ca_file_the_test_servers_certificate_is_not_trusted() {
     assert_eq!(message["status"], "queued", "{message}");
     assert_eq!(message["history"][0]["outcome"], "transient", "{message}");
     assert!(server.messages().is_empty());
+}
+
+#[tokio::test]
+async fn kratos_messages_follow_the_users_accept_language() {
+    let app = spawn_app_with(kratos_settings).await;
+    let id = new_id();
+    register(&app, &id, "default").await;
+    let mut settings = for_identity(contract("webhook-settings-password.json"), &id, "default");
+    settings["request_headers"]["Accept-Language"] = json!(["es-ES,es;q=0.9,en;q=0.5"]);
+    let answer = call_hook(
+        &app,
+        "/hooks/kratos/settings/password",
+        &settings,
+        &new_id(),
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    let message = &answer.body["messages"][0]["messages"][0];
+    let available_at = message["context"]["available_at"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .expect("available_at")
+        .with_timezone(&Utc);
+    assert_eq!(
+        message["text"],
+        format!(
+            "Su contraseña se cambió hace poco. Podrá cambiarla de nuevo a partir de {}.",
+            available_at.format("%Y-%m-%d %H:%M UTC")
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_change_from_a_link_recovery_session_or_a_required_change_skips_the_minimum_age() {
+    let app = spawn_app_with(kratos_settings).await;
+    // A session made by a recovery link (the older recovery method) is exempt like a code recovery.
+    let linked = new_id();
+    register(&app, &linked, "default").await;
+    let mut settings = for_identity(
+        contract("webhook-settings-password.json"),
+        &linked,
+        "default",
+    );
+    settings["session"]["authentication_methods"] = json!([{"aal": "aal1", "completed_at": "2026-07-30T09:58:40.501226Z", "method": "link_recovery"}]);
+    let answer = call_hook(
+        &app,
+        "/hooks/kratos/settings/password",
+        &settings,
+        &new_id(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+
+    // An administrator requires a change: the user may make it at once, from an ordinary session.
+    let forced = new_id();
+    register(&app, &forced, "default").await;
+    let (status, state) = plugin_post(
+        &app,
+        &format!("/admin/identities/{forced}/force-change"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{state}");
+    let settings = for_identity(
+        contract("webhook-settings-password.json"),
+        &forced,
+        "default",
+    );
+    let answer = call_hook(
+        &app,
+        "/hooks/kratos/settings/password",
+        &settings,
+        &new_id(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}
+
+#[tokio::test]
+async fn kratos_can_authenticate_with_http_basic() {
+    let app = spawn_app_with(|s| {
+        kratos_settings(s);
+        s.plugin.kratos.auth = reclaim_common::settings::KratosAuth::Basic;
+        s.plugin.kratos.basic_user = "kratos".into();
+        s.plugin.kratos.basic_password = Secret::new("basic-test-password");
+    })
+    .await;
+    let id = new_id();
+    let login = crate::support::kratos::render_body(&for_identity(
+        contract("webhook-login-password.json"),
+        &id,
+        "default",
+    ));
+    let mut statuses = Vec::new();
+    for password in ["basic-test-password", "wrong-password"] {
+        let response = app
+            .client
+            .post(app.plugin_url("/hooks/kratos/login"))
+            .basic_auth("kratos", Some(password))
+            .header("ory-webhook-trigger-id", new_id())
+            .json(&login)
+            .send()
+            .await
+            .expect("hook");
+        statuses.push(response.status().as_u16());
+    }
+    // The API key alone no longer opens the door.
+    let answer = send_raw(
+        &app,
+        "/hooks/kratos/login",
+        login.to_string().into_bytes(),
+        Some(KRATOS_KEY),
+        &new_id(),
+    )
+    .await;
+    statuses.push(answer.status);
+    assert_eq!(statuses, vec![204, 401, 401]);
 }
