@@ -100,6 +100,13 @@ impl Reclaim {
         };
         reclaim.plugin = reclaim.listening("plugin").await;
         reclaim.gateway = reclaim.listening("gateway").await;
+        // actix installs its SIGTERM handler when a server first runs, just after the listening lines; a
+        // SIGTERM before that still gets the default action (the process dies by the signal).
+        reclaim
+            .wait_for_count("signal listener", 2, |l| {
+                l.contains("setting up OS signal listener")
+            })
+            .await;
         reclaim
     }
 
@@ -738,4 +745,34 @@ async fn sigterm_lets_an_in_flight_request_and_delivery_finish_and_exits_0() {
         reclaim.lines().join("\n")
     );
     assert_eq!(message_status(&database, &message_id), "sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_development_run_without_a_pepper_warns_that_it_uses_the_public_one() {
+    let database = TestDatabase::fresh();
+    let mut reclaim = Reclaim::start(&format!(
+        r#"
+environment = "development"
+
+[database]
+url = "{}"
+
+[plugin]
+listen = "127.0.0.1:0"
+
+[gateway]
+listen = "127.0.0.1:0"
+"#,
+        database.url
+    ))
+    .await;
+    let warning = reclaim
+        .wait_for("the pepper warning", |l| {
+            l.contains("public development pepper")
+        })
+        .await;
+    let warning: Value = serde_json::from_str(&warning).expect("json");
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    reclaim.terminate();
+    assert!(reclaim.exit().await.success());
 }

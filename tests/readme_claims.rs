@@ -15,7 +15,8 @@ use reclaim_common::settings::{
     SmtpSecurity,
 };
 use reclaim_common::Secret;
-use reclaim_plugin::{Identity, IdentityId, Password, Passwords};
+use reclaim_plugin::policy::ChangeContext;
+use reclaim_plugin::{CheckOptions, Identity, IdentityId, Password, Passwords};
 use serde_json::{json, Value};
 
 fn new_id() -> String {
@@ -724,4 +725,31 @@ async fn kratos_can_authenticate_with_http_basic() {
     .await;
     statuses.push(answer.status);
     assert_eq!(statuses, vec![204, 401, 401]);
+}
+
+#[tokio::test]
+async fn another_pepper_makes_the_stored_history_unmatchable() {
+    let app = spawn_app_with(fast_kdf).await;
+    let who = Identity::new(IdentityId::parse("peppered").expect("id"));
+    let password = Password::parse("a peppered passphrase".into()).expect("pw");
+    let facade = |settings: &Settings| {
+        Passwords::new(settings, app.db.clone(), &prometheus::Registry::new()).expect("facade")
+    };
+    facade(&app.settings)
+        .record(&who, &password, None, ChangeContext::Voluntary)
+        .await
+        .expect("record");
+    let options = CheckOptions::default();
+    let same = facade(&app.settings).check(&who, &password, &options).await;
+    assert!(
+        !same.expect("check").allowed,
+        "the same pepper finds the reuse"
+    );
+    let mut other = app.settings.clone();
+    other.plugin.history.pepper = Secret::new("y".repeat(32));
+    let repeppered = facade(&other).check(&who, &password, &options).await;
+    assert!(
+        repeppered.expect("check").allowed,
+        "another pepper matches nothing"
+    );
 }
