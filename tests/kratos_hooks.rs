@@ -188,7 +188,8 @@ async fn a_staff_login_after_max_age_is_blocked_and_a_warn_profile_login_is_allo
         "contractor",
     );
     let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
-    answer.assert_proceeds();
+    // Allowed with the warning: Kratos shows nothing on an allowed login, so no body at all.
+    assert_eq!((answer.status, &answer.body), (204, &Value::Null));
 }
 
 #[tokio::test]
@@ -278,47 +279,6 @@ async fn a_retried_login_hook_uses_one_grace_login_not_two() {
     answer.assert_proceeds();
     let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
     assert_eq!(answer.status, 403, "{}", answer.body);
-}
-
-#[tokio::test]
-async fn every_refusal_parses_as_a_kratos_interrupt() {
-    // Kratos parses `{"messages":[{"instance_ptr", "messages":[{"id","text","type","context"?}]}]}` and turns
-    // anything else in a 4xx into a generic error: check every refusal the sequence above produces.
-    let app = kratos_app().await;
-    let id = new_id();
-    register(&app, &id, "default").await;
-    let settings = for_identity(contract("webhook-settings-password.json"), &id, "default");
-    let refusals = [
-        call_hook(
-            &app,
-            "/hooks/kratos/settings/password",
-            &settings,
-            &new_id(),
-        )
-        .await,
-        send_raw(
-            &app,
-            "/hooks/kratos/login",
-            b"[]".to_vec(),
-            Some(KRATOS_KEY),
-            &new_id(),
-        )
-        .await,
-    ];
-    for answer in refusals {
-        assert!((400..500).contains(&answer.status) && answer.status != 429);
-        let groups = answer.body["messages"].as_array().expect("messages");
-        assert!(!groups.is_empty());
-        for group in groups {
-            assert!(group["instance_ptr"].is_string());
-            for message in group["messages"].as_array().expect("inner messages") {
-                assert!(message["id"].is_u64());
-                assert!(message["text"].as_str().is_some_and(|t| !t.is_empty()));
-                assert!(["error", "info"].contains(&message["type"].as_str().unwrap_or_default()));
-                assert!(message.get("context").is_none_or(|c| c.is_object()));
-            }
-        }
-    }
 }
 
 #[tokio::test]
