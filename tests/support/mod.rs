@@ -8,7 +8,7 @@ pub mod prism;
 pub mod smtp;
 pub mod twilio_faults;
 
-pub use database::TestDatabase;
+pub use database::{expected_backend, TestDatabase};
 
 use reclaim_common::settings::{self, Settings};
 use reclaim_common::{Db, Secret};
