@@ -4,6 +4,7 @@
 
 mod database;
 pub mod kratos;
+pub mod peer;
 pub mod prism;
 pub mod smtp;
 pub mod twilio_faults;

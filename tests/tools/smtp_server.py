@@ -3,17 +3,18 @@
 
 Recipients whose local part starts with `reject` are refused with 550; `tempfail-N` (N defaults to 1) are
 refused with 451 the first N times, then accepted. Accepted messages are appended, one JSON object per line
-({"from", "to", "data"}), to the --mailbox file. Prints `READY <port>` once listening; stops when stdin
-closes or on SIGTERM.
+({"from", "to", "data"}), to the --mailbox file. Listens on --port (0: a port the system picks, held from
+the start) and prints `READY <port>` once listening; stops when stdin closes or on SIGTERM.
 """
 import argparse
+import asyncio
 import json
 import re
 import socket
 import sys
 import threading
 
-from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 
 class Handler:
@@ -50,10 +51,21 @@ class Handler:
         return "250 2.0.0 accepted"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def serve(handler, sock):
+    """Runs the SMTP server on the already listening `sock` in a background thread's event loop."""
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(
+        loop.create_server(lambda: SMTP(handler, hostname="reclaim-test-smtp", loop=loop), sock=sock)
+    )
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def stop():
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+
+    return stop
 
 
 def main():
@@ -61,14 +73,17 @@ def main():
     parser.add_argument("--mailbox", required=True)
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    port = args.port or free_port()
-    controller = Controller(Handler(args.mailbox), hostname="127.0.0.1", port=port)
-    controller.start()
-    print(f"READY {port}", flush=True)
+    # Bound and listening before the port is reported: the port is never released for someone else to take
+    # between choosing it and serving on it.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", args.port))
+    sock.listen(64)
+    stop = serve(Handler(args.mailbox), sock)
+    print(f"READY {sock.getsockname()[1]}", flush=True)
     try:
         sys.stdin.read()
     finally:
-        controller.stop()
+        stop()
 
 
 if __name__ == "__main__":
