@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 mod database;
+pub mod dkim;
 pub mod kratos;
 pub mod peer;
 pub mod prism;
