@@ -28,6 +28,8 @@ pub struct TestApp {
     pub database: TestDatabase,
     /// The gateway's delivery pipeline, to drain the outbox without sleeping.
     pub delivery: reclaim_gateway::Delivery,
+    /// The plugin's KDF pool, to hold its slots in overload tests.
+    pub kdf: reclaim_plugin::history::Kdf,
 }
 
 impl TestApp {
@@ -90,6 +92,7 @@ pub async fn spawn_app_in(mode: RunMode, customize: impl FnOnce(&mut Settings)) 
     let plugin_url = format!("http://127.0.0.1:{}", plugin.port());
     let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
     let delivery = gateway.delivery();
+    let kdf = plugin.kdf();
     tokio::spawn(plugin.run_until_stopped());
     tokio::spawn(gateway.run_until_stopped());
     TestApp {
@@ -103,5 +106,6 @@ pub async fn spawn_app_in(mode: RunMode, customize: impl FnOnce(&mut Settings)) 
         settings,
         database,
         delivery,
+        kdf,
     }
 }
