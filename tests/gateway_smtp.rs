@@ -180,14 +180,11 @@ async fn retries_stop_after_max_attempts() {
 
 #[tokio::test]
 async fn an_unreachable_smtp_server_is_a_transient_failure() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let closed = crate::support::ports::closed_port();
     let (app, _dir) = spawn_gateway(|s| {
         s.gateway.channels.email.provider = ProviderKind::Smtp;
         s.gateway.smtp.host = "127.0.0.1".into();
-        s.gateway.smtp.port = port;
+        s.gateway.smtp.port = closed.port;
         s.gateway.smtp.security = SmtpSecurity::None;
     })
     .await;

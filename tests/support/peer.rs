@@ -1,10 +1,10 @@
 //! Starting a peer process (the SMTP server, Prism) with a deadline: a peer that never says it is ready is
 //! killed and the test fails with a message naming it, instead of the run hanging on a blocking read.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::Child;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a peer may take to start; generous, since six builds may share the machine's two cores.
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
@@ -16,19 +16,44 @@ pub fn first_line(what: &str, child: &mut Child, deadline: Duration) -> Result<S
         .stdout
         .take()
         .ok_or_else(|| format!("{what}: stdout is not piped"))?;
+    wait_for_line(what, child, stdout, deadline, |_| true)
+}
+
+/// Waits up to `deadline` for a line of `output` (the child's piped stdout or stderr) that is `wanted`.
+/// The rest of the output is read and dropped in the background, so the child never blocks on a full pipe.
+/// On timeout, or when the output ends first, the child is killed and reaped and the error says so.
+pub fn wait_for_line(
+    what: &str,
+    child: &mut Child,
+    output: impl Read + Send + 'static,
+    deadline: Duration,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<String, String> {
     let (tx, rx) = mpsc::channel();
-    // The read blocks; it runs on its own thread so the wait can end. Killing the child closes the pipe and
-    // ends the thread.
+    // Reads block; they run on their own thread so the wait can end. Killing the child ends the output and
+    // the thread.
     std::thread::spawn(move || {
-        let mut line = String::new();
-        let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
-        let _ = tx.send(read);
+        for line in BufReader::new(output).lines() {
+            let failed = line.is_err();
+            let _ = tx.send(line);
+            if failed {
+                return;
+            }
+        }
     });
-    let failure = match rx.recv_timeout(deadline) {
-        Ok(Ok(line)) if !line.is_empty() => return Ok(line),
-        Ok(Ok(_)) => format!("{what} closed its output without saying it was ready"),
-        Ok(Err(e)) => format!("{what}: cannot read its output: {e}"),
-        Err(_) => format!("{what} did not say it was ready within {deadline:?}; killed it"),
+    let until = Instant::now() + deadline;
+    let failure = loop {
+        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(Ok(line)) if wanted(&line) => return Ok(line),
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => break format!("{what}: cannot read its output: {e}"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break format!("{what} closed its output without saying it was ready")
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                break format!("{what} did not say it was ready within {deadline:?}; killed it")
+            }
+        }
     };
     let _ = child.kill();
     let _ = child.wait();
