@@ -1,15 +1,22 @@
 //! Gateway crash test: 2,000 queued messages, a real worker process (`reclaim serve gateway --worker-only`,
 //! `file` provider) killed with SIGKILL mid-run, then restarted. Every message must be delivered, and the
 //! only duplicates allowed are messages that were in flight when the process died.
+//!
+//! Nothing here depends on how fast the machine is: progress is read from the database, the kill happens
+//! while the test holds the outbox's write lock (so the worker is frozen mid-run, whatever its speed), the
+//! delivery file is read only when no worker is alive to append to it, and every wait is a bounded wait
+//! for an event with a deadline far above what the event needs.
 
-use crate::support::TestDatabase;
+use crate::support::{peer, TestDatabase};
 use chrono::Utc;
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use reclaim_common::db::write_transaction;
+use reclaim_common::db::{write_transaction, AnyConnection};
 use reclaim_common::Db;
 use reclaim_gateway::outbox::{self, NewMessage};
 use reclaim_gateway::schema::gateway_messages;
 use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,7 +24,20 @@ use std::time::{Duration, Instant};
 const MESSAGES: usize = 2_000;
 const CONCURRENCY: usize = 4;
 
-fn worker(database_url: &str, dir: &Path, listen: &str) -> Child {
+/// Far above what any wait below needs; it only turns a hang into a failure.
+const DEADLINE: Duration = Duration::from_secs(300);
+
+fn worker(database_url: &str, dir: &Path) -> Child {
+    worker_command(database_url, dir)
+        .env("RECLAIM__GATEWAY__LISTEN", "127.0.0.1:0")
+        .env("RECLAIM__TELEMETRY__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the worker process")
+}
+
+fn worker_command(database_url: &str, dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_reclaim"));
     for (key, _) in std::env::vars() {
         if key.starts_with("RECLAIM") {
@@ -33,7 +53,6 @@ fn worker(database_url: &str, dir: &Path, listen: &str) -> Child {
             "--worker-only",
         ])
         .env("RECLAIM__DATABASE__URL", database_url)
-        .env("RECLAIM__GATEWAY__LISTEN", listen)
         .env("RECLAIM__GATEWAY__CHANNELS__SMS__PROVIDER", "file")
         .env("RECLAIM__GATEWAY__FILE__DIR", dir)
         .env(
@@ -44,14 +63,11 @@ fn worker(database_url: &str, dir: &Path, listen: &str) -> Child {
         .env("RECLAIM__GATEWAY__WORKER__LEASE_SECONDS", "2")
         .env("RECLAIM__GATEWAY__WORKER__SEND_TIMEOUT_MS", "1000")
         .env("RECLAIM__GATEWAY__WORKER__POLL_INTERVAL_MS", "50")
-        .env("RECLAIM__TELEMETRY__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the worker process")
+        .env("RECLAIM__HTTP__SHUTDOWN_TIMEOUT_SECONDS", "1");
+    command
 }
 
-/// Message id → how many times the `file` provider wrote it.
+/// Message id → how many times the `file` provider wrote it. Read only while no worker runs.
 fn deliveries(dir: &Path) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for line in std::fs::read_to_string(dir.join("messages.jsonl"))
@@ -68,21 +84,38 @@ fn deliveries(dir: &Path) -> HashMap<String, usize> {
     counts
 }
 
-fn ids_with_status(db: &Db, status: &str) -> HashSet<String> {
-    let mut conn = db.get().expect("conn");
+fn ids_with_status(conn: &mut AnyConnection, status: &str) -> HashSet<String> {
     gateway_messages::table
         .filter(gateway_messages::status.eq(status))
         .select(gateway_messages::id)
-        .load::<String>(&mut *conn)
+        .load::<String>(conn)
         .expect("ids")
         .into_iter()
         .collect()
 }
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
+/// Takes the outbox's write lock on `conn` until [`unlock`]: the worker can still read, but can neither
+/// claim nor mark a message, so the outbox stands still whatever the worker does meanwhile.
+fn lock_outbox(conn: &mut AnyConnection) {
+    let sql = match conn {
+        AnyConnection::Sqlite(_) => "BEGIN IMMEDIATE",
+        AnyConnection::Postgresql(_) => "BEGIN; LOCK TABLE gateway_messages IN EXCLUSIVE MODE",
+    };
+    conn.batch_execute(sql).expect("lock the outbox");
+}
+
+fn unlock(conn: &mut AnyConnection) {
+    conn.batch_execute("COMMIT").expect("unlock the outbox");
+}
+
+/// Polls `done` until it holds; fails after [`DEADLINE`].
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
     while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -127,30 +160,46 @@ fn a_worker_killed_mid_run_loses_nothing_and_duplicates_only_what_was_in_flight(
         .expect("queue 2,000 messages");
     }
     let dir = tempfile::tempdir().expect("dir");
+    let mut conn = db.get().expect("conn");
 
-    let mut first = worker(&database.url, dir.path(), "127.0.0.1:0");
-    wait_until(
-        "the first worker to deliver 500 messages",
-        Duration::from_secs(120),
-        || deliveries(dir.path()).len() >= 500,
-    );
+    let mut first = worker(&database.url, dir.path());
+    // Wait for 500 sends, checked under the lock: once seen, the lock is kept, so the worker is stopped
+    // with 500 or a few more sent, never all of them.
+    let mut sent_before = HashSet::new();
+    wait_until("the first worker to send 500 messages", || {
+        lock_outbox(&mut conn);
+        sent_before = ids_with_status(&mut conn, "sent");
+        if sent_before.len() >= 500 {
+            return true;
+        }
+        unlock(&mut conn);
+        false
+    });
+    let in_flight = ids_with_status(&mut conn, "sending");
     first.kill().expect("SIGKILL");
     first.wait().expect("reap");
-    let in_flight = ids_with_status(&db, "sending");
-    let delivered_before = deliveries(dir.path()).len();
+    unlock(&mut conn);
     assert!(
-        delivered_before < MESSAGES,
-        "the kill came too late to test anything"
+        sent_before.len() < MESSAGES,
+        "the worker was stopped at {} sent",
+        sent_before.len()
     );
     assert!(
         in_flight.len() <= CONCURRENCY,
         "{} in flight",
         in_flight.len()
     );
+    let delivered_before = deliveries(dir.path());
+    assert!(
+        sent_before
+            .iter()
+            .all(|id| delivered_before.contains_key(id)),
+        "a message marked sent was never written"
+    );
 
-    let mut second = worker(&database.url, dir.path(), "127.0.0.1:0");
-    wait_until("every message to be sent", Duration::from_secs(180), || {
-        ids_with_status(&db, "sent").len() == MESSAGES
+    let mut second = worker(&database.url, dir.path());
+    wait_until("every message to be sent", || {
+        ids_with_status(&mut conn, "sent").len() == MESSAGES
     });
     second.kill().expect("stop");
     second.wait().expect("reap");
@@ -183,31 +232,56 @@ fn a_worker_process_stops_cleanly_on_sigterm() {
         .and_then(|db| db.migrate())
         .expect("migrate");
     let dir = tempfile::tempdir().expect("dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let mut child = worker(&database.url, dir.path(), &format!("127.0.0.1:{port}"));
-    wait_until(
-        "the worker to serve /health/alive",
-        Duration::from_secs(30),
-        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-    );
+    // Port 0: the worker binds its own port and logs it; the test reads it there.
+    let mut child = worker_command(&database.url, dir.path())
+        .env("RECLAIM__GATEWAY__LISTEN", "127.0.0.1:0")
+        .env("RECLAIM__TELEMETRY__LEVEL", "info")
+        .env("RECLAIM__TELEMETRY__FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the worker process");
+    const LISTENING: &str = "gateway listening on http://127.0.0.1:";
+    let logs = child.stderr.take().expect("stderr");
+    let line = peer::wait_for_line("the worker", &mut child, logs, DEADLINE, |l| {
+        l.contains(LISTENING)
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    let port: u16 = line
+        .split_once(LISTENING)
+        .and_then(|(_, rest)| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    wait_until("the worker to answer /health/alive", || alive(port));
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + DEADLINE;
     let exit = loop {
         if let Some(exit) = child.try_wait().expect("wait") {
             break exit;
         }
         assert!(
             Instant::now() < deadline,
-            "the worker did not stop within 10 s of SIGTERM"
+            "the worker did not stop within {DEADLINE:?} of SIGTERM"
         );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(exit.success(), "{exit}");
+}
+
+/// Whether `GET /health/alive` on the port answers 200.
+fn alive(port: u16) -> bool {
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let request = "GET /health/alive HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let mut answer = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
 }

@@ -2,6 +2,7 @@
 //! delays, 5xx falling back to an alternate address, retries stopped by expiry and by max_attempts.
 
 use crate::gateway_messages::{enqueue, get_message, spawn_gateway, time};
+use crate::support::dkim;
 use crate::support::smtp::SmtpServer;
 use crate::support::TestApp;
 use chrono::{Duration, Utc};
@@ -196,14 +197,11 @@ async fn retries_stop_after_max_attempts() {
 
 #[tokio::test]
 async fn an_unreachable_smtp_server_is_a_transient_failure() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let closed = crate::support::ports::closed_port();
     let (app, _dir) = spawn_gateway(|s| {
         s.gateway.channels.email.provider = ProviderKind::Smtp;
         s.gateway.smtp.host = "127.0.0.1".into();
-        s.gateway.smtp.port = port;
+        s.gateway.smtp.port = closed.port;
         s.gateway.smtp.security = SmtpSecurity::None;
     })
     .await;
@@ -231,4 +229,19 @@ async fn email_is_dkim_signed_when_a_key_is_configured() {
     let signature = mail[0].header("DKIM-Signature").unwrap_or_default();
     assert!(signature.contains("d=reclaim.test"), "{}", mail[0].data);
     assert!(signature.contains("s=mail2026"), "{}", mail[0].data);
+    // dkimpy, with the test key's public half published for mail2026._domainkey.reclaim.test.
+    let verify = |message: &str| {
+        dkim::verify(
+            message,
+            "tests/fixtures/dkim-test-key.pem",
+            "mail2026",
+            "reclaim.test",
+        )
+    };
+    if let Err(reasons) = verify(&mail[0].data) {
+        panic!("dkimpy refuses the signature: {reasons}\n{}", mail[0].data);
+    }
+    // The same verifier refuses the message once its signed body changes.
+    assert!(mail[0].data.contains("314159"), "{}", mail[0].data);
+    assert!(verify(&mail[0].data.replace("314159", "271828")).is_err());
 }

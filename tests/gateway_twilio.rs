@@ -354,10 +354,8 @@ async fn an_answer_slower_than_the_timeout_is_transient() {
 
 #[tokio::test]
 async fn a_refused_connection_is_transient() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
-    let settings = settings(&format!("http://{closed}"));
+    let closed = crate::support::ports::closed_port();
+    let settings = settings(&format!("http://{}", closed.addr()));
     let outcome = provider(&settings).send(&sms("code", None)).await;
     assert_eq!(transient(outcome).0, "connection");
 }

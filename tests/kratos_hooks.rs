@@ -343,6 +343,76 @@ async fn the_current_kratos_password_becomes_history_so_it_cannot_be_reused_from
     );
 }
 
+/// Kratos's default hasher is argon2id at m = 131072 KiB, t = 2, p = 1 with a 16-byte salt and key, as its
+/// own fixture's hash has it; the import cap (`plugin/src/history/foreign.rs`) must admit that cost, so
+/// lowering the cap below Kratos's default fails here.
+#[tokio::test]
+async fn a_hash_at_kratos_default_argon2_cost_is_imported_and_matched() {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let fixture = contract("admin-identity-with-credentials.json");
+    let fixture_hash = fixture["credentials"]["password"]["config"]["hashed_password"]
+        .as_str()
+        .expect("the fixture has a password hash")
+        .to_string();
+    assert!(
+        fixture_hash.starts_with("$argon2id$v=19$m=131072,t=2,p=1$"),
+        "{fixture_hash}"
+    );
+    // The same parameters, salt and key lengths as the fixture, for a password the test knows.
+    let salt = SaltString::encode_b64(&[7u8; 16]).expect("salt");
+    let params = argon2::Params::new(131_072, 2, 1, Some(16)).expect("params");
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let hash = argon
+        .hash_password(b"correct horse battery", &salt)
+        .expect("hash")
+        .to_string();
+    let shape = |h: &str| {
+        let parts: Vec<&str> = h.split('$').collect();
+        assert_eq!(parts.len(), 6, "{h}");
+        (parts[1..4].join("$"), parts[4].len(), parts[5].len())
+    };
+    assert_eq!(shape(&hash), shape(&fixture_hash));
+
+    // Kratos's fixture hash itself is imported as the identity's current password.
+    let admin = kratos::kratos_admin_stand_in(&fixture_hash).await;
+    let app = spawn_app_with(|settings| {
+        settings.plugin.kratos.api_keys = vec![Secret::new(KRATOS_KEY)];
+        settings.plugin.kratos.admin_url = admin.url.clone();
+    })
+    .await;
+    let id = new_id();
+    register(&app, &id, "default").await;
+    assert_eq!(password_state(&app, &id).await["history_entries"], 1);
+
+    // A hash of that shape for a known password is matched, so reusing the password is refused.
+    let admin = kratos::kratos_admin_stand_in(&hash).await;
+    let app = spawn_app_with(|settings| {
+        settings.plugin.kratos.api_keys = vec![Secret::new(KRATOS_KEY)];
+        settings.plugin.kratos.admin_url = admin.url.clone();
+    })
+    .await;
+    let id = new_id();
+    register(&app, &id, "default").await;
+    assert_eq!(password_state(&app, &id).await["history_entries"], 1);
+    for (password, allowed) in [
+        ("correct horse battery", false),
+        ("a brand new passphrase", true),
+    ] {
+        let answer: Value = app
+            .client
+            .post(app.plugin_url("/v1/passwords/check"))
+            .bearer_auth(API_TOKEN)
+            .json(&serde_json::json!({"identity_id": id, "password": password}))
+            .send()
+            .await
+            .expect("check")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(answer["allowed"], allowed, "{password}: {answer}");
+    }
+}
+
 #[tokio::test]
 async fn with_the_database_down_settings_fail_closed_and_login_fails_open() {
     let app = kratos_app().await;

@@ -1,6 +1,6 @@
 //! The spine: health, metrics, errors, configuration and migrations on both backends.
 
-use crate::support::{spawn_app, TestDatabase};
+use crate::support::{expected_backend, spawn_app, TestDatabase};
 use reclaim_common::settings::{self, Settings};
 use reclaim_common::Db;
 use std::path::Path;
@@ -18,11 +18,24 @@ async fn both_services_are_ready_on_the_test_backend() {
             .expect("request");
         assert_eq!(response.status(), 200);
         let body: serde_json::Value = response.json().await.expect("json");
+        // What the server's connection is, against what the environment asked for (not the harness's choice).
         assert_eq!(
-            body["database"], app.database.backend,
-            "running on {}",
-            app.database.backend
+            body["database"],
+            expected_backend(),
+            "TEST_DATABASE_URL asks for {}: {body}",
+            expected_backend()
         );
+        // CI names the backend each of its two runs is for, so a run that meant SQLite but inherited a
+        // PostgreSQL URL fails here.
+        if let Some(wanted) = std::env::var("TEST_EXPECT_BACKEND")
+            .ok()
+            .filter(|b| !b.is_empty())
+        {
+            assert_eq!(
+                body["database"], wanted,
+                "this run is for {wanted} (TEST_EXPECT_BACKEND): {body}"
+            );
+        }
         let alive = app
             .client
             .get(format!("{base}/health/alive"))

@@ -189,15 +189,21 @@ impl Db {
         Ok(applied)
     }
 
-    /// Ready = reachable and nothing left to migrate.
-    pub async fn ready(&self) -> Result<(), String> {
+    /// Ready = reachable and nothing left to migrate. Answers the backend of the connection that was
+    /// checked (not the one the URL was expected to pick), so `/health/ready` reports what is really in use.
+    pub async fn ready(&self) -> Result<Backend, String> {
         self.run(|conn| {
-            let pending = match conn {
-                AnyConnection::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
-                AnyConnection::Postgresql(c) => c.has_pending_migration(POSTGRES_MIGRATIONS),
+            let (backend, pending) = match conn {
+                AnyConnection::Sqlite(c) => {
+                    (Backend::Sqlite, c.has_pending_migration(SQLITE_MIGRATIONS))
+                }
+                AnyConnection::Postgresql(c) => (
+                    Backend::Postgres,
+                    c.has_pending_migration(POSTGRES_MIGRATIONS),
+                ),
             };
             match pending {
-                Ok(false) => Ok(()),
+                Ok(false) => Ok(backend),
                 Ok(true) => Err(DbError::Migrate("migrations pending".into())),
                 Err(e) => Err(DbError::Migrate(e.to_string())),
             }

@@ -80,8 +80,8 @@ async fn alive() -> HttpResponse {
 
 async fn ready(db: web::Data<Db>, name: web::Data<ServiceName>) -> HttpResponse {
     match db.ready().await {
-        Ok(()) => HttpResponse::Ok().json(serde_json::json!({
-            "status": "ready", "service": name.0, "database": db.backend().name(),
+        Ok(backend) => HttpResponse::Ok().json(serde_json::json!({
+            "status": "ready", "service": name.0, "database": backend.name(),
         })),
         Err(reason) => {
             tracing::warn!(service = name.0, reason = %reason, "not ready");

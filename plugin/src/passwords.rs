@@ -195,6 +195,11 @@ impl Passwords {
         &self.metrics
     }
 
+    /// The bounded KDF pool every argon2 run goes through.
+    pub fn kdf(&self) -> &Kdf {
+        &self.kdf
+    }
+
     /// The idempotency scope of `record` requests for an identity, so erasure can forget them too.
     pub fn record_scope(identity_id: &IdentityId) -> String {
         format!("plugin.record:{identity_id}")

@@ -1,5 +1,6 @@
 //! Wiring: settings and database in, a running HTTP server out.
 
+use crate::history::Kdf;
 use crate::kratos::{self, admin::KratosAdmin, KratosHooks};
 use crate::routes::{self, ApiDoc, ApiTokens};
 use crate::Passwords;
@@ -11,6 +12,7 @@ use utoipa::OpenApi;
 pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
+    kdf: Kdf,
 }
 
 impl Application {
@@ -25,6 +27,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let registry = prometheus::Registry::new();
         let passwords = Passwords::new(settings, db.clone(), &registry)?;
+        let kdf = passwords.kdf().clone();
         let tokens = ApiTokens(settings.plugin.api.tokens.clone());
         let kratos_hooks = actix_web::web::Data::new(KratosHooks {
             passwords: passwords.clone(),
@@ -44,11 +47,16 @@ impl Application {
             routes::configure(cfg, passwords.clone(), tokens.clone());
             cfg.app_data(kratos_hooks.clone()).configure(kratos::routes);
         })?;
-        Ok(Self { port, server })
+        Ok(Self { port, server, kdf })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The KDF pool the service runs argon2 on; tests occupy its slots to see the 503 deterministically.
+    pub fn kdf(&self) -> Kdf {
+        self.kdf.clone()
     }
 
     /// Serves until SIGINT/SIGTERM, then lets in-flight requests finish.

@@ -3,13 +3,16 @@
 #![allow(dead_code)]
 
 mod database;
+pub mod dkim;
 pub mod kratos;
+pub mod peer;
+pub mod ports;
 pub mod prism;
 pub mod smtp;
 pub mod smtp_tls;
 pub mod twilio_faults;
 
-pub use database::TestDatabase;
+pub use database::{expected_backend, TestDatabase};
 
 use reclaim_common::settings::{self, Settings};
 use reclaim_common::{Db, Secret};
@@ -27,6 +30,8 @@ pub struct TestApp {
     pub database: TestDatabase,
     /// The gateway's delivery pipeline, to drain the outbox without sleeping.
     pub delivery: reclaim_gateway::Delivery,
+    /// The plugin's KDF pool, to hold its slots in overload tests.
+    pub kdf: reclaim_plugin::history::Kdf,
 }
 
 impl TestApp {
@@ -89,6 +94,7 @@ pub async fn spawn_app_in(mode: RunMode, customize: impl FnOnce(&mut Settings)) 
     let plugin_url = format!("http://127.0.0.1:{}", plugin.port());
     let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
     let delivery = gateway.delivery();
+    let kdf = plugin.kdf();
     tokio::spawn(plugin.run_until_stopped());
     tokio::spawn(gateway.run_until_stopped());
     TestApp {
@@ -102,5 +108,6 @@ pub async fn spawn_app_in(mode: RunMode, customize: impl FnOnce(&mut Settings)) 
         settings,
         database,
         delivery,
+        kdf,
     }
 }

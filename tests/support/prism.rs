@@ -1,16 +1,19 @@
 //! Twilio's own OpenAPI description served by the Prism mock server: every request is validated against
 //! Twilio's spec and a violation is answered with 422 (`--errors`), so an accepted request is a valid one.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Prism serving `twilio_api_v2010.json` on a free loopback port; killed when dropped.
+/// Prism compiles Twilio's large spec before it listens: slower than the other peers.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Prism serving `twilio_api_v2010.json` on a loopback port it picked; killed when dropped.
 pub struct Prism {
     pub url: String,
     child: Child,
     log: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 fn repo_path(relative: &str) -> PathBuf {
@@ -39,15 +42,13 @@ impl Prism {
             "Twilio's OpenAPI spec is missing at {} (set TWILIO_OPENAPI_SPEC)",
             spec.display()
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let log = std::env::temp_dir().join(format!("reclaim-prism-{port}.log"));
+        // Port 0: Prism binds a free port itself and prints it, so no port is chosen here and released for
+        // another process to take before Prism binds it.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("prism.log");
         let log_file = std::fs::File::create(&log).expect("prism log file");
         let child = Command::new(&binary)
-            .args(["mock", "--errors", "--host", "127.0.0.1", "--port"])
-            .arg(port.to_string())
+            .args(["mock", "--errors", "--host", "127.0.0.1", "--port", "0"])
             .arg(&spec)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log file"))
@@ -55,32 +56,37 @@ impl Prism {
             .spawn()
             .expect("start prism");
         let mut prism = Prism {
-            url: format!("http://127.0.0.1:{port}"),
+            url: String::new(),
             child,
             log,
+            _dir: dir,
         };
-        prism.wait_until_listening(port);
+        prism.url = prism.wait_until_listening();
         prism
     }
 
-    fn wait_until_listening(&mut self, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+    /// Waits, at most [`START_DEADLINE`], for Prism's "is listening on <url>" line and answers that URL.
+    fn wait_until_listening(&mut self) -> String {
+        const LISTENING: &str = "Prism is listening on ";
+        let deadline = Instant::now() + START_DEADLINE;
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
+            let log = self.log();
+            if let Some(url) = log
+                .lines()
+                .find_map(|l| l.split_once(LISTENING))
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+            {
+                return url.trim_end_matches('/').to_string();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "Prism exited with {status} before listening:\n{}",
-                    self.log()
-                );
+                panic!("Prism exited with {status} before listening:\n{log}");
             }
-            assert!(
-                Instant::now() < deadline,
-                "Prism did not listen within 60 s:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("Prism did not listen within {START_DEADLINE:?}; killed it:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -94,6 +100,5 @@ impl Drop for Prism {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
     }
 }

@@ -1,8 +1,8 @@
 //! A real SMTP server on loopback for the gateway tests: `tests/tools/smtp_server.py` (aiosmtpd), installed
 //! by `.ci/tools`. Recipients named `reject…@` get 550, `tempfail-N…@` get 451 N times and are then
-//! accepted; every accepted message is appended to a JSON-lines mailbox the test reads.
+//! accepted; every accepted message is appended to a JSON-lines mailbox the test reads. The server binds
+//! port 0 itself and reports the port it holds, within [`super::peer::START_DEADLINE`].
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -56,11 +56,9 @@ impl SmtpServer {
             .stdin(Stdio::piped())
             .spawn()
             .expect("start the test SMTP server (run .ci/tools)");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the SMTP server's port");
+        let line =
+            super::peer::first_line("the SMTP server", &mut child, super::peer::START_DEADLINE)
+                .unwrap_or_else(|failure| panic!("{failure}"));
         let port = line
             .trim()
             .strip_prefix("READY ")

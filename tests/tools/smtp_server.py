@@ -3,8 +3,8 @@
 
 Recipients whose local part starts with `reject` are refused with 550; `tempfail-N` (N defaults to 1) are
 refused with 451 the first N times, then accepted. Accepted messages are appended, one JSON object per line
-({"from", "to", "data", "tls", "auth"}), to the --mailbox file. Prints `READY <port>` once listening; stops
-when stdin closes or on SIGTERM.
+({"from", "to", "data", "tls", "auth"}), to the --mailbox file. Listens on --port (0: a port the system
+picks, held from the start) and prints `READY <port>` once listening; stops when stdin closes or on SIGTERM.
 
 Options for the tests that need more:
 --tls-dir DIR   STARTTLS with a certificate for 127.0.0.1 and localhost from a throwaway CA (trustme), whose
@@ -22,7 +22,7 @@ import socket
 import sys
 import threading
 
-from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 
 def say(line):
@@ -102,10 +102,23 @@ def tls_context(directory):
     return context
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def serve(handler, sock, options):
+    """Runs the SMTP server on the already listening `sock` in a background thread's event loop."""
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(
+        loop.create_server(
+            lambda: SMTP(handler, hostname="reclaim-test-smtp", loop=loop, **options), sock=sock
+        )
+    )
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def stop():
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+
+    return stop
 
 
 def main():
@@ -116,7 +129,6 @@ def main():
     parser.add_argument("--auth")
     parser.add_argument("--events", action="store_true")
     args = parser.parse_args()
-    port = args.port or free_port()
     handler = Handler(args.mailbox, events=args.events)
     options = {}
     if args.tls_dir:
@@ -128,16 +140,20 @@ def main():
             auth_required=True,
             auth_require_tls=bool(args.tls_dir),
         )
-    controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
-    controller.start()
-    say(f"READY {port}")
+    # Bound and listening before the port is reported: the port is never released for someone else to take
+    # between choosing it and serving on it.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", args.port))
+    sock.listen(64)
+    stop = serve(handler, sock, options)
+    say(f"READY {sock.getsockname()[1]}")
     try:
         for line in sys.stdin:
             if line.strip() == "RELEASE":
                 handler.released.set()
     finally:
         handler.released.set()
-        controller.stop()
+        stop()
 
 
 if __name__ == "__main__":

@@ -4,13 +4,20 @@
 //! the provider's rate between them.
 
 use super::{Accepted, Outgoing, Provider, SendError};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
-pub struct RateLimited {
+/// `C` is the clock the rate is measured on: the system's in production, a fake one in tests, so a test
+/// decides when time passes instead of racing it.
+pub struct RateLimited<C: Clock = DefaultClock> {
     inner: Arc<dyn Provider>,
-    limiter: DefaultDirectRateLimiter,
+    limiter: RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<C::Instant>>,
+    clock: C,
 }
 
 impl RateLimited {
@@ -18,16 +25,35 @@ impl RateLimited {
     pub fn wrap(inner: Arc<dyn Provider>, max_per_second: u32) -> Arc<dyn Provider> {
         match NonZeroU32::new(max_per_second) {
             None => inner,
-            Some(rate) => Arc::new(Self {
-                inner,
-                limiter: RateLimiter::direct(Quota::per_second(rate)),
-            }),
+            Some(rate) => Arc::new(Self::with_clock(inner, rate, DefaultClock::default())),
         }
     }
 }
 
+impl<C: Clock + Clone> RateLimited<C> {
+    pub fn with_clock(inner: Arc<dyn Provider>, per_second: NonZeroU32, clock: C) -> Self {
+        Self {
+            inner,
+            limiter: RateLimiter::direct_with_clock(Quota::per_second(per_second), clock.clone()),
+            clock,
+        }
+    }
+
+    /// Takes a slot if one is free now (`None`), else says how long until the next one.
+    fn take_slot(&self) -> Option<Duration> {
+        self.limiter
+            .check()
+            .err()
+            .map(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+}
+
 #[async_trait::async_trait]
-impl Provider for RateLimited {
+impl<C> Provider for RateLimited<C>
+where
+    C: Clock + Clone + Send + Sync + 'static,
+    C::Instant: Send + Sync,
+{
     fn name(&self) -> &'static str {
         self.inner.name()
     }
@@ -35,7 +61,9 @@ impl Provider for RateLimited {
     /// Waits for a slot, then sends. The wait counts towards `gateway.worker.send_timeout_ms`: a channel
     /// far over its rate times out and the message is retried later instead of holding a worker.
     async fn send(&self, message: &Outgoing) -> Result<Accepted, SendError> {
-        self.limiter.until_ready().await;
+        while let Some(wait) = self.take_slot() {
+            tokio::time::sleep(wait).await;
+        }
         self.inner.send(message).await
     }
 }
@@ -44,7 +72,7 @@ impl Provider for RateLimited {
 mod tests {
     use super::*;
     use crate::providers::{Channel, Content, DiscardProvider};
-    use std::time::Duration;
+    use governor::clock::FakeRelativeClock;
 
     fn message() -> Outgoing {
         Outgoing {
@@ -61,20 +89,25 @@ mod tests {
 
     #[tokio::test]
     async fn sends_beyond_the_rate_wait_for_the_next_slot() {
-        let provider = RateLimited::wrap(Arc::new(DiscardProvider), 2);
-        assert_eq!(provider.name(), "discard");
+        let clock = FakeRelativeClock::default();
+        let rate = NonZeroU32::new(2).expect("non-zero");
+        let limited = RateLimited::with_clock(Arc::new(DiscardProvider), rate, clock.clone());
+        assert_eq!(limited.name(), "discard");
+        // The burst allowance: two slots at once, both sent without waiting.
         for _ in 0..2 {
-            let sent =
-                tokio::time::timeout(Duration::from_secs(5), provider.send(&message())).await;
-            assert!(
-                matches!(sent, Ok(Ok(_))),
-                "the burst allowance is sent at once"
-            );
+            assert_eq!(limited.take_slot(), None);
         }
-        // At 2 per second the next slot is about 500 ms away.
-        let third =
-            tokio::time::timeout(Duration::from_millis(100), provider.send(&message())).await;
-        assert!(third.is_err(), "the third send waits for the rate");
+        // At 2 per second the next slot is 500 ms away, and stays so while the clock stands still.
+        assert_eq!(limited.take_slot(), Some(Duration::from_millis(500)));
+        assert_eq!(limited.take_slot(), Some(Duration::from_millis(500)));
+        clock.advance(Duration::from_millis(499));
+        assert_eq!(limited.take_slot(), Some(Duration::from_millis(1)));
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(limited.take_slot(), None, "one new slot after 500 ms");
+        assert_eq!(limited.take_slot(), Some(Duration::from_millis(500)));
+        // A send with a free slot goes through to the provider.
+        clock.advance(Duration::from_secs(1));
+        assert!(limited.send(&message()).await.is_ok());
     }
 
     #[tokio::test]

@@ -4,7 +4,10 @@
 
 use super::classify::{smtp_reply, ErrorClass};
 use super::{Accepted, Content, Outgoing, Provider, SendError};
-use lettre::message::dkim::{DkimConfig, DkimSigningAlgorithm, DkimSigningKey};
+use lettre::message::dkim::{
+    DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+    DkimSigningKey,
+};
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
@@ -67,10 +70,22 @@ impl SmtpProvider {
                     settings.dkim_key_file
                 )
             })?;
-            Some(DkimConfig::default_config(
+            // Relaxed header canonicalization, not lettre's default "simple": lettre hashes the
+            // DKIM-Signature header folded as it was before `b=` was filled in, and folds the final one
+            // differently, so under "simple" every signature fails at the receiver (dkimpy says so in
+            // gateway_smtp::email_is_dkim_signed_when_a_key_is_configured). "relaxed" unfolds before hashing.
+            Some(DkimConfig::new(
                 settings.dkim_selector.clone(),
                 settings.dkim_domain.clone(),
                 key,
+                ["From", "Subject", "To", "Date"]
+                    .into_iter()
+                    .map(HeaderName::new_from_ascii_str)
+                    .collect(),
+                DkimCanonicalization {
+                    header: DkimCanonicalizationType::Relaxed,
+                    body: DkimCanonicalizationType::Relaxed,
+                },
             ))
         };
         let domain = from.email.domain().to_string();
