@@ -60,24 +60,32 @@ impl SecureSmtp {
             .stdin(Stdio::piped())
             .spawn()
             .expect("start the test SMTP server (run .ci/tools)");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout
-            .read_line(&mut line)
-            .expect("read the SMTP server's port");
-        let port = line
-            .trim()
-            .strip_prefix("READY ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("the SMTP server did not start: {line:?}"));
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        // The first line (`READY <port>`) is awaited with a deadline; every later line is an event.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (sender, events) = mpsc::unbounded_channel();
         std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
+            let mut lines = stdout.lines().map_while(Result::ok);
+            let _ = ready_tx.send(lines.next());
+            for line in lines {
                 if sender.send(line).is_err() {
                     break;
                 }
             }
         });
+        let line = match ready_rx.recv_timeout(super::peer::START_DEADLINE) {
+            Ok(Some(line)) => line,
+            outcome => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the STARTTLS SMTP server did not say it was ready ({outcome:?}); killed it")
+            }
+        };
+        let port = line
+            .trim()
+            .strip_prefix("READY ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the SMTP server did not start: {line:?}"));
         Self {
             port,
             ca_file: dir.path().join("ca.pem"),
