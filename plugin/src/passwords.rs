@@ -350,7 +350,7 @@ impl Passwords {
             .db
             .run(move |conn| {
                 write_transaction(conn, |c| {
-                    let Some(mut row) = state::find(c, id.as_str())? else {
+                    let Some(mut row) = state::find_for_update(c, id.as_str())? else {
                         return Ok(None);
                     };
                     let (Some(bytes), Some(params)) =
@@ -533,21 +533,24 @@ impl Passwords {
         let outcome = self
             .db
             .run(move |conn| {
-                let row = state::find(conn, identity.id.as_str())?;
-                let profile = resolve_in(&policy, None, &identity, row.as_ref());
-                let facts = row.as_ref().map(login_facts).unwrap_or_default();
-                let outcome = profile.on_login(&facts, now, locale);
-                if outcome.consumes_grace_login {
-                    // Counted in SQL so that concurrent logins each use one.
-                    use crate::schema::password_states::dsl as s;
-                    diesel::update(s::password_states.find(identity.id.as_str()))
-                        .set((
-                            s::grace_logins_used.eq(s::grace_logins_used + 1),
-                            s::updated_at.eq(now.naive_utc()),
-                        ))
-                        .execute(conn)?;
-                }
-                Ok(outcome)
+                // Decided on the locked row, so that two concurrent logins cannot both take the last grace
+                // login and no concurrent change overwrites the count.
+                write_transaction(conn, |c| {
+                    let row = state::find_for_update(c, identity.id.as_str())?;
+                    let profile = resolve_in(&policy, None, &identity, row.as_ref());
+                    let facts = row.as_ref().map(login_facts).unwrap_or_default();
+                    let outcome = profile.on_login(&facts, now, locale);
+                    if outcome.consumes_grace_login {
+                        use crate::schema::password_states::dsl as s;
+                        diesel::update(s::password_states.find(identity.id.as_str()))
+                            .set((
+                                s::grace_logins_used.eq(s::grace_logins_used + 1),
+                                s::updated_at.eq(now.naive_utc()),
+                            ))
+                            .execute(c)?;
+                    }
+                    Ok(outcome)
+                })
             })
             .await?;
         let code = outcome.notice.as_ref().map(|n| n.code.as_str());
