@@ -529,16 +529,15 @@ async fn erasure_leaves_no_row_behind() {
     passwords.stage(&who, &pw("two")).await.expect("stage");
     {
         let mut conn = app.db.get().expect("conn");
-        reclaim_common::idempotency::remember(
-            &mut conn,
-            &Passwords::record_scope(&who.id),
-            "key-1",
-            b"digest",
-            200,
-            "{}",
-            Utc::now().naive_utc(),
-        )
-        .expect("remember");
+        // An answer remembered before answers named their identity: found by its scope.
+        use reclaim_common::idempotency::{self, IdempotencyKey, Request};
+        let request = Request::new(
+            Passwords::record_scope(&who.id),
+            IdempotencyKey::parse("key-1").expect("key"),
+            b"body",
+        );
+        idempotency::claim(&mut conn, &request, Utc::now().naive_utc()).expect("claim");
+        idempotency::complete(&mut conn, &request, 200, "{}").expect("complete");
     }
     assert!(passwords.erase(&who.id).await.expect("erase"));
     let p = placeholder(&app);
