@@ -12,8 +12,8 @@
 //!
 //! Work that cannot fit in one transaction (the Kratos hooks call Kratos's admin API between their writes)
 //! commits the claim on its own with [`claim_or_wait`]: a retry that finds the claim pending waits for its
-//! answer, a claim whose work failed is [`release`]d, and a claim left pending longer than [`PENDING_LEASE`]
-//! (its holder died) is taken over.
+//! answer, a claim whose work failed or was cancelled is released ([`OwnClaim`]), and a claim left pending
+//! longer than [`PENDING_LEASE`] (its holder died) is taken over.
 
 use crate::db::{write_transaction, AnyConnection, DbError};
 use crate::json::FieldError;
@@ -230,13 +230,24 @@ pub fn lookup(conn: &mut AnyConnection, request: &Request) -> Result<Option<Reme
     }))
 }
 
+/// The result of [`claim_or_wait`].
+#[derive(Debug)]
+pub enum Waited {
+    /// This request owns the key: do the work, then [`OwnClaim::complete`].
+    Claimed(OwnClaim),
+    /// Answered before (or while waiting): replay it, or refuse it when `same_request` is false.
+    Answered(Remembered),
+    /// Another request still holds the key after the wait, or holds it for another body.
+    Pending { same_request: bool },
+}
+
 /// For work that spans several transactions: claims the key in a transaction of its own; while another
-/// request holds it pending, waits up to `max_wait` for its answer. [`Claim::Pending`] after `max_wait`.
+/// request holds it pending with the same body, waits up to `max_wait` for its answer.
 pub async fn claim_or_wait(
     db: &Db,
     request: &Request,
     max_wait: Duration,
-) -> Result<Claim, DbError> {
+) -> Result<Waited, DbError> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(10);
     loop {
@@ -248,12 +259,60 @@ pub async fn claim_or_wait(
             })
             .await?;
         match claim {
+            Claim::Claimed => {
+                return Ok(Waited::Claimed(OwnClaim {
+                    db: db.clone(),
+                    request: Some(request.clone()),
+                }))
+            }
+            Claim::Answered(first) => return Ok(Waited::Answered(first)),
             Claim::Pending { same_request: true } if started.elapsed() < max_wait => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(200));
             }
-            other => return Ok(other),
+            Claim::Pending { same_request } => return Ok(Waited::Pending { same_request }),
         }
+    }
+}
+
+/// A claim committed on its own by [`claim_or_wait`]. [`OwnClaim::complete`] stores the answer; dropped
+/// without it (the work failed, or its future was cancelled), it is released so that a retry does the work.
+#[derive(Debug)]
+pub struct OwnClaim {
+    db: Db,
+    request: Option<Request>,
+}
+
+impl OwnClaim {
+    pub async fn complete(
+        mut self,
+        status_code: u16,
+        response_body: String,
+    ) -> Result<(), DbError> {
+        let Some(request) = self.request.take() else {
+            return Ok(());
+        };
+        self.db
+            .run(move |conn| complete(conn, &request, status_code, &response_body))
+            .await
+    }
+}
+
+impl Drop for OwnClaim {
+    fn drop(&mut self) {
+        let Some(request) = self.request.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Without a runtime the claim stays pending until PENDING_LEASE lets a retry take it over.
+            return;
+        };
+        let db = self.db.clone();
+        runtime.spawn(async move {
+            if let Err(error) = db.run(move |conn| release(conn, &request)).await {
+                tracing::warn!(error = %error, "could not release an idempotency claim");
+            }
+        });
     }
 }
 
@@ -299,6 +358,97 @@ fn this(request: &Request) -> ThisRow<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::{DatabaseSettings, DatabaseUrl};
+
+    fn sqlite() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().expect("dir");
+        let settings = DatabaseSettings {
+            url: DatabaseUrl::new(format!("sqlite://{}", dir.path().join("t.db").display())),
+            ..DatabaseSettings::default()
+        };
+        let db = Db::connect(&settings).expect("connect");
+        db.migrate().expect("migrate");
+        (dir, db)
+    }
+
+    fn request(body: &[u8]) -> Request {
+        Request::new("test", IdempotencyKey::parse("k").expect("key"), body).about("someone")
+    }
+
+    fn claimed(waited: Waited) -> OwnClaim {
+        match waited {
+            Waited::Claimed(claim) => claim,
+            other => panic!("expected a claim, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_claim_is_answered_once_and_replayed_and_another_body_is_told_apart() {
+        let (_dir, db) = sqlite();
+        let first = claimed(
+            claim_or_wait(&db, &request(b"a"), Duration::ZERO)
+                .await
+                .expect("claim"),
+        );
+        // While the first is deciding, a retry sees the claim pending.
+        assert!(matches!(
+            claim_or_wait(&db, &request(b"a"), Duration::ZERO).await,
+            Ok(Waited::Pending { same_request: true })
+        ));
+        first.complete(201, "{}".into()).await.expect("complete");
+        let Ok(Waited::Answered(replayed)) =
+            claim_or_wait(&db, &request(b"a"), Duration::ZERO).await
+        else {
+            panic!("expected the first answer");
+        };
+        assert_eq!(
+            (replayed.status_code, replayed.response_body.as_str()),
+            (201, "{}")
+        );
+        assert!(replayed.same_request);
+        let Ok(Waited::Answered(other)) = claim_or_wait(&db, &request(b"b"), Duration::ZERO).await
+        else {
+            panic!("expected the first answer");
+        };
+        assert!(!other.same_request);
+        let forgotten = db
+            .run(|conn| forget_subject(conn, "someone"))
+            .await
+            .expect("forget");
+        assert_eq!(forgotten, 1);
+    }
+
+    #[tokio::test]
+    async fn a_claim_dropped_without_an_answer_is_released_for_the_retry() {
+        let (_dir, db) = sqlite();
+        drop(claimed(
+            claim_or_wait(&db, &request(b"a"), Duration::ZERO)
+                .await
+                .expect("claim"),
+        ));
+        // The release runs in the background; the retry waits for it rather than deciding a second time.
+        let retry = claim_or_wait(&db, &request(b"a"), Duration::from_secs(30))
+            .await
+            .expect("retry");
+        assert!(matches!(retry, Waited::Claimed(_)), "{retry:?}");
+    }
+
+    #[tokio::test]
+    async fn a_claim_pending_past_its_lease_is_taken_over() {
+        let (_dir, db) = sqlite();
+        let stale = chrono::Utc::now().naive_utc()
+            - chrono::Duration::from_std(PENDING_LEASE).expect("lease")
+            - chrono::Duration::seconds(1);
+        let outcome = db
+            .run(move |conn| {
+                let first = claim(conn, &request(b"a"), stale)?;
+                let second = claim(conn, &request(b"a"), chrono::Utc::now().naive_utc())?;
+                Ok((first, second))
+            })
+            .await
+            .expect("claims");
+        assert_eq!(outcome, (Claim::Claimed, Claim::Claimed));
+    }
 
     #[test]
     fn keys_are_trimmed_and_must_be_visible_ascii() {

@@ -12,7 +12,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use reclaim_common::auth::{self, AuthError};
-use reclaim_common::idempotency::{self, Claim, IdempotencyKey};
+use reclaim_common::idempotency::{self, IdempotencyKey, Waited};
 use reclaim_common::settings::{FailurePolicy, KratosAuth, KratosSettings};
 use reclaim_common::Db;
 use serde_json::{Map, Value};
@@ -225,7 +225,8 @@ fn identity_of(body: &HookBody, settings: &KratosSettings) -> Result<Identity, S
 
 /// Runs `decide` once per trigger id: the id is claimed before deciding, so a retry, even a concurrent one,
 /// waits for the first answer and gets it. The claim commits on its own because deciding spans several
-/// transactions and calls to Kratos's admin API; a failed decision releases it so that a retry decides.
+/// transactions and calls to Kratos's admin API; a failed or cancelled decision releases it so that a retry
+/// decides.
 async fn once<F>(
     hooks: &KratosHooks,
     hook: Hook,
@@ -244,12 +245,12 @@ where
             let request = idempotency::Request::new(scope, key.clone(), bytes)
                 .about(call.identity.id.as_str());
             match idempotency::claim_or_wait(&hooks.db, &request, RETRY_WAIT).await {
-                Ok(Claim::Claimed) => Some(request),
-                Ok(Claim::Answered(first)) if first.same_request => {
+                Ok(Waited::Claimed(claim)) => Some(claim),
+                Ok(Waited::Answered(first)) if first.same_request => {
                     tracing::info!(hook = scope, "Kratos retry answered with the first answer");
                     return idempotency::replay(&first);
                 }
-                Ok(Claim::Pending { same_request: true }) => {
+                Ok(Waited::Pending { same_request: true }) => {
                     tracing::warn!(
                         hook = scope,
                         "the first call with this trigger id is still deciding"
@@ -265,34 +266,21 @@ where
             }
         }
     };
+    // A failed decision drops the claim, which releases it so that Kratos's retry decides again.
     let reply = match decide(call, now).await {
         Ok(reply) => reply,
         Err(error) => {
             tracing::error!(hook = scope, error = %error, "Kratos hook could not decide");
-            if let Some(request) = claimed {
-                let released = hooks
-                    .db
-                    .run(move |conn| idempotency::release(conn, &request))
-                    .await;
-                if let Err(error) = released {
-                    tracing::warn!(hook = scope, error = %error, "could not release the Kratos trigger id");
-                }
-            }
             return failure_reply(hook, &hooks.settings, call.locale).into_response();
         }
     };
-    if let Some(request) = claimed {
-        let status = reply.status.as_u16();
+    if let Some(claim) = claimed {
         let body = reply
             .body
             .as_ref()
             .map(Value::to_string)
             .unwrap_or_default();
-        let stored = hooks
-            .db
-            .run(move |conn| idempotency::complete(conn, &request, status, &body))
-            .await;
-        if let Err(error) = stored {
+        if let Err(error) = claim.complete(reply.status.as_u16(), body).await {
             tracing::warn!(hook = scope, error = %error, "could not remember the Kratos answer");
         }
     }
