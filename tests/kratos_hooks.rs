@@ -441,3 +441,76 @@ async fn with_the_database_down_settings_fail_closed_and_login_fails_open() {
     let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
     assert_eq!(answer.status, 204, "{}", answer.body);
 }
+
+#[tokio::test]
+async fn twenty_concurrent_identical_login_hooks_with_one_trigger_id_decide_once() {
+    let app = spawn_app_with(|settings| {
+        settings.plugin.kratos.api_keys = vec![Secret::new(KRATOS_KEY)];
+        if let Some(staff) = settings.plugin.policy.profiles.get_mut("staff") {
+            staff.grace_logins = 10;
+        }
+    })
+    .await;
+    let id = new_id();
+    register(&app, &id, "staff").await;
+    changed_days_ago(&app, &id, 100).await;
+    let login = for_identity(contract("webhook-login-password.json"), &id, "staff");
+    let trigger = new_id();
+    let calls = (0..20).map(|_| call_hook(&app, "/hooks/kratos/login", &login, &trigger));
+    let answers = futures_util::future::join_all(calls).await;
+    for answer in &answers {
+        answer.assert_proceeds();
+        assert_eq!(
+            (answer.status, &answer.body),
+            (answers[0].status, &answers[0].body)
+        );
+    }
+    assert_eq!(password_state(&app, &id).await["grace_logins_used"], 1);
+}
+
+fn remembered_answers(app: &TestApp) -> i64 {
+    use diesel::prelude::*;
+    let mut conn = app.db.get().expect("conn");
+    reclaim_common::schema::idempotency_keys::table
+        .count()
+        .get_result(&mut *conn)
+        .expect("count")
+}
+
+#[tokio::test]
+async fn erasure_forgets_the_remembered_answers_of_the_generic_api_and_of_the_kratos_hooks() {
+    let app = kratos_app().await;
+    let (id, other) = (new_id(), new_id());
+    let recorded = app
+        .client
+        .post(app.plugin_url("/v1/passwords/record"))
+        .bearer_auth(API_TOKEN)
+        .header("Idempotency-Key", "first-password")
+        .json(&serde_json::json!({"identity_id": id, "password": "a password 1"}))
+        .send()
+        .await
+        .expect("record");
+    assert_eq!(recorded.status(), 200);
+    for who in [&id, &other] {
+        let login = for_identity(contract("webhook-login-password.json"), who, "default");
+        call_hook(&app, "/hooks/kratos/login", &login, &new_id())
+            .await
+            .assert_proceeds();
+    }
+    let recovery = for_identity(contract("webhook-recovery.json"), &id, "default");
+    call_hook(&app, "/hooks/kratos/recovery", &recovery, &new_id())
+        .await
+        .assert_proceeds();
+    assert_eq!(remembered_answers(&app), 4);
+
+    let erased = app
+        .client
+        .delete(app.plugin_url(&format!("/admin/identities/{id}")))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("erase");
+    assert_eq!(erased.status(), 204);
+    // Only the other identity's login answer is left.
+    assert_eq!(remembered_answers(&app), 1);
+}

@@ -529,16 +529,15 @@ async fn erasure_leaves_no_row_behind() {
     passwords.stage(&who, &pw("two")).await.expect("stage");
     {
         let mut conn = app.db.get().expect("conn");
-        reclaim_common::idempotency::remember(
-            &mut conn,
-            &Passwords::record_scope(&who.id),
-            "key-1",
-            b"digest",
-            200,
-            "{}",
-            Utc::now().naive_utc(),
-        )
-        .expect("remember");
+        // An answer remembered before answers named their identity: found by its scope.
+        use reclaim_common::idempotency::{self, IdempotencyKey, Request};
+        let request = Request::new(
+            Passwords::record_scope(&who.id),
+            IdempotencyKey::parse("key-1").expect("key"),
+            b"body",
+        );
+        idempotency::claim(&mut conn, &request, Utc::now().naive_utc()).expect("claim");
+        idempotency::complete(&mut conn, &request, 200, "{}").expect("complete");
     }
     assert!(passwords.erase(&who.id).await.expect("erase"));
     let p = placeholder(&app);
@@ -621,4 +620,78 @@ async fn a_check_runs_argon2_once_per_parameter_group_whatever_the_depth() {
         vec!["password_reused"]
     );
     assert_eq!(runs(&upgraded) - before, 4, "two groups, two checks");
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_mixed_changes_to_one_identity_end_in_the_state_their_serial_order_implies(
+) {
+    // Recovery is recorded but not enforced here, so every login of the expired password keeps consuming
+    // grace logins while recovery marks and registrations rewrite the same row.
+    let (_app, passwords) = facade(ProfileSettings {
+        expiry: ExpiryMode::MaxAge,
+        max_age_days: 30,
+        grace_logins: 40,
+        on_expired: reclaim_common::settings::OnExpired::Warn,
+        change_after_recovery: false,
+        ..ProfileSettings::default()
+    })
+    .await;
+    let who = identity("rosa");
+    passwords
+        .record(
+            &who,
+            &pw("old"),
+            Some(Utc::now() - Duration::days(60)),
+            ChangeContext::Voluntary,
+        )
+        .await
+        .expect("record");
+    let mut contactable = who.clone();
+    contactable.email = Some("rosa@example.com".into());
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let passwords = passwords.clone();
+            let who = who.clone();
+            let contactable = contactable.clone();
+            tokio::spawn(async move {
+                match i % 5 {
+                    0 => {
+                        passwords.mark_recovered(&who.id).await.expect("recovered");
+                        false
+                    }
+                    1 => {
+                        passwords
+                            .initialise(&contactable, Utc::now())
+                            .await
+                            .expect("initialise");
+                        false
+                    }
+                    _ => {
+                        let outcome = passwords
+                            .on_login(&who, Utc::now(), None)
+                            .await
+                            .expect("login");
+                        outcome.status == LoginStatus::Grace
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut grace_answered = 0;
+    for task in futures_util::future::join_all(tasks).await {
+        if task.expect("join") {
+            grace_answered += 1;
+        }
+    }
+    let state = passwords
+        .state(&who.id)
+        .await
+        .expect("state")
+        .expect("known");
+    // 60 logins of an expired password with 40 grace logins: in any serial order exactly 40 are grace logins.
+    assert_eq!(grace_answered, 40);
+    assert_eq!(state.grace_logins_used, 40);
+    assert_eq!(state.must_change_reason, Some(MustChangeReason::Recovery));
+    assert_eq!(state.email.as_deref(), Some("rosa@example.com"));
+    assert_eq!(state.history_entries, 1);
 }

@@ -5,9 +5,9 @@
 //! and no transaction is held across a network call.
 
 use crate::settings::DatabaseSettings;
-use diesel::connection::SimpleConnection;
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::pg::PgConnection;
-use diesel::r2d2::{ManageConnection, Pool, PooledConnection};
+use diesel::r2d2::{ManageConnection, Pool, PooledConnection, R2D2Connection};
 use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -85,13 +85,21 @@ impl ManageConnection for Manager {
         }
     }
 
+    /// On checkout: the connection answers, and no transaction is left open on it.
     fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Self::Error> {
-        conn.batch_execute("SELECT 1")
-            .map_err(diesel::r2d2::Error::QueryError)
+        if AnyConnection::is_broken_transaction_manager(conn) {
+            return Err(diesel::r2d2::Error::QueryError(
+                diesel::result::Error::BrokenTransactionManager,
+            ));
+        }
+        R2D2Connection::ping(conn).map_err(diesel::r2d2::Error::QueryError)
     }
 
-    fn has_broken(&self, _conn: &mut AnyConnection) -> bool {
-        false
+    /// On check-in: a connection that comes back while its thread panics, or with a transaction still open
+    /// or its transaction state broken (a panic or an error inside a write), is closed instead of reused;
+    /// otherwise later work on it would run inside that transaction and never commit.
+    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
+        std::thread::panicking() || AnyConnection::is_broken_transaction_manager(conn)
     }
 }
 
@@ -133,6 +141,7 @@ impl Db {
         let pool = Pool::builder()
             .max_size(settings.pool_size)
             .min_idle(Some(0))
+            .test_on_check_out(true)
             .connection_timeout(Duration::from_millis(settings.connect_timeout_ms.max(1)))
             .build(manager)
             .map_err(|e| DbError::Connect(format!("{} ({e})", settings.url.redacted())))?;
@@ -215,7 +224,9 @@ impl Db {
 
 /// A transaction for work that reads and then writes. On SQLite it takes the write lock up front
 /// (`BEGIN IMMEDIATE`), so two writers queue on `busy_timeout` instead of one failing with "database is locked"
-/// when it upgrades a read lock; on PostgreSQL it is an ordinary transaction.
+/// when it upgrades a read lock; on PostgreSQL it is an ordinary transaction (lock the rows you read with
+/// `FOR UPDATE`). Both go through diesel's transaction manager, so a transaction that `work` leaves open by
+/// panicking marks the connection broken and the pool closes it.
 ///
 /// `work` must not open a transaction of its own.
 pub fn write_transaction<T, F>(conn: &mut AnyConnection, work: F) -> Result<T, DbError>
@@ -224,30 +235,20 @@ where
 {
     match conn {
         AnyConnection::Postgresql(_) => conn.transaction(work),
-        AnyConnection::Sqlite(_) => {
-            conn.batch_execute("BEGIN IMMEDIATE")?;
-            let mut guard = RollbackOnDrop { conn, done: false };
-            let result = work(guard.conn);
-            if result.is_ok() {
-                guard.conn.batch_execute("COMMIT")?;
-                guard.done = true;
+        AnyConnection::Sqlite(c) => {
+            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?;
+            match work(conn) {
+                Ok(value) => {
+                    AnyConnection::commit_transaction(conn)?;
+                    Ok(value)
+                }
+                Err(error) => {
+                    // A failed rollback leaves the transaction manager broken: the pool then closes the
+                    // connection, which rolls back.
+                    let _ = AnyConnection::rollback_transaction(conn);
+                    Err(error)
+                }
             }
-            result
-        }
-    }
-}
-
-/// Rolls an unfinished SQLite transaction back, also when `work` failed or panicked, so the connection goes
-/// back to the pool clean.
-struct RollbackOnDrop<'a> {
-    conn: &'a mut AnyConnection,
-    done: bool,
-}
-
-impl Drop for RollbackOnDrop<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = self.conn.batch_execute("ROLLBACK");
         }
     }
 }
@@ -290,12 +291,12 @@ mod tests {
         let (_dir, db) = sqlite();
         let mut conn = db.get().expect("conn");
         let result: Result<(), DbError> = write_transaction(&mut conn, |c| {
-            c.batch_execute("INSERT INTO idempotency_keys VALUES ('s','k',x'00',200,'{}','2026-01-01 00:00:00')")?;
+            c.batch_execute("INSERT INTO idempotency_keys (scope, key, request_digest, status_code, response_body, created_at) VALUES ('s','k',x'00',200,'{}','2026-01-01 00:00:00')")?;
             Err(DbError::Migrate("boom".into()))
         });
         assert!(result.is_err());
         write_transaction(&mut conn, |c| {
-            c.batch_execute("INSERT INTO idempotency_keys VALUES ('s','k2',x'00',200,'{}','2026-01-01 00:00:00')")?;
+            c.batch_execute("INSERT INTO idempotency_keys (scope, key, request_digest, status_code, response_body, created_at) VALUES ('s','k2',x'00',200,'{}','2026-01-01 00:00:00')")?;
             Ok(())
         })
         .expect("second transaction commits");

@@ -8,5 +8,6 @@ diesel::table! {
         status_code -> Integer,
         response_body -> Text,
         created_at -> Timestamp,
+        subject -> Nullable<Text>,
     }
 }

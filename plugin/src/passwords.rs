@@ -16,7 +16,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use reclaim_common::db::{write_transaction, AnyConnection, DbError};
-use reclaim_common::idempotency::{self, Remembered};
+use reclaim_common::idempotency::{self, Claim, Remembered};
 use reclaim_common::settings::Environment;
 use reclaim_common::{Db, Settings};
 use serde::Serialize;
@@ -52,13 +52,9 @@ impl From<DbError> for PasswordsError {
     }
 }
 
-/// What makes a record idempotent: the answer is stored under `(scope, key)` with the request's digest.
-#[derive(Debug, Clone)]
-pub struct Receipt {
-    pub scope: String,
-    pub key: String,
-    pub request_digest: Vec<u8>,
-}
+/// What makes a record idempotent: its key, claimed in the record's own transaction (see
+/// [`reclaim_common::idempotency`]).
+pub type Receipt = idempotency::Request;
 
 /// The outcome of [`Passwords::record_once`].
 #[derive(Debug, Clone)]
@@ -355,7 +351,7 @@ impl Passwords {
             .db
             .run(move |conn| {
                 write_transaction(conn, |c| {
-                    let Some(mut row) = state::find(c, id.as_str())? else {
+                    let Some(mut row) = state::find_for_update(c, id.as_str())? else {
                         return Ok(None);
                     };
                     let (Some(bytes), Some(params)) =
@@ -538,21 +534,24 @@ impl Passwords {
         let outcome = self
             .db
             .run(move |conn| {
-                let row = state::find(conn, identity.id.as_str())?;
-                let profile = resolve_in(&policy, None, &identity, row.as_ref());
-                let facts = row.as_ref().map(login_facts).unwrap_or_default();
-                let outcome = profile.on_login(&facts, now, locale);
-                if outcome.consumes_grace_login {
-                    // Counted in SQL so that concurrent logins each use one.
-                    use crate::schema::password_states::dsl as s;
-                    diesel::update(s::password_states.find(identity.id.as_str()))
-                        .set((
-                            s::grace_logins_used.eq(s::grace_logins_used + 1),
-                            s::updated_at.eq(now.naive_utc()),
-                        ))
-                        .execute(conn)?;
-                }
-                Ok(outcome)
+                // Decided on the locked row, so that two concurrent logins cannot both take the last grace
+                // login and no concurrent change overwrites the count.
+                write_transaction(conn, |c| {
+                    let row = state::find_for_update(c, identity.id.as_str())?;
+                    let profile = resolve_in(&policy, None, &identity, row.as_ref());
+                    let facts = row.as_ref().map(login_facts).unwrap_or_default();
+                    let outcome = profile.on_login(&facts, now, locale);
+                    if outcome.consumes_grace_login {
+                        use crate::schema::password_states::dsl as s;
+                        diesel::update(s::password_states.find(identity.id.as_str()))
+                            .set((
+                                s::grace_logins_used.eq(s::grace_logins_used + 1),
+                                s::updated_at.eq(now.naive_utc()),
+                            ))
+                            .execute(c)?;
+                    }
+                    Ok(outcome)
+                })
             })
             .await?;
         let code = outcome.notice.as_ref().map(|n| n.code.as_str());
@@ -565,8 +564,8 @@ impl Passwords {
         Ok(outcome)
     }
 
-    /// Right to erasure: deletes the identity's history, state and remembered record answers. True when
-    /// anything was there.
+    /// Right to erasure: deletes the identity's history, state and every remembered answer about it (generic
+    /// API records, Kratos hooks). True when anything was there.
     pub async fn erase(&self, identity_id: &IdentityId) -> Result<bool, PasswordsError> {
         let id = identity_id.clone();
         let scope = Self::record_scope(identity_id);
@@ -574,12 +573,11 @@ impl Passwords {
             .db
             .run(move |conn| {
                 write_transaction(conn, |c| {
-                    use reclaim_common::schema::idempotency_keys::dsl as idem;
                     let history = store::erase(c, id.as_str())?;
                     let states = state::erase(c, id.as_str())?;
-                    let answers =
-                        diesel::delete(idem::idempotency_keys.filter(idem::scope.eq(&scope)))
-                            .execute(c)?;
+                    let answers = idempotency::forget_subject(c, id.as_str())?
+                        // Answers remembered before they named their identity.
+                        + idempotency::forget_scope(c, &scope)?;
                     Ok(history + states + answers)
                 })
             })
@@ -642,15 +640,19 @@ impl Passwords {
         Ok(self
             .db
             .run(move |conn| {
-                let written = write_transaction(conn, |c| {
+                write_transaction(conn, |c| {
+                    let now = Utc::now();
                     if let Some(r) = &receipt {
-                        if let Some(first) =
-                            idempotency::lookup(c, &r.scope, &r.key, &r.request_digest)?
-                        {
-                            return Ok(Recorded::Replay(first));
+                        match idempotency::claim(c, r, now.naive_utc())? {
+                            Claim::Claimed => {}
+                            Claim::Answered(first) => return Ok(Recorded::Replay(first)),
+                            // Records claim and answer in one transaction: a pending claim in this scope
+                            // cannot be seen by another record.
+                            Claim::Pending { .. } => {
+                                return Err(DbError::Task("a record's key is pending".into()))
+                            }
                         }
                     }
-                    let now = Utc::now();
                     let state = change_row(c, &policy, &identity, now, |c, row, profile, _| {
                         store::insert_keyed(c, identity.id.as_str(), params, &digest, changed_at)?;
                         apply_change(row, profile, &identity, changed_at);
@@ -659,30 +661,10 @@ impl Passwords {
                     if let Some(r) = &receipt {
                         let answer = serde_json::to_string(&state)
                             .map_err(|e| DbError::Task(e.to_string()))?;
-                        let stored = idempotency::remember(
-                            c,
-                            &r.scope,
-                            &r.key,
-                            &r.request_digest,
-                            200,
-                            &answer,
-                            now.naive_utc(),
-                        )?;
-                        if !stored {
-                            // A concurrent request with the same receipt committed first: undo ours.
-                            return Err(DbError::Query(diesel::result::Error::RollbackTransaction));
-                        }
+                        idempotency::complete(c, r, 200, &answer)?;
                     }
                     Ok(Recorded::New(state))
-                });
-                match (written, &receipt) {
-                    (Err(DbError::Query(diesel::result::Error::RollbackTransaction)), Some(r)) => {
-                        idempotency::lookup(conn, &r.scope, &r.key, &r.request_digest)?
-                            .map(Recorded::Replay)
-                            .ok_or(DbError::Query(diesel::result::Error::NotFound))
-                    }
-                    (other, _) => other,
-                }
+                })
             })
             .await?)
     }

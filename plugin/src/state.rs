@@ -62,14 +62,33 @@ pub fn find(conn: &mut AnyConnection, identity_id: &str) -> Result<Option<StateR
         .optional()?)
 }
 
-/// The identity's row, created (with a new random history salt) if it does not exist yet. Safe under
-/// concurrency: a row inserted by another request first is the one returned.
+/// The identity's row for a read-modify-write, locked until the transaction ends, so that no concurrent
+/// change (a grace login, a compromise mark) is overwritten by a write of stale columns. PostgreSQL locks the
+/// row (`FOR UPDATE`); on SQLite the caller's [`write_transaction`](reclaim_common::db::write_transaction)
+/// already holds the database's write lock.
+pub fn find_for_update(
+    conn: &mut AnyConnection,
+    identity_id: &str,
+) -> Result<Option<StateRow>, DbError> {
+    let query = dsl::password_states.find(identity_id);
+    Ok(match conn {
+        AnyConnection::Postgresql(c) => query
+            .select(StateRow::as_select())
+            .for_update()
+            .first(c)
+            .optional()?,
+        AnyConnection::Sqlite(c) => query.select(StateRow::as_select()).first(c).optional()?,
+    })
+}
+
+/// The identity's row, locked as by [`find_for_update`], created (with a new random history salt) if it does
+/// not exist yet. Safe under concurrency: a row inserted by another request first is the one returned.
 pub fn ensure(
     conn: &mut AnyConnection,
     identity_id: &str,
     now: DateTime<Utc>,
 ) -> Result<StateRow, DbError> {
-    if let Some(row) = find(conn, identity_id)? {
+    if let Some(row) = find_for_update(conn, identity_id)? {
         return Ok(row);
     }
     let fresh = StateRow::fresh(identity_id, now);
@@ -77,7 +96,7 @@ pub fn ensure(
         .values(&fresh)
         .on_conflict_do_nothing()
         .execute(c))?;
-    find(conn, identity_id)?.ok_or(DbError::Query(diesel::result::Error::NotFound))
+    find_for_update(conn, identity_id)?.ok_or(DbError::Query(diesel::result::Error::NotFound))
 }
 
 pub fn save(conn: &mut AnyConnection, row: &StateRow) -> Result<(), DbError> {

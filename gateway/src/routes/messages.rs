@@ -4,13 +4,13 @@ use super::ApiState;
 use crate::address::Destination;
 use crate::channel::Channel;
 use crate::outbox::{self, status, AttemptRow, FallbackStep, MessageRow, NewMessage};
-use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, TimeDelta, Utc};
 use reclaim_common::auth::{check_bearer, AuthError};
 use reclaim_common::db::{write_transaction, DbError};
-use reclaim_common::idempotency;
+use reclaim_common::idempotency::{self, Claim, IdempotencyKey};
 use reclaim_common::json::{error_response, FieldError};
 use reclaim_common::Db;
 use serde::{Deserialize, Serialize};
@@ -222,20 +222,30 @@ pub async fn enqueue_message(
     db: web::Data<Db>,
 ) -> Result<HttpResponse, EnqueueError> {
     check_bearer(request.headers(), &state.settings.api.tokens)?;
-    let key = idempotency_key(request.headers())?;
+    let key = IdempotencyKey::from_headers(request.headers(), "Idempotency-Key")?;
     let parsed: MessageRequest = reclaim_common::json::parse(&body)?;
     let now = Utc::now().naive_utc();
     let id = uuid::Uuid::now_v7().to_string();
-    let new = validate(&state, parsed, id, now, key.clone())?;
-    let digest = idempotency::request_digest(&body);
+    let new = validate(
+        &state,
+        parsed,
+        id,
+        now,
+        key.as_ref().map(|k| k.as_str().to_string()),
+    )?;
+    let once = key.map(|key| idempotency::Request::new(IDEMPOTENCY_SCOPE, key, &body));
     let db = db.get_ref().clone();
     let outcome = db
         .run(move |conn| {
             write_transaction(conn, |conn| {
-                if let Some(key) = &key {
-                    if let Some(found) = idempotency::lookup(conn, IDEMPOTENCY_SCOPE, key, &digest)?
-                    {
-                        return Ok(Stored::Earlier(found));
+                if let Some(once) = &once {
+                    match idempotency::claim(conn, once, now)? {
+                        Claim::Claimed => {}
+                        Claim::Answered(found) => return Ok(Stored::Earlier(found)),
+                        // Claim and answer commit together here, so no claim of this scope is seen pending.
+                        Claim::Pending { .. } => {
+                            return Err(DbError::Task("a message's key is pending".into()))
+                        }
                     }
                 }
                 outbox::insert(conn, &new)?;
@@ -244,29 +254,10 @@ pub async fn enqueue_message(
                     .ok_or(diesel::result::Error::NotFound)?;
                 let body = serde_json::to_string(&view)
                     .map_err(|e| DbError::Task(format!("cannot encode the answer: {e}")))?;
-                if let Some(key) = &key {
-                    if !idempotency::remember(
-                        conn,
-                        IDEMPOTENCY_SCOPE,
-                        key,
-                        &digest,
-                        202,
-                        &body,
-                        now,
-                    )? {
-                        // Another request with this key committed first: undo ours, answer with theirs.
-                        return Err(DbError::Query(diesel::result::Error::RollbackTransaction));
-                    }
+                if let Some(once) = &once {
+                    idempotency::complete(conn, once, 202, &body)?;
                 }
                 Ok(Stored::New(body))
-            })
-            .or_else(|error| match (error, &key) {
-                (DbError::Query(diesel::result::Error::RollbackTransaction), Some(key)) => {
-                    idempotency::lookup(conn, IDEMPOTENCY_SCOPE, key, &digest)?
-                        .map(Stored::Earlier)
-                        .ok_or(DbError::Task("idempotency record vanished".into()))
-                }
-                (error, _) => Err(error),
             })
         })
         .await
@@ -275,12 +266,7 @@ pub async fn enqueue_message(
         Stored::New(body) => Ok(HttpResponse::Accepted()
             .content_type("application/json")
             .body(body)),
-        Stored::Earlier(found) if found.same_request => Ok(HttpResponse::build(
-            StatusCode::from_u16(found.status_code).unwrap_or(StatusCode::ACCEPTED),
-        )
-        .content_type("application/json")
-        .insert_header(("Idempotent-Replayed", "true"))
-        .body(found.response_body)),
+        Stored::Earlier(found) if found.same_request => Ok(idempotency::replay(&found)),
         Stored::Earlier(_) => Err(EnqueueError::KeyReused),
     }
 }
@@ -288,24 +274,6 @@ pub async fn enqueue_message(
 enum Stored {
     New(String),
     Earlier(idempotency::Remembered),
-}
-
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, FieldError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 255)
-        .ok_or_else(|| {
-            FieldError::new(
-                "Idempotency-Key",
-                "must be 1 to 255 visible ASCII characters",
-            )
-        })?;
-    Ok(Some(key.to_string()))
 }
 
 fn validate(

@@ -12,10 +12,17 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use reclaim_common::auth::{self, AuthError};
-use reclaim_common::idempotency;
+use reclaim_common::idempotency::{self, IdempotencyKey, Waited};
 use reclaim_common::settings::{FailurePolicy, KratosAuth, KratosSettings};
 use reclaim_common::Db;
 use serde_json::{Map, Value};
+
+/// Kratos's idempotency header.
+const TRIGGER_ID: &str = "Ory-Webhook-Trigger-ID";
+
+/// How long a retry waits for the first call with its trigger id to answer before it gets the failure answer
+/// of `plugin.kratos.on_error`; bounded so that a stuck first call never holds its retries.
+const RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Everything the hooks need, shared by all workers.
 #[derive(Clone)]
@@ -155,7 +162,8 @@ struct Call {
     body: HookBody,
     identity: Identity,
     locale: Locale,
-    trigger: Option<(String, Vec<u8>)>,
+    /// `Ory-Webhook-Trigger-ID`: constant across Kratos's retries of one hook call.
+    trigger: Option<IdempotencyKey>,
 }
 
 fn authenticate(req: &HttpRequest, settings: &KratosSettings) -> Result<(), AuthError> {
@@ -188,12 +196,8 @@ fn parse_call(req: &HttpRequest, bytes: &[u8], hooks: &KratosHooks) -> Result<Ca
     let locale = Locale::negotiate(body.accept_language().or(header_locale), fallback);
     let identity = identity_of(&body, &hooks.settings)
         .map_err(|message| HookError::BadRequest(format!("identity.id: {message}"), locale))?;
-    let trigger = req
-        .headers()
-        .get("ory-webhook-trigger-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .map(|v| (v.to_string(), idempotency::request_digest(bytes)));
+    let trigger = IdempotencyKey::from_headers(req.headers(), TRIGGER_ID)
+        .map_err(|e| HookError::BadRequest(e.to_string(), locale))?;
     Ok(Call {
         body,
         identity,
@@ -219,77 +223,68 @@ fn identity_of(body: &HookBody, settings: &KratosSettings) -> Result<Identity, S
     Ok(identity)
 }
 
-/// Runs `decide` once per trigger id: a retry gets the stored answer.
+/// Runs `decide` once per trigger id: the id is claimed before deciding, so a retry, even a concurrent one,
+/// waits for the first answer and gets it. The claim commits on its own because deciding spans several
+/// transactions and calls to Kratos's admin API; a failed or cancelled decision releases it so that a retry
+/// decides.
 async fn once<F>(
     hooks: &KratosHooks,
     hook: Hook,
     call: &Call,
+    bytes: &[u8],
     now: DateTime<Utc>,
     decide: F,
-) -> Reply
+) -> HttpResponse
 where
     F: AsyncFnOnce(&Call, DateTime<Utc>) -> Result<Reply, PasswordsError>,
 {
-    if let Some((key, digest)) = call.trigger.clone() {
-        let scope = hook.scope();
-        let found = hooks
-            .db
-            .run(move |conn| idempotency::lookup(conn, scope, &key, &digest))
-            .await;
-        if let Ok(Some(remembered)) = found {
-            if let Some(reply) = remembered_reply(&remembered) {
-                tracing::info!(hook = scope, "Kratos retry answered with the first answer");
-                return reply;
+    let scope = hook.scope();
+    let claimed = match &call.trigger {
+        None => None,
+        Some(key) => {
+            let request = idempotency::Request::new(scope, key.clone(), bytes)
+                .about(call.identity.id.as_str());
+            match idempotency::claim_or_wait(&hooks.db, &request, RETRY_WAIT).await {
+                Ok(Waited::Claimed(claim)) => Some(claim),
+                Ok(Waited::Answered(first)) if first.same_request => {
+                    tracing::info!(hook = scope, "Kratos retry answered with the first answer");
+                    return idempotency::replay(&first);
+                }
+                Ok(Waited::Pending { same_request: true }) => {
+                    tracing::warn!(
+                        hook = scope,
+                        "the first call with this trigger id is still deciding"
+                    );
+                    return failure_reply(hook, &hooks.settings, call.locale).into_response();
+                }
+                // The trigger id came with another body: decide this call on its own, remember nothing.
+                Ok(_) => None,
+                Err(error) => {
+                    tracing::warn!(hook = scope, error = %error, "could not claim the Kratos trigger id");
+                    None
+                }
             }
         }
-    }
+    };
+    // A failed decision drops the claim, which releases it so that Kratos's retry decides again.
     let reply = match decide(call, now).await {
         Ok(reply) => reply,
         Err(error) => {
-            tracing::error!(hook = hook.scope(), error = %error, "Kratos hook could not decide");
-            return failure_reply(hook, &hooks.settings, call.locale);
+            tracing::error!(hook = scope, error = %error, "Kratos hook could not decide");
+            return failure_reply(hook, &hooks.settings, call.locale).into_response();
         }
     };
-    if let Some((key, digest)) = call.trigger.clone() {
-        let scope = hook.scope();
-        let status = reply.status.as_u16();
+    if let Some(claim) = claimed {
         let body = reply
             .body
             .as_ref()
             .map(Value::to_string)
             .unwrap_or_default();
-        let stored = hooks
-            .db
-            .run(move |conn| {
-                idempotency::remember(
-                    conn,
-                    scope,
-                    &key,
-                    &digest,
-                    status,
-                    &body,
-                    Utc::now().naive_utc(),
-                )
-            })
-            .await;
-        if let Err(error) = stored {
+        if let Err(error) = claim.complete(reply.status.as_u16(), body).await {
             tracing::warn!(hook = scope, error = %error, "could not remember the Kratos answer");
         }
     }
-    reply
-}
-
-fn remembered_reply(remembered: &idempotency::Remembered) -> Option<Reply> {
-    if !remembered.same_request {
-        return None;
-    }
-    let status = StatusCode::from_u16(remembered.status_code).ok()?;
-    let body = if remembered.response_body.is_empty() {
-        None
-    } else {
-        Some(serde_json::from_str(&remembered.response_body).ok()?)
-    };
-    Some(Reply { status, body })
+    reply.into_response()
 }
 
 /// Our database is unavailable: let the flow go on, or refuse with a message, as configured.
@@ -419,8 +414,7 @@ where
     F: AsyncFnOnce(&Call, DateTime<Utc>) -> Result<Reply, PasswordsError>,
 {
     let call = parse_call(req, bytes, hooks)?;
-    let reply = once(hooks, hook, &call, Utc::now(), decide).await;
-    Ok(reply.into_response())
+    Ok(once(hooks, hook, &call, bytes, Utc::now(), decide).await)
 }
 
 async fn registration(

@@ -6,12 +6,11 @@ use crate::password::Password;
 use crate::passwords::PasswordsError;
 use crate::policy::ChangeContext;
 use crate::{PasswordState, Passwords, Receipt, Recorded};
-use actix_web::http::header::ContentType;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use reclaim_common::idempotency;
+use reclaim_common::idempotency::{self, IdempotencyKey};
 use reclaim_common::json::{self, error_response, FieldError};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -101,19 +100,7 @@ pub async fn record_password(
     raw: web::Bytes,
     passwords: web::Data<Passwords>,
 ) -> Result<HttpResponse, RecordPasswordError> {
-    let key = match req.headers().get(IDEMPOTENCY_KEY) {
-        None => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .filter(|k| (1..=255).contains(&k.len()))
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    FieldError::new(IDEMPOTENCY_KEY, "must be 1..=255 visible ASCII characters")
-                })?,
-        ),
-    };
+    let key = IdempotencyKey::from_headers(req.headers(), IDEMPOTENCY_KEY)?;
     let body: RecordBody = json::parse(&raw)?;
     let mut identity = parse_identity(&body.identity_id, body.schema_id, body.metadata)?;
     identity.email = body.email;
@@ -126,19 +113,14 @@ pub async fn record_password(
             .await?;
         return Ok(HttpResponse::Ok().json(state));
     };
-    let receipt = Receipt {
-        scope: Passwords::record_scope(&identity.id),
-        key,
-        request_digest: idempotency::request_digest(&raw),
-    };
+    let receipt =
+        Receipt::new(Passwords::record_scope(&identity.id), key, &raw).about(identity.id.as_str());
     // A retry is answered from the remembered answer without spending a KDF run.
     let seen = {
         let receipt = receipt.clone();
         passwords
             .db()
-            .run(move |conn| {
-                idempotency::lookup(conn, &receipt.scope, &receipt.key, &receipt.request_digest)
-            })
+            .run(move |conn| idempotency::lookup(conn, &receipt))
             .await
             .context("looking up the idempotency key")?
     };
@@ -153,11 +135,6 @@ pub async fn record_password(
     match recorded {
         Recorded::New(state) => Ok(HttpResponse::Ok().json(state)),
         Recorded::Replay(first) if !first.same_request => Err(RecordPasswordError::KeyReused),
-        Recorded::Replay(first) => Ok(HttpResponse::build(
-            StatusCode::from_u16(first.status_code).unwrap_or(StatusCode::OK),
-        )
-        .content_type(ContentType::json())
-        .insert_header(("Idempotent-Replayed", "true"))
-        .body(first.response_body)),
+        Recorded::Replay(first) => Ok(idempotency::replay(&first)),
     }
 }
