@@ -10,6 +10,7 @@ mod gateway_messages;
 mod gateway_retries;
 mod gateway_smtp;
 mod gateway_twilio;
+mod gateway_twilio_outbox;
 mod kratos_hooks;
 mod kratos_kit;
 mod plugin_api;

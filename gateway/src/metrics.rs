@@ -1,7 +1,7 @@
 //! The gateway's metrics, all in one struct registered on the service's registry. The outbox gauges are
 //! computed from the database when Prometheus scrapes (on the blocking pool: see `reclaim_common::metrics::expose`).
 
-use crate::outbox;
+use crate::outbox::{self, MessageStatus, Transition};
 use chrono::Utc;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -64,6 +64,20 @@ impl GatewayMetrics {
             fallbacks,
         })
     }
+
+    /// Counts a retry or a fallback of a message that was on channel `from`.
+    pub fn count_transition(&self, from: &str, transition: &Transition) {
+        match transition {
+            Transition::Retry { .. } => self.retries.with_label_values(&[from]).inc(),
+            Transition::Fallback { step, .. } => {
+                tracing::info!(fallback.channel = %step.channel, "falling back");
+                self.fallbacks
+                    .with_label_values(&[from, step.channel.as_str()])
+                    .inc()
+            }
+            _ => {}
+        }
+    }
 }
 
 /// `reclaim_gateway_outbox{status}` and `reclaim_gateway_oldest_due_message_age_seconds`, read from the
@@ -92,12 +106,12 @@ impl OutboxCollector {
     fn refresh(&self) -> Result<(), reclaim_common::db::DbError> {
         let mut conn = self.db.get()?;
         let counts = outbox::count_by_status(&mut conn)?;
-        for status in outbox::status::ALL {
+        for status in MessageStatus::ALL {
             let count = counts
                 .iter()
-                .find(|(s, _)| s == status)
+                .find(|(s, _)| s == status.as_str())
                 .map_or(0, |(_, c)| *c);
-            self.outbox.with_label_values(&[status]).set(count);
+            self.outbox.with_label_values(&[status.as_str()]).set(count);
         }
         let now = Utc::now().naive_utc();
         let age = outbox::oldest_due(&mut conn, now)?.map_or(0.0, |due| {

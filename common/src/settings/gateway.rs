@@ -93,7 +93,9 @@ pub struct RetrySettings {
     /// `[0, min(max_ms, base_ms * 2^(n-1))]`, and at least what the provider asked for (`Retry-After`).
     pub base_ms: u64,
     pub max_ms: u64,
-    /// Attempts per message (all channels together) before it fails.
+    /// Attempts per fallback step (one channel and address) before the message moves to its next fallback
+    /// step, or fails. Also the number of claims without an outcome (workers that died on the message) after
+    /// which it fails.
     pub max_attempts: u32,
 }
 
