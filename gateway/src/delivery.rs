@@ -70,17 +70,45 @@ impl Delivery {
         Ok(attempts)
     }
 
-    /// Starts `gateway.worker.concurrency` workers that run until `shutdown` is triggered. A worker busy
-    /// with a message finishes it (the provider call is bounded by `send_timeout_ms`) before it stops.
+    /// Starts `gateway.worker.concurrency` supervised workers that run until `shutdown` is triggered. A
+    /// worker busy with a message finishes it (the provider call is bounded by `send_timeout_ms`) before it
+    /// stops; a worker that panics is logged, counted and started again.
     pub fn spawn_workers(&self, shutdown: Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
         (0..self.inner.settings.worker.concurrency)
             .map(|index| {
                 let delivery = self.clone();
                 let shutdown = shutdown.clone();
-                let owner = format!("worker-{index}-{}", uuid::Uuid::new_v4().simple());
-                tokio::spawn(async move { delivery.work(owner, shutdown).await })
+                tokio::spawn(async move { delivery.supervise(index, shutdown).await })
             })
             .collect()
+    }
+
+    /// Runs worker `index` in its own task and starts a new one when it panics. The message it died on
+    /// keeps its lease until the lease runs out, then any worker takes it again, as after a crash.
+    async fn supervise(self, index: usize, shutdown: Shutdown) {
+        loop {
+            let owner = format!("worker-{index}-{}", uuid::Uuid::new_v4().simple());
+            let worker = tokio::spawn(self.clone().work(owner, shutdown.clone()));
+            match worker.await {
+                Ok(()) => return,
+                Err(error) if error.is_panic() => {
+                    // The panic hook has printed the panic itself; its text may hold message data.
+                    tracing::error!(
+                        worker = index,
+                        "delivery worker panicked; starting it again"
+                    );
+                    self.inner.metrics.worker_restarts.inc();
+                }
+                // Cancelled: the runtime is shutting down.
+                Err(_) => return,
+            }
+            // A worker that panics before it claims anything would otherwise spin.
+            let pause = Duration::from_millis(self.inner.settings.worker.poll_interval_ms);
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
     }
 
     async fn work(self, owner: String, shutdown: Shutdown) {

@@ -5,7 +5,9 @@ use crate::outbox::{self, MessageStatus, Transition};
 use chrono::Utc;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 use reclaim_common::Db;
 
 #[derive(Clone)]
@@ -19,6 +21,8 @@ pub struct GatewayMetrics {
     pub retries: IntCounterVec,
     /// Messages moved to their next fallback step, by channel left and channel taken.
     pub fallbacks: IntCounterVec,
+    /// Delivery workers started again after a panic.
+    pub worker_restarts: IntCounter,
 }
 
 impl GatewayMetrics {
@@ -52,7 +56,12 @@ impl GatewayMetrics {
             ),
             &["from", "to"],
         )?;
+        let worker_restarts = IntCounter::with_opts(Opts::new(
+            "reclaim_gateway_worker_restarts_total",
+            "Delivery workers started again after a panic",
+        ))?;
         registry.register(Box::new(messages.clone()))?;
+        registry.register(Box::new(worker_restarts.clone()))?;
         registry.register(Box::new(attempt_duration.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(fallbacks.clone()))?;
@@ -62,6 +71,7 @@ impl GatewayMetrics {
             attempt_duration,
             retries,
             fallbacks,
+            worker_restarts,
         })
     }
 
