@@ -7,6 +7,7 @@ mod gateway_bench;
 mod gateway_callbacks;
 mod gateway_crash;
 mod gateway_messages;
+mod gateway_retention;
 mod gateway_retries;
 mod gateway_smtp;
 mod gateway_twilio;

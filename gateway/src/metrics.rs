@@ -23,6 +23,8 @@ pub struct GatewayMetrics {
     pub fallbacks: IntCounterVec,
     /// Delivery workers started again after a panic.
     pub worker_restarts: IntCounter,
+    /// Rows deleted by the retention janitor, by kind (`messages`, `idempotency_records`).
+    pub retention_deleted: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -60,8 +62,16 @@ impl GatewayMetrics {
             "reclaim_gateway_worker_restarts_total",
             "Delivery workers started again after a panic",
         ))?;
+        let retention_deleted = IntCounterVec::new(
+            Opts::new(
+                "reclaim_gateway_retention_deleted_total",
+                "Rows deleted by the retention janitor, by kind",
+            ),
+            &["kind"],
+        )?;
         registry.register(Box::new(messages.clone()))?;
         registry.register(Box::new(worker_restarts.clone()))?;
+        registry.register(Box::new(retention_deleted.clone()))?;
         registry.register(Box::new(attempt_duration.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(fallbacks.clone()))?;
@@ -72,6 +82,7 @@ impl GatewayMetrics {
             retries,
             fallbacks,
             worker_restarts,
+            retention_deleted,
         })
     }
 

@@ -683,6 +683,34 @@ pub fn oldest_due(
         .optional()?)
 }
 
+/// Deletes messages that finished (or were sent) before `before`, with their attempts; returns how many
+/// messages. Live messages (`queued`, `sending`) are never deleted, however old.
+pub fn delete_finished(conn: &mut AnyConnection, before: NaiveDateTime) -> Result<usize, DbError> {
+    use gateway_messages::dsl as m;
+    let done: Vec<&str> = MessageStatus::FINISHED
+        .iter()
+        .chain([&MessageStatus::Sent])
+        .map(|s| s.as_str())
+        .collect();
+    write_transaction(conn, |conn| {
+        let old: Vec<String> = m::gateway_messages
+            .filter(m::status.eq_any(done.clone()))
+            .filter(m::updated_at.lt(before))
+            .select(m::id)
+            .load(conn)?;
+        // Bounded batches keep each statement under the backends' bind-parameter limits.
+        for ids in old.chunks(500) {
+            // Explicitly rather than by ON DELETE CASCADE, which SQLite applies only with foreign keys on.
+            diesel::delete(
+                gateway_attempts::table.filter(gateway_attempts::message_id.eq_any(ids)),
+            )
+            .execute(conn)?;
+            diesel::delete(m::gateway_messages.filter(m::id.eq_any(ids))).execute(conn)?;
+        }
+        Ok(old.len())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
