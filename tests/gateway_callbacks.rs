@@ -345,3 +345,43 @@ async fn a_delivered_report_that_arrives_before_the_worker_recorded_the_sid_mark
     assert_eq!(message["history"][0]["outcome"], "delivered");
     assert_eq!(twilio.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn a_late_report_about_an_earlier_attempt_is_recorded_on_it_and_moves_nothing() {
+    let (app, dir) = spawn().await;
+    let (id, first_sid) = sent_sms(&app, &dir).await;
+    let path = format!("/providers/twilio/status?message={id}");
+    let unreachable = form(&[
+        ("MessageSid", &first_sid),
+        ("MessageStatus", "undelivered"),
+        ("ErrorCode", "30003"),
+    ]);
+    let response = callback_at(
+        &app,
+        &path,
+        &unreachable,
+        Some(sign_at(&path, &unreachable)),
+    )
+    .await;
+    assert_eq!(response.status(), 204);
+    let retry_at = crate::gateway_messages::time(&get_message(&app, &id).await["next_attempt_at"]);
+    app.delivery.drain_at(retry_at).await.expect("drain");
+    let message = get_message(&app, &id).await;
+    assert_eq!(message["status"], "sent", "{message}");
+    let second_sid = message["provider_message_id"].clone();
+    assert_ne!(second_sid, first_sid.as_str());
+    // Twilio's verdict on the first SMS, late: a permanent code that would move a waiting message to voice.
+    let blocked = form(&[
+        ("MessageSid", &first_sid),
+        ("MessageStatus", "failed"),
+        ("ErrorCode", "30006"),
+    ]);
+    let response = callback_at(&app, &path, &blocked, Some(sign_at(&path, &blocked))).await;
+    assert_eq!(response.status(), 204);
+    let message = get_message(&app, &id).await;
+    assert_eq!(message["status"], "sent", "{message}");
+    assert_eq!(message["channel"], "sms");
+    assert_eq!(message["provider_message_id"], second_sid);
+    assert_eq!(message["history"][0]["error_code"], "30006");
+    assert_eq!(message["history"][1]["outcome"], "sent");
+}
