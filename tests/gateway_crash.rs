@@ -143,7 +143,7 @@ fn a_worker_killed_mid_run_loses_nothing_and_duplicates_only_what_was_in_flight(
                         template: "verification_code".into(),
                         locale: "en".into(),
                         data: r#"{"code":"123456"}"#.into(),
-                        status: "queued".into(),
+                        status: outbox::MessageStatus::Queued,
                         attempts: 0,
                         next_attempt_at: now,
                         expires_at: None,

@@ -342,6 +342,7 @@ async fn a_message_its_workers_keep_dying_on_fails_instead_of_looping() {
             .set((
                 m::status.eq("sending"),
                 m::attempts.eq(3),
+                m::unrecorded_claims.eq(3),
                 m::lease_owner.eq("dead-worker"),
                 m::lease_until.eq((Utc::now() - Duration::seconds(5)).naive_utc()),
             ))

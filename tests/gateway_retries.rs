@@ -1,10 +1,11 @@
-//! Gateway: the worker's handling of provider answers that the real providers in the other tests cannot be
-//! made to give on demand: `Retry-After` from a rate-limited HTTP API, and a provider that never answers.
-//! A fault-injecting provider stands in for the remote service; the outbox, worker and database are real.
+//! Gateway: the worker's handling of provider behaviour that no real provider or stand-in can be made to show
+//! on demand: a provider call that never returns (the worker's own `send_timeout_ms`, not the HTTP client's
+//! timeout) and a provider that panics (worker supervision). Test providers stand in for those; the outbox,
+//! worker and database are real. Retries, `Retry-After` and fallback through the real Twilio client are in
+//! `gateway_twilio_outbox.rs`.
 
-use crate::gateway_messages::{enqueue, get_message, spawn_gateway, time};
+use crate::gateway_messages::{enqueue, get_message, spawn_gateway};
 use crate::support::TestApp;
-use chrono::Duration as TimeDelta;
 use reclaim_gateway::channel::Channel;
 use reclaim_gateway::metrics::GatewayMetrics;
 use reclaim_gateway::providers::{Accepted, Outgoing, Provider, Providers, SendError};
@@ -12,36 +13,8 @@ use reclaim_gateway::templates::Templates;
 use reclaim_gateway::Delivery;
 use serde_json::json;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Answers like an HTTP API under rate limiting: 429 with `Retry-After` the first `refusals` times.
-struct RateLimited {
-    refusals: u32,
-    retry_after: Duration,
-    calls: AtomicU32,
-}
-
-#[async_trait::async_trait]
-impl Provider for RateLimited {
-    fn name(&self) -> &'static str {
-        "rate-limited"
-    }
-
-    async fn send(&self, _message: &Outgoing) -> Result<Accepted, SendError> {
-        if self.calls.fetch_add(1, Ordering::SeqCst) < self.refusals {
-            return Err(SendError::Transient {
-                code: Some("429".into()),
-                message: "too many requests".into(),
-                retry_after: Some(self.retry_after),
-            });
-        }
-        Ok(Accepted {
-            provider_message_id: Some("SM-test".into()),
-        })
-    }
-}
 
 /// Never answers.
 struct Silent;
@@ -57,18 +30,27 @@ impl Provider for Silent {
     }
 }
 
-fn delivery_with(app: &TestApp, channel: Channel, provider: Arc<dyn Provider>) -> Delivery {
+pub fn delivery_with(app: &TestApp, channel: Channel, provider: Arc<dyn Provider>) -> Delivery {
+    delivery_with_all(app, &[(channel, provider)], &prometheus::Registry::new())
+}
+
+/// The app's delivery pipeline with `overrides` in charge of their channels, its metrics on `registry`.
+pub fn delivery_with_all(
+    app: &TestApp,
+    overrides: &[(Channel, Arc<dyn Provider>)],
+    registry: &prometheus::Registry,
+) -> Delivery {
     let settings = &app.settings;
     let templates = Templates::load(
         Path::new(&settings.gateway.templates_dir),
         &settings.gateway.messages.default_locale,
     )
     .expect("templates");
-    let metrics =
-        GatewayMetrics::register(&prometheus::Registry::new(), app.db.clone()).expect("metrics");
-    let providers = Providers::from_settings(settings)
-        .expect("providers")
-        .with(channel, provider);
+    let metrics = GatewayMetrics::register(registry, app.db.clone()).expect("metrics");
+    let mut providers = Providers::from_settings(settings).expect("providers");
+    for (channel, provider) in overrides {
+        providers = providers.with(*channel, provider.clone());
+    }
     Delivery::new(
         app.db.clone(),
         Arc::new(templates),
@@ -76,50 +58,6 @@ fn delivery_with(app: &TestApp, channel: Channel, provider: Arc<dyn Provider>) -
         settings.gateway.clone(),
         metrics,
     )
-}
-
-#[tokio::test]
-async fn retry_after_is_honoured_even_when_it_exceeds_the_backoff() {
-    let (app, _dir) = spawn_gateway(|s| {
-        s.gateway.retry.base_ms = 1_000;
-        s.gateway.retry.max_ms = 2_000;
-    })
-    .await;
-    let provider = Arc::new(RateLimited {
-        refusals: 2,
-        retry_after: Duration::from_secs(30),
-        calls: AtomicU32::new(0),
-    });
-    let delivery = delivery_with(&app, Channel::Sms, provider.clone());
-    let id = enqueue(
-        &app,
-        &json!({"channel": "sms", "to": "+14155550100", "template": "recovery_code", "data": {"code": "1"}}),
-    )
-    .await;
-    let mut clock = chrono::Utc::now();
-    for retry in 0..2 {
-        delivery.drain_at(clock).await.expect("drain");
-        let message = get_message(&app, &id).await;
-        assert_eq!(message["status"], "queued", "{message}");
-        let attempt = &message["history"][retry];
-        assert_eq!(attempt["error_code"], "429");
-        let wait = time(&message["next_attempt_at"]) - time(&attempt["started_at"]);
-        // The jitter ceiling (2 s) is below Retry-After (30 s), so Retry-After is the wait.
-        assert_eq!(wait, TimeDelta::seconds(30));
-        // Nothing is due before the provider's time.
-        assert_eq!(
-            delivery
-                .drain_at(clock + TimeDelta::seconds(29))
-                .await
-                .expect("drain"),
-            0
-        );
-        clock = time(&message["next_attempt_at"]);
-    }
-    delivery.drain_at(clock).await.expect("drain");
-    let message = get_message(&app, &id).await;
-    assert_eq!(message["status"], "sent", "{message}");
-    assert_eq!(provider.calls.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
@@ -138,58 +76,86 @@ async fn a_provider_that_never_answers_times_out_as_a_transient_failure() {
     assert_eq!(message["history"][0]["provider"], "silent");
 }
 
-/// Refuses every message the way Twilio refuses a number that cannot receive SMS.
-struct NotAMobile;
+/// Panics on every message. No real provider or stand-in can be made to panic, so a test provider does.
+struct Panicking;
 
 #[async_trait::async_trait]
-impl Provider for NotAMobile {
+impl Provider for Panicking {
     fn name(&self) -> &'static str {
-        "not-a-mobile"
+        "panicking"
     }
 
     async fn send(&self, _message: &Outgoing) -> Result<Accepted, SendError> {
-        Err(SendError::Permanent {
-            code: Some("21614".into()),
-            message: "'To' number is not a valid mobile number".into(),
+        panic!("a provider bug");
+    }
+}
+
+/// Accepts every message and tells the test which one it was handed.
+struct Announcing(tokio::sync::mpsc::UnboundedSender<String>);
+
+#[async_trait::async_trait]
+impl Provider for Announcing {
+    fn name(&self) -> &'static str {
+        "announcing"
+    }
+
+    async fn send(&self, message: &Outgoing) -> Result<Accepted, SendError> {
+        let _ = self.0.send(message.message_id.to_string());
+        Ok(Accepted {
+            provider_message_id: None,
         })
     }
 }
 
 #[tokio::test]
-async fn a_permanent_sms_failure_falls_back_to_a_voice_call_by_default() {
-    let (app, dir) = spawn_gateway(|_| {}).await;
-    let delivery = delivery_with(&app, Channel::Sms, Arc::new(NotAMobile));
-    let id = enqueue(
+async fn a_worker_that_panics_is_counted_and_restarted_and_delivers_the_next_message() {
+    let (app, _dir) = spawn_gateway(|s| {
+        s.gateway.worker.concurrency = 1;
+        s.gateway.worker.poll_interval_ms = 20;
+    })
+    .await;
+    let (sent, mut announced) = tokio::sync::mpsc::unbounded_channel();
+    let registry = prometheus::Registry::new();
+    let delivery = delivery_with_all(
         &app,
-        &json!({"channel": "sms", "to": "+14155550100", "template": "verification_code", "data": {"code": "8812"}}),
+        &[
+            (Channel::Sms, Arc::new(Panicking)),
+            (Channel::Email, Arc::new(Announcing(sent))),
+        ],
+        &registry,
+    );
+    // Claimed in this order: the only worker dies on the first.
+    let doomed = enqueue(
+        &app,
+        &json!({"channel": "sms", "to": "+14155550100", "template": "recovery_code", "data": {"code": "1"}}),
     )
     .await;
-    delivery.drain().await.expect("drain");
-    let message = get_message(&app, &id).await;
-    assert_eq!(message["status"], "sent", "{message}");
-    assert_eq!(message["channel"], "voice");
-    let history = message["history"].as_array().expect("history");
-    assert_eq!(history.len(), 2);
-    assert_eq!(history[0]["outcome"], "permanent");
-    assert_eq!(history[0]["error_code"], "21614");
-    assert_eq!(history[1]["channel"], "voice");
-    assert_eq!(history[1]["outcome"], "sent");
-    let calls = crate::gateway_messages::delivered(dir.path());
-    assert_eq!(calls.len(), 1);
-    assert_eq!(calls[0]["content"]["digits"], "8812");
-}
-
-#[tokio::test]
-async fn an_empty_fallback_list_turns_the_configured_chain_off() {
-    let (app, dir) = spawn_gateway(|_| {}).await;
-    let delivery = delivery_with(&app, Channel::Sms, Arc::new(NotAMobile));
-    let id = enqueue(
+    let next = enqueue(
         &app,
-        &json!({"channel": "sms", "to": "+14155550100", "template": "verification_code", "data": {"code": "8812"}, "fallback": []}),
+        &json!({"channel": "email", "to": "someone@example.com", "template": "recovery_code", "data": {"code": "2"}}),
     )
     .await;
-    delivery.drain().await.expect("drain");
-    let message = get_message(&app, &id).await;
-    assert_eq!(message["status"], "failed", "{message}");
-    assert!(crate::gateway_messages::delivered(dir.path()).is_empty());
+    let shutdown = reclaim_common::shutdown::Shutdown::default();
+    let workers = delivery.spawn_workers(shutdown.clone());
+    let delivered = tokio::time::timeout(Duration::from_secs(20), announced.recv())
+        .await
+        .expect("the restarted worker delivers the next message")
+        .expect("an announcement");
+    assert_eq!(delivered, next);
+    shutdown.trigger();
+    for worker in workers {
+        worker.await.expect("the supervisor itself never panics");
+    }
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .expect("metrics text");
+    let restarts = text
+        .lines()
+        .find_map(|line| line.strip_prefix("reclaim_gateway_worker_restarts_total "))
+        .unwrap_or("missing");
+    assert_eq!(restarts, "1", "{text}");
+    // The message the worker died on keeps its lease until it runs out, like after a crash.
+    let message = get_message(&app, &doomed).await;
+    assert_eq!(message["status"], "sending", "{message}");
+    assert_eq!(message["attempts"], 1);
 }

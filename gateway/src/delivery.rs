@@ -1,15 +1,20 @@
 //! The delivery worker: claim a due message with a lease, render it, hand it to its channel's provider, then
 //! record the outcome (sent, retry later, fall back, fail, expire). The claim is committed before the
-//! provider call and the outcome written after it: no transaction spans the network.
+//! provider call and the outcome written after it: no transaction spans the network. Also here: what a
+//! failure leads to ([`after_failure`]), used for the worker's own attempts and for providers' reports.
 
 use crate::channel::Channel;
 use crate::metrics::GatewayMetrics;
-use crate::outbox::{self, status, AttemptRow, MessageRow, Transition};
+use crate::outbox::{
+    self, AttemptOutcome, AttemptRow, MessageRow, MessageStatus, ProviderReport, Recorded,
+    ReportOutcome, Transition,
+};
+use crate::providers::classify::ErrorClass;
 use crate::providers::{Outgoing, Providers, SendError};
 use crate::retry::{self, Next};
 use crate::templates::Templates;
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
-use reclaim_common::settings::GatewaySettings;
+use reclaim_common::settings::{GatewaySettings, RetrySettings};
 use reclaim_common::shutdown::Shutdown;
 use reclaim_common::Db;
 use std::sync::Arc;
@@ -65,17 +70,45 @@ impl Delivery {
         Ok(attempts)
     }
 
-    /// Starts `gateway.worker.concurrency` workers that run until `shutdown` is triggered. A worker busy
-    /// with a message finishes it (the provider call is bounded by `send_timeout_ms`) before it stops.
+    /// Starts `gateway.worker.concurrency` supervised workers that run until `shutdown` is triggered. A
+    /// worker busy with a message finishes it (the provider call is bounded by `send_timeout_ms`) before it
+    /// stops; a worker that panics is logged, counted and started again.
     pub fn spawn_workers(&self, shutdown: Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
         (0..self.inner.settings.worker.concurrency)
             .map(|index| {
                 let delivery = self.clone();
                 let shutdown = shutdown.clone();
-                let owner = format!("worker-{index}-{}", uuid::Uuid::new_v4().simple());
-                tokio::spawn(async move { delivery.work(owner, shutdown).await })
+                tokio::spawn(async move { delivery.supervise(index, shutdown).await })
             })
             .collect()
+    }
+
+    /// Runs worker `index` in its own task and starts a new one when it panics. The message it died on
+    /// keeps its lease until the lease runs out, then any worker takes it again, as after a crash.
+    async fn supervise(self, index: usize, shutdown: Shutdown) {
+        loop {
+            let owner = format!("worker-{index}-{}", uuid::Uuid::new_v4().simple());
+            let worker = tokio::spawn(self.clone().work(owner, shutdown.clone()));
+            match worker.await {
+                Ok(()) => return,
+                Err(error) if error.is_panic() => {
+                    // The panic hook has printed the panic itself; its text may hold message data.
+                    tracing::error!(
+                        worker = index,
+                        "delivery worker panicked; starting it again"
+                    );
+                    self.inner.metrics.worker_restarts.inc();
+                }
+                // Cancelled: the runtime is shutting down.
+                Err(_) => return,
+            }
+            // A worker that panics before it claims anything would otherwise spin.
+            let pause = Duration::from_millis(self.inner.settings.worker.poll_interval_ms);
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
     }
 
     async fn work(self, owner: String, shutdown: Shutdown) {
@@ -129,6 +162,10 @@ impl Delivery {
         let channel = Channel::parse(&message.channel)
             .ok_or_else(|| anyhow::anyhow!("unknown channel {}", message.channel))?;
         let attempt_number = u32::try_from(message.attempts).unwrap_or(0);
+        // This attempt's place in its step's retry budget.
+        let step_attempt = u32::try_from(message.step_attempts)
+            .unwrap_or(0)
+            .saturating_add(1);
         if message.expires_at.is_some_and(|expiry| expiry <= now) {
             inner
                 .metrics
@@ -136,19 +173,20 @@ impl Delivery {
                 .with_label_values(&[channel.as_str(), "none", "expired"])
                 .inc();
             let transition = Transition::Final {
-                status: status::EXPIRED,
+                status: MessageStatus::Expired,
                 error: "expired before it could be sent".into(),
             };
             self.record(owner, None, &message, transition, now).await?;
             return Ok(());
         }
-        // Each claim counts as an attempt. More claims than the retry budget means earlier claims never
-        // recorded an outcome: the worker died on this message each time. Stop instead of crashing forever.
-        if attempt_number > inner.settings.retry.max_attempts {
+        // Claims that never recorded an outcome mean the worker died on this message each time (attempts
+        // with an outcome reset the count). Stop instead of crashing forever.
+        let unrecorded = u32::try_from(message.unrecorded_claims).unwrap_or(0);
+        if unrecorded > inner.settings.retry.max_attempts {
             let transition = Transition::Final {
-                status: status::FAILED,
+                status: MessageStatus::Failed,
                 error: format!(
-                    "claimed {attempt_number} times without an outcome (a worker stopped on it each time)"
+                    "claimed {unrecorded} times without an outcome (a worker stopped on it each time)"
                 ),
             };
             self.record(owner, None, &message, transition, now).await?;
@@ -167,18 +205,21 @@ impl Delivery {
                 Err(error) => {
                     // The template changed since the message was accepted; no retry can fix that.
                     let transition = Transition::Final {
-                        status: status::FAILED,
+                        status: MessageStatus::Failed,
                         error: format!("cannot render: {}: {}", error.field, error.message),
                     };
                     self.record(owner, None, &message, transition, now).await?;
                     return Ok(());
                 }
             };
+        // Our id in the URL (covered by the provider's signature) finds the message even when the report
+        // comes before we have recorded the provider's id for it.
         let status_callback = (!inner.settings.public_url.is_empty() && channel != Channel::Email)
             .then(|| {
                 format!(
-                    "{}/providers/twilio/status",
-                    inner.settings.public_url.trim_end_matches('/')
+                    "{}/providers/twilio/status?message={}",
+                    inner.settings.public_url.trim_end_matches('/'),
+                    message.id
                 )
             });
         let outgoing = Outgoing {
@@ -212,7 +253,7 @@ impl Delivery {
             number: message.attempts,
             channel: channel.as_str().into(),
             provider: provider.name().into(),
-            outcome: "sent".into(),
+            outcome: AttemptOutcome::Sent,
             error_code: None,
             error_message: None,
             provider_message_id: None,
@@ -233,93 +274,57 @@ impl Delivery {
                 message: error,
                 retry_after,
             }) => {
+                tracing::info!(provider = provider.name(), error = %error, "transient failure");
                 attempt.outcome = if code.as_deref() == Some("timeout") {
-                    "timeout".into()
+                    AttemptOutcome::Timeout
                 } else {
-                    "transient".into()
+                    AttemptOutcome::Transient
                 };
                 attempt.error_code = code;
                 attempt.error_message = Some(error.clone());
-                let jitter = retry::jittered(
-                    &inner.settings.retry,
-                    attempt_number,
-                    &mut rand::thread_rng(),
-                );
-                match retry::after_transient_failure(
-                    &inner.settings.retry,
-                    attempt_number,
-                    jitter,
+                let failure = Failure {
+                    class: ErrorClass::Transient,
                     retry_after,
-                    now,
-                    message.expires_at,
-                ) {
-                    Next::RetryAt(at) => {
-                        tracing::info!(provider = provider.name(), error = %error, "transient failure, retry scheduled");
-                        inner
-                            .metrics
-                            .retries
-                            .with_label_values(&[channel.as_str()])
-                            .inc();
-                        Transition::Retry { at, error }
-                    }
-                    Next::Expired => Transition::Final {
-                        status: status::EXPIRED,
-                        error: format!(
-                            "{error}; the next retry would come after the message expires"
-                        ),
-                    },
-                    Next::Exhausted => self.fall_back_or_fail(
-                        &message,
-                        channel,
-                        format!("{error}; attempts exhausted"),
-                    ),
-                }
+                    error,
+                    final_status: MessageStatus::Failed,
+                };
+                after_failure(&inner.settings.retry, &message, step_attempt, failure, now)
             }
             Err(SendError::Permanent {
                 code,
                 message: error,
             }) => {
                 tracing::info!(provider = provider.name(), error = %error, "permanent failure");
-                attempt.outcome = "permanent".into();
+                attempt.outcome = AttemptOutcome::Permanent;
                 attempt.error_code = code;
                 attempt.error_message = Some(error.clone());
-                self.fall_back_or_fail(&message, channel, error)
+                let failure = Failure {
+                    class: ErrorClass::Permanent,
+                    retry_after: None,
+                    error,
+                    final_status: MessageStatus::Failed,
+                };
+                after_failure(&inner.settings.retry, &message, step_attempt, failure, now)
             }
         };
         inner
             .metrics
             .messages
-            .with_label_values(&[channel.as_str(), provider.name(), &attempt.outcome])
+            .with_label_values(&[channel.as_str(), provider.name(), attempt.outcome.as_str()])
             .inc();
-        self.record(owner, Some(attempt), &message, transition, now)
-            .await
-    }
-
-    fn fall_back_or_fail(
-        &self,
-        message: &MessageRow,
-        channel: Channel,
-        error: String,
-    ) -> Transition {
-        match message.next_fallback() {
-            Some(step) => {
-                self.inner
-                    .metrics
-                    .fallbacks
-                    .with_label_values(&[channel.as_str(), step.channel.as_str()])
-                    .inc();
-                tracing::info!(fallback.channel = %step.channel, "falling back");
-                Transition::Fallback {
-                    step,
-                    position: message.fallback_position + 1,
-                    error,
-                }
-            }
-            None => Transition::Final {
-                status: status::FAILED,
-                error,
-            },
+        inner
+            .metrics
+            .count_transition(channel.as_str(), &transition);
+        if let Recorded::Done {
+            early_report: Some(report),
+        } = self
+            .record(owner, Some(attempt), &message, transition, now)
+            .await?
+        {
+            tracing::info!("applying the provider's report that came before the send was recorded");
+            apply_report(&inner.db, &inner.settings, &inner.metrics, report, now).await?;
         }
+        Ok(())
     }
 
     async fn record(
@@ -329,18 +334,111 @@ impl Delivery {
         message: &MessageRow,
         transition: Transition,
         now: NaiveDateTime,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Recorded> {
         let owner = owner.to_string();
         let id = message.id.clone();
-        let kept = self
+        let recorded = self
             .inner
             .db
             .run(move |conn| outbox::record(conn, &owner, attempt, &id, transition, now))
             .await?;
-        if !kept {
+        if recorded == Recorded::LeaseLost {
             // Our lease ran out and another worker took the message over; its attempt counts, not ours.
             tracing::warn!("lease lost before the outcome was recorded");
         }
-        Ok(())
+        Ok(recorded)
     }
+}
+
+/// A failed attempt, or a provider's report that an accepted one was not delivered.
+pub struct Failure {
+    pub class: ErrorClass,
+    /// The provider's `Retry-After`, a floor for the backoff.
+    pub retry_after: Option<Duration>,
+    pub error: String,
+    /// Where the message ends when neither a retry nor a fallback step is left.
+    pub final_status: MessageStatus,
+}
+
+/// What a failure on the message's current step leads to. Transient: a retry of the step after a jittered
+/// backoff (never before `Retry-After`, never after the expiry), until the step has had `max_attempts`
+/// attempts (`step_attempts`, this one included). Permanent, or the step's budget spent: the next fallback
+/// step, else `final_status`.
+pub fn after_failure(
+    settings: &RetrySettings,
+    message: &MessageRow,
+    step_attempts: u32,
+    failure: Failure,
+    now: NaiveDateTime,
+) -> Transition {
+    let Failure {
+        class,
+        retry_after,
+        error,
+        final_status,
+    } = failure;
+    if class == ErrorClass::Permanent {
+        return message.fall_back_or(final_status, error);
+    }
+    let jitter = retry::jittered(settings, step_attempts, &mut rand::thread_rng());
+    match retry::after_transient_failure(
+        settings,
+        step_attempts,
+        jitter,
+        retry_after,
+        now,
+        message.expires_at,
+    ) {
+        Next::RetryAt(at) => Transition::Retry { at, error },
+        Next::Expired => Transition::Final {
+            status: MessageStatus::Expired,
+            error: format!("{error}; the next retry would come after the message expires"),
+        },
+        Next::Exhausted => {
+            message.fall_back_or(final_status, format!("{error}; attempts exhausted"))
+        }
+    }
+}
+
+/// Applies a provider's report on a sent message (a status callback, or one that came before the worker
+/// recorded the send): `delivered`; or undelivered, which is a failure of the message's current step.
+pub async fn apply_report(
+    db: &Db,
+    settings: &GatewaySettings,
+    metrics: &GatewayMetrics,
+    report: ProviderReport,
+    now: NaiveDateTime,
+) -> anyhow::Result<ReportOutcome> {
+    let retry = settings.retry.clone();
+    let error_code = report.error_code.clone();
+    let outcome = db
+        .run(move |conn| {
+            outbox::report_delivery(conn, &report, now, |message, transient| {
+                let failure = Failure {
+                    class: if transient {
+                        ErrorClass::Transient
+                    } else {
+                        ErrorClass::Permanent
+                    },
+                    retry_after: None,
+                    error: format!(
+                        "provider reported undelivered{}",
+                        error_code.map(|c| format!(" ({c})")).unwrap_or_default()
+                    ),
+                    final_status: MessageStatus::Undelivered,
+                };
+                // The undelivered attempt was counted when its send was recorded.
+                let attempts = u32::try_from(message.step_attempts).unwrap_or(0);
+                after_failure(&retry, message, attempts, failure, now)
+            })
+        })
+        .await?;
+    if let ReportOutcome::Moved {
+        message,
+        transition,
+    } = &outcome
+    {
+        metrics.count_transition(&message.channel, transition);
+    }
+    Ok(outcome)
 }

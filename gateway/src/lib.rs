@@ -1,8 +1,9 @@
 //! reclaim-gateway: delivery of one-time codes and notices by email, SMS and voice.
 //!
-//! What lives here: the outbox (`outbox`, `schema`), the delivery worker (`delivery`, `retry`), providers
-//! (`providers`), templates (`templates`), destination validation (`address`), the HTTP handlers
-//! (`routes`) and metrics (`metrics`). The service is built by [`Application::build`] and served by
+//! What lives here: the outbox (`outbox`, `schema`), the delivery worker (`delivery`, `retry`), the
+//! retention janitor (`retention`), providers (`providers`), templates (`templates`), destination validation
+//! (`address`), the HTTP handlers (`routes`) and metrics (`metrics`). The service is built by
+//! [`Application::build`] and served by
 //! [`Application::run_until_stopped`].
 
 pub mod address;
@@ -11,6 +12,7 @@ pub mod delivery;
 pub mod metrics;
 pub mod outbox;
 pub mod providers;
+pub mod retention;
 pub mod retry;
 mod routes;
 pub mod schema;

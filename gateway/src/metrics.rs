@@ -1,11 +1,13 @@
 //! The gateway's metrics, all in one struct registered on the service's registry. The outbox gauges are
 //! computed from the database when Prometheus scrapes (on the blocking pool: see `reclaim_common::metrics::expose`).
 
-use crate::outbox;
+use crate::outbox::{self, MessageStatus, Transition};
 use chrono::Utc;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 use reclaim_common::Db;
 
 #[derive(Clone)]
@@ -19,6 +21,10 @@ pub struct GatewayMetrics {
     pub retries: IntCounterVec,
     /// Messages moved to their next fallback step, by channel left and channel taken.
     pub fallbacks: IntCounterVec,
+    /// Delivery workers started again after a panic.
+    pub worker_restarts: IntCounter,
+    /// Rows deleted by the retention janitor, by kind (`messages`, `idempotency_records`).
+    pub retention_deleted: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -52,7 +58,20 @@ impl GatewayMetrics {
             ),
             &["from", "to"],
         )?;
+        let worker_restarts = IntCounter::with_opts(Opts::new(
+            "reclaim_gateway_worker_restarts_total",
+            "Delivery workers started again after a panic",
+        ))?;
+        let retention_deleted = IntCounterVec::new(
+            Opts::new(
+                "reclaim_gateway_retention_deleted_total",
+                "Rows deleted by the retention janitor, by kind",
+            ),
+            &["kind"],
+        )?;
         registry.register(Box::new(messages.clone()))?;
+        registry.register(Box::new(worker_restarts.clone()))?;
+        registry.register(Box::new(retention_deleted.clone()))?;
         registry.register(Box::new(attempt_duration.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(fallbacks.clone()))?;
@@ -62,7 +81,23 @@ impl GatewayMetrics {
             attempt_duration,
             retries,
             fallbacks,
+            worker_restarts,
+            retention_deleted,
         })
+    }
+
+    /// Counts a retry or a fallback of a message that was on channel `from`.
+    pub fn count_transition(&self, from: &str, transition: &Transition) {
+        match transition {
+            Transition::Retry { .. } => self.retries.with_label_values(&[from]).inc(),
+            Transition::Fallback { step, .. } => {
+                tracing::info!(fallback.channel = %step.channel, "falling back");
+                self.fallbacks
+                    .with_label_values(&[from, step.channel.as_str()])
+                    .inc()
+            }
+            _ => {}
+        }
     }
 }
 
@@ -92,12 +127,12 @@ impl OutboxCollector {
     fn refresh(&self) -> Result<(), reclaim_common::db::DbError> {
         let mut conn = self.db.get()?;
         let counts = outbox::count_by_status(&mut conn)?;
-        for status in outbox::status::ALL {
+        for status in MessageStatus::ALL {
             let count = counts
                 .iter()
-                .find(|(s, _)| s == status)
+                .find(|(s, _)| s == status.as_str())
                 .map_or(0, |(_, c)| *c);
-            self.outbox.with_label_values(&[status]).set(count);
+            self.outbox.with_label_values(&[status.as_str()]).set(count);
         }
         let now = Utc::now().naive_utc();
         let age = outbox::oldest_due(&mut conn, now)?.map_or(0.0, |due| {

@@ -9,27 +9,133 @@ use diesel::prelude::*;
 use reclaim_common::db::{write_transaction, AnyConnection, DbError};
 use serde::{Deserialize, Serialize};
 
-/// Message states; `queued` and `sending` are the live ones.
-pub mod status {
-    pub const QUEUED: &str = "queued";
-    pub const SENDING: &str = "sending";
-    pub const SENT: &str = "sent";
-    pub const DELIVERED: &str = "delivered";
-    pub const UNDELIVERED: &str = "undelivered";
-    pub const FAILED: &str = "failed";
-    pub const EXPIRED: &str = "expired";
-    pub const CANCELED: &str = "canceled";
-    pub const ALL: [&str; 8] = [
-        QUEUED,
-        SENDING,
-        SENT,
-        DELIVERED,
-        UNDELIVERED,
-        FAILED,
-        EXPIRED,
-        CANCELED,
-    ];
+/// Where a message is in its life. Stored as [`MessageStatus::as_str`]; `queued` and `sending` are the live
+/// states, `sent` waits for the provider's report, the rest are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    Queued,
+    Sending,
+    Sent,
+    Delivered,
+    Undelivered,
+    Failed,
+    Expired,
+    Canceled,
 }
+
+impl MessageStatus {
+    pub const ALL: [MessageStatus; 8] = [
+        Self::Queued,
+        Self::Sending,
+        Self::Sent,
+        Self::Delivered,
+        Self::Undelivered,
+        Self::Failed,
+        Self::Expired,
+        Self::Canceled,
+    ];
+
+    /// States a message never leaves (on its own); `sent` is not one: a report may still move it.
+    pub const FINISHED: [MessageStatus; 5] = [
+        Self::Delivered,
+        Self::Undelivered,
+        Self::Failed,
+        Self::Expired,
+        Self::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sending => "sending",
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Undelivered => "undelivered",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+/// How one attempt went. Stored as [`AttemptOutcome::as_str`]; `delivered` and `undelivered` replace `sent`
+/// when the provider reports on the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Sent,
+    Transient,
+    Permanent,
+    Timeout,
+    Delivered,
+    Undelivered,
+}
+
+impl AttemptOutcome {
+    pub const ALL: [AttemptOutcome; 6] = [
+        Self::Sent,
+        Self::Transient,
+        Self::Permanent,
+        Self::Timeout,
+        Self::Delivered,
+        Self::Undelivered,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Transient => "transient",
+            Self::Permanent => "permanent",
+            Self::Timeout => "timeout",
+            Self::Delivered => "delivered",
+            Self::Undelivered => "undelivered",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+}
+
+/// A name in the outbox that no enum variant has: a row written by a newer version, or edited by hand.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown {kind} `{name}` in the outbox")]
+pub struct UnknownName {
+    kind: &'static str,
+    name: String,
+}
+
+macro_rules! stored_as_text {
+    ($type:ty, $kind:literal) => {
+        impl TryFrom<String> for $type {
+            type Error = UnknownName;
+
+            fn try_from(name: String) -> Result<Self, UnknownName> {
+                Self::parse(&name).ok_or(UnknownName { kind: $kind, name })
+            }
+        }
+
+        impl From<$type> for String {
+            fn from(value: $type) -> String {
+                value.as_str().to_string()
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+stored_as_text!(MessageStatus, "message status");
+stored_as_text!(AttemptOutcome, "attempt outcome");
 
 /// One step of a fallback chain: the channel to try next, and the address when it is not the current one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +153,9 @@ pub struct MessageRow {
     pub template: String,
     pub locale: String,
     pub data: String,
-    pub status: String,
+    #[diesel(deserialize_as = String)]
+    pub status: MessageStatus,
+    /// Claims so far, all steps together (attempt rows are numbered by it).
     pub attempts: i32,
     pub next_attempt_at: NaiveDateTime,
     pub lease_owner: Option<String>,
@@ -61,6 +169,10 @@ pub struct MessageRow {
     pub idempotency_key: Option<String>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Attempts with an outcome on the current fallback step: the retry budget is per step.
+    pub step_attempts: i32,
+    /// Claims since the last recorded outcome: workers that died on this message.
+    pub unrecorded_claims: i32,
 }
 
 impl MessageRow {
@@ -74,6 +186,19 @@ impl MessageRow {
             .ok()
             .and_then(|i| self.fallback_steps().into_iter().nth(i))
     }
+
+    /// After a failure that retrying this step cannot fix: the next fallback step if the chain has one, else
+    /// the end with `status`. The only place a fallback step is chosen.
+    pub fn fall_back_or(&self, status: MessageStatus, error: String) -> Transition {
+        match self.next_fallback() {
+            Some(step) => Transition::Fallback {
+                step,
+                position: self.fallback_position + 1,
+                error,
+            },
+            None => Transition::Final { status, error },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -83,8 +208,8 @@ pub struct AttemptRow {
     pub number: i32,
     pub channel: String,
     pub provider: String,
-    /// `sent`, `transient`, `permanent`, `timeout`, later `delivered` / `undelivered` from callbacks.
-    pub outcome: String,
+    #[diesel(deserialize_as = String, serialize_as = String)]
+    pub outcome: AttemptOutcome,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub provider_message_id: Option<String>,
@@ -101,7 +226,8 @@ pub struct NewMessage {
     pub template: String,
     pub locale: String,
     pub data: String,
-    pub status: String,
+    #[diesel(serialize_as = String)]
+    pub status: MessageStatus,
     pub attempts: i32,
     pub next_attempt_at: NaiveDateTime,
     pub expires_at: Option<NaiveDateTime>,
@@ -163,9 +289,11 @@ pub fn claim(
         let due = m::gateway_messages
             .filter(
                 m::status
-                    .eq(status::QUEUED)
+                    .eq(MessageStatus::Queued.as_str())
                     .and(m::next_attempt_at.le(now))
-                    .or(m::status.eq(status::SENDING).and(m::lease_until.lt(now))),
+                    .or(m::status
+                        .eq(MessageStatus::Sending.as_str())
+                        .and(m::lease_until.lt(now))),
             )
             .order(m::next_attempt_at.asc())
             .select(m::id);
@@ -178,10 +306,15 @@ pub fn claim(
         let Some(id) = id else { return Ok(None) };
         diesel::update(m::gateway_messages.find(&id))
             .set((
-                m::status.eq(status::SENDING),
+                m::status.eq(MessageStatus::Sending.as_str()),
                 m::lease_owner.eq(owner),
                 m::lease_until.eq(now + lease),
                 m::attempts.eq(m::attempts + 1),
+                m::unrecorded_claims.eq(m::unrecorded_claims + 1),
+                // A report kept for an earlier claim whose worker died describes no attempt of this one.
+                m::early_report_sid.eq(None::<String>),
+                m::early_report_outcome.eq(None::<String>),
+                m::early_report_error_code.eq(None::<String>),
                 m::updated_at.eq(now),
             ))
             .execute(conn)?;
@@ -193,31 +326,104 @@ pub fn claim(
     })
 }
 
-/// Where a message goes after an attempt.
+/// Where a message goes after an attempt or a provider's report.
 #[derive(Debug, Clone)]
 pub enum Transition {
     Sent {
         provider: String,
         provider_message_id: Option<String>,
     },
+    /// The provider reported the message delivered.
+    Delivered,
     Retry {
         at: NaiveDateTime,
         error: String,
     },
+    /// Chosen by [`MessageRow::fall_back_or`] only.
     Fallback {
         step: FallbackStep,
         position: i32,
         error: String,
     },
-    /// `failed` or `expired`.
+    /// `failed`, `expired` or `undelivered`.
     Final {
-        status: &'static str,
+        status: MessageStatus,
         error: String,
     },
 }
 
-/// Records an attempt and moves the message on, if `owner` still holds its lease. Returns false when the
-/// lease was lost (another worker took the message over); nothing is written then.
+impl Transition {
+    /// The message's status once the transition is applied.
+    pub fn status(&self) -> MessageStatus {
+        match self {
+            Self::Sent { .. } => MessageStatus::Sent,
+            Self::Delivered => MessageStatus::Delivered,
+            Self::Retry { .. } | Self::Fallback { .. } => MessageStatus::Queued,
+            Self::Final { status, .. } => *status,
+        }
+    }
+}
+
+/// What the provider said about a sent message, later (a status callback).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderReport {
+    /// Our id, when the callback URL carries it; older callbacks have only the provider's id.
+    pub message_id: Option<String>,
+    pub provider_message_id: String,
+    pub outcome: ReportedOutcome,
+    pub error_code: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportedOutcome {
+    Delivered,
+    /// Not delivered; `retry` when the provider's error says a later try on the same step may work.
+    Undelivered {
+        retry: bool,
+    },
+}
+
+impl ReportedOutcome {
+    /// How an early report is kept on the message until the worker records the send.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Undelivered { retry: true } => "undelivered_transient",
+            Self::Undelivered { retry: false } => "undelivered_permanent",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        [
+            Self::Delivered,
+            Self::Undelivered { retry: true },
+            Self::Undelivered { retry: false },
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == name)
+    }
+
+    fn attempt_outcome(self) -> AttemptOutcome {
+        match self {
+            Self::Delivered => AttemptOutcome::Delivered,
+            Self::Undelivered { .. } => AttemptOutcome::Undelivered,
+        }
+    }
+}
+
+/// What [`record`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Our lease ran out and another worker took the message over; nothing was written.
+    LeaseLost,
+    /// Written. `early_report` is a provider's report on the send just recorded that arrived before it: the
+    /// caller applies it with [`report_delivery`].
+    Done {
+        early_report: Option<ProviderReport>,
+    },
+}
+
+/// Records an attempt and moves the message on, if `owner` still holds its lease.
 pub fn record(
     conn: &mut AnyConnection,
     owner: &str,
@@ -225,18 +431,66 @@ pub fn record(
     message_id: &str,
     transition: Transition,
     now: NaiveDateTime,
-) -> Result<bool, DbError> {
+) -> Result<Recorded, DbError> {
+    use gateway_messages::dsl as m;
     write_transaction(conn, |conn| {
         let updated = apply(conn, message_id, Some(owner), &transition, now)?;
         if updated == 0 {
-            return Ok(false);
+            return Ok(Recorded::LeaseLost);
         }
+        // The retry budget counts attempts on this step; a fallback starts the next step at zero.
+        let counted = attempt.is_some()
+            && matches!(
+                transition,
+                Transition::Sent { .. } | Transition::Retry { .. }
+            );
+        diesel::update(m::gateway_messages.find(message_id))
+            .set((
+                m::unrecorded_claims.eq(0),
+                m::step_attempts.eq(m::step_attempts + i32::from(counted)),
+            ))
+            .execute(conn)?;
         if let Some(attempt) = attempt {
             diesel::insert_into(gateway_attempts::table)
                 .values(attempt)
                 .execute(conn)?;
         }
-        Ok(true)
+        // Read after our update holds the row, so a report stored concurrently is seen here or sees `sent`.
+        let (sid, outcome, error_code): (Option<String>, Option<String>, Option<String>) =
+            m::gateway_messages
+                .find(message_id)
+                .select((
+                    m::early_report_sid,
+                    m::early_report_outcome,
+                    m::early_report_error_code,
+                ))
+                .first(conn)?;
+        if sid.is_some() {
+            diesel::update(m::gateway_messages.find(message_id))
+                .set((
+                    m::early_report_sid.eq(None::<String>),
+                    m::early_report_outcome.eq(None::<String>),
+                    m::early_report_error_code.eq(None::<String>),
+                ))
+                .execute(conn)?;
+        }
+        let sent_sid = match &transition {
+            Transition::Sent {
+                provider_message_id,
+                ..
+            } => provider_message_id.as_deref(),
+            _ => None,
+        };
+        let early_report = match (sid, outcome.as_deref().and_then(ReportedOutcome::parse)) {
+            (Some(sid), Some(outcome)) if sent_sid == Some(sid.as_str()) => Some(ProviderReport {
+                message_id: Some(message_id.to_string()),
+                provider_message_id: sid,
+                outcome,
+                error_code,
+            }),
+            _ => None,
+        };
+        Ok(Recorded::Done { early_report })
     })
 }
 
@@ -254,13 +508,14 @@ fn apply(
         m::lease_until.eq(None::<NaiveDateTime>),
         m::updated_at.eq(now),
     );
+    let status = transition.status().as_str();
     macro_rules! update {
         ($changes:expr) => {
             match owner {
                 Some(owner) => diesel::update(
                     target
                         .filter(m::lease_owner.eq(owner))
-                        .filter(m::status.eq(status::SENDING)),
+                        .filter(m::status.eq(MessageStatus::Sending.as_str())),
                 )
                 .set(($changes, no_lease))
                 .execute(conn)?,
@@ -275,12 +530,13 @@ fn apply(
             provider,
             provider_message_id,
         } => update!((
-            m::status.eq(status::SENT),
+            m::status.eq(status),
             m::provider.eq(provider),
             m::provider_message_id.eq(provider_message_id),
         )),
+        Transition::Delivered => update!(m::status.eq(status)),
         Transition::Retry { at, error } => update!((
-            m::status.eq(status::QUEUED),
+            m::status.eq(status),
             m::next_attempt_at.eq(at),
             m::last_error.eq(error),
         )),
@@ -289,87 +545,116 @@ fn apply(
             position,
             error,
         } => update!((
-            m::status.eq(status::QUEUED),
+            m::status.eq(status),
             m::next_attempt_at.eq(now),
             m::channel.eq(step.channel.as_str()),
             m::destination.eq(&step.to),
             m::fallback_position.eq(position),
+            m::step_attempts.eq(0),
             m::last_error.eq(error),
             m::provider_message_id.eq(None::<String>),
         )),
-        Transition::Final { status, error } => {
-            update!((m::status.eq(*status), m::last_error.eq(error)))
+        Transition::Final { error, .. } => {
+            update!((m::status.eq(status), m::last_error.eq(error)))
         }
     })
 }
 
-/// A provider's later report on a sent message (status callback): `delivered`, or `undelivered` followed by
-/// the next fallback step when there is one. Returns the message's new status ([`UNCHANGED`] for a late or
-/// repeated report), or None if the message is unknown.
+/// What [`report_delivery`] did with a provider's report.
+#[derive(Debug, Clone)]
+pub enum ReportOutcome {
+    UnknownMessage,
+    /// The attempt it describes is still in flight: kept until the worker records the send.
+    KeptForTheWorker,
+    /// Recorded on its attempt; the message had moved on already (a late or repeated report, or one about an
+    /// earlier attempt).
+    Unchanged(MessageRow),
+    Moved {
+        message: MessageRow,
+        transition: Transition,
+    },
+}
+
+/// Applies a provider's report (status callback): records it on the attempt it describes and, when the
+/// message still waits for news of that attempt, moves it: `delivered`, or what `after_undelivered` chooses
+/// (a retry of the step, the next fallback step, or `undelivered`).
 pub fn report_delivery(
     conn: &mut AnyConnection,
-    provider_message_id: &str,
-    delivered: bool,
-    error_code: Option<&str>,
+    report: &ProviderReport,
     now: NaiveDateTime,
-) -> Result<Option<(MessageRow, &'static str)>, DbError> {
+    after_undelivered: impl FnOnce(&MessageRow, bool) -> Transition,
+) -> Result<ReportOutcome, DbError> {
     use gateway_messages::dsl as m;
+    let sid = report.provider_message_id.as_str();
     write_transaction(conn, |conn| {
-        let Some(message) = find_by_provider_message_id(conn, provider_message_id)? else {
-            return Ok(None);
+        let found = match &report.message_id {
+            Some(id) => find(conn, id)?.map(|(message, _)| message),
+            None => find_by_provider_message_id(conn, sid)?,
         };
-        let outcome = if delivered {
-            "delivered"
-        } else {
-            "undelivered"
+        let Some(mut message) = found else {
+            return Ok(ReportOutcome::UnknownMessage);
         };
-        diesel::update(
+        let outcome = report.outcome.attempt_outcome();
+        let known_attempt = diesel::update(
             gateway_attempts::table
                 .filter(gateway_attempts::message_id.eq(&message.id))
-                .filter(gateway_attempts::provider_message_id.eq(provider_message_id)),
+                .filter(gateway_attempts::provider_message_id.eq(sid)),
         )
         .set((
-            gateway_attempts::outcome.eq(outcome),
-            gateway_attempts::error_code.eq(error_code),
+            gateway_attempts::outcome.eq(outcome.as_str()),
+            gateway_attempts::error_code.eq(&report.error_code),
         ))
         .execute(conn)?;
-        // Reports may arrive late or twice; only a message still waiting for news changes.
-        if message.status != status::SENT {
-            return Ok(Some((message, UNCHANGED)));
-        }
-        let new_status = if delivered {
-            diesel::update(m::gateway_messages.find(&message.id))
-                .set((m::status.eq(status::DELIVERED), m::updated_at.eq(now)))
-                .execute(conn)?;
-            status::DELIVERED
-        } else {
-            let error = format!(
-                "provider reported undelivered{}",
-                error_code.map(|c| format!(" ({c})")).unwrap_or_default()
-            );
-            let transition = match message.next_fallback() {
-                Some(step) => Transition::Fallback {
-                    step,
-                    position: message.fallback_position + 1,
-                    error,
-                },
-                None => Transition::Final {
-                    status: status::UNDELIVERED,
-                    error,
-                },
-            };
-            apply(conn, &message.id, None, &transition, now)?;
-            match transition {
-                Transition::Fallback { .. } => status::QUEUED,
-                _ => status::UNDELIVERED,
+        if known_attempt == 0 && message.status == MessageStatus::Sending {
+            // The provider answered the worker, and reported, before the worker recorded the answer.
+            let kept = diesel::update(
+                m::gateway_messages
+                    .find(&message.id)
+                    .filter(m::status.eq(MessageStatus::Sending.as_str())),
+            )
+            .set((
+                m::early_report_sid.eq(sid),
+                m::early_report_outcome.eq(report.outcome.as_str()),
+                m::early_report_error_code.eq(&report.error_code),
+            ))
+            .execute(conn)?;
+            if kept == 1 {
+                return Ok(ReportOutcome::KeptForTheWorker);
             }
+            // The worker recorded in between: read what it wrote and go on as for a report after it.
+            match find(conn, &message.id)? {
+                Some((fresh, _)) => message = fresh,
+                None => return Ok(ReportOutcome::UnknownMessage),
+            }
+            diesel::update(
+                gateway_attempts::table
+                    .filter(gateway_attempts::message_id.eq(&message.id))
+                    .filter(gateway_attempts::provider_message_id.eq(sid)),
+            )
+            .set((
+                gateway_attempts::outcome.eq(outcome.as_str()),
+                gateway_attempts::error_code.eq(&report.error_code),
+            ))
+            .execute(conn)?;
+        }
+        // Reports may arrive late, twice, or about an earlier attempt; only news of the attempt the message
+        // waits on moves it.
+        if message.status != MessageStatus::Sent
+            || message.provider_message_id.as_deref() != Some(sid)
+        {
+            return Ok(ReportOutcome::Unchanged(message));
+        }
+        let transition = match report.outcome {
+            ReportedOutcome::Delivered => Transition::Delivered,
+            ReportedOutcome::Undelivered { retry } => after_undelivered(&message, retry),
         };
-        Ok(Some((message, new_status)))
+        apply(conn, &message.id, None, &transition, now)?;
+        Ok(ReportOutcome::Moved {
+            message,
+            transition,
+        })
     })
 }
-
-/// What [`report_delivery`] answers when the message had already moved on.
-pub const UNCHANGED: &str = "unchanged";
 
 /// Messages per status, for the `reclaim_gateway_outbox` gauge.
 pub fn count_by_status(conn: &mut AnyConnection) -> Result<Vec<(String, i64)>, DbError> {
@@ -387,9 +672,104 @@ pub fn oldest_due(
 ) -> Result<Option<NaiveDateTime>, DbError> {
     use gateway_messages::dsl as m;
     Ok(m::gateway_messages
-        .filter(m::status.eq(status::QUEUED).and(m::next_attempt_at.le(now)))
+        .filter(
+            m::status
+                .eq(MessageStatus::Queued.as_str())
+                .and(m::next_attempt_at.le(now)),
+        )
         .select(m::next_attempt_at)
         .order(m::next_attempt_at.asc())
         .first(conn)
         .optional()?)
+}
+
+/// Deletes messages that finished (or were sent) before `before`, with their attempts; returns how many
+/// messages. Live messages (`queued`, `sending`) are never deleted, however old.
+pub fn delete_finished(conn: &mut AnyConnection, before: NaiveDateTime) -> Result<usize, DbError> {
+    use gateway_messages::dsl as m;
+    let done: Vec<&str> = MessageStatus::FINISHED
+        .iter()
+        .chain([&MessageStatus::Sent])
+        .map(|s| s.as_str())
+        .collect();
+    write_transaction(conn, |conn| {
+        let old: Vec<String> = m::gateway_messages
+            .filter(m::status.eq_any(done.clone()))
+            .filter(m::updated_at.lt(before))
+            .select(m::id)
+            .load(conn)?;
+        // Bounded batches keep each statement under the backends' bind-parameter limits.
+        for ids in old.chunks(500) {
+            // Explicitly rather than by ON DELETE CASCADE, which SQLite applies only with foreign keys on.
+            diesel::delete(
+                gateway_attempts::table.filter(gateway_attempts::message_id.eq_any(ids)),
+            )
+            .execute(conn)?;
+            diesel::delete(m::gateway_messages.filter(m::id.eq_any(ids))).execute(conn)?;
+        }
+        Ok(old.len())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_outcomes_are_stored_under_their_existing_names() {
+        let statuses: Vec<String> = MessageStatus::ALL.into_iter().map(String::from).collect();
+        assert_eq!(
+            statuses,
+            [
+                "queued",
+                "sending",
+                "sent",
+                "delivered",
+                "undelivered",
+                "failed",
+                "expired",
+                "canceled"
+            ]
+        );
+        let outcomes: Vec<&str> = AttemptOutcome::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(
+            outcomes,
+            [
+                "sent",
+                "transient",
+                "permanent",
+                "timeout",
+                "delivered",
+                "undelivered"
+            ]
+        );
+        for status in MessageStatus::ALL {
+            assert_eq!(
+                MessageStatus::try_from(String::from(status)).ok(),
+                Some(status)
+            );
+        }
+        for outcome in AttemptOutcome::ALL {
+            assert_eq!(
+                AttemptOutcome::try_from(String::from(outcome)).ok(),
+                Some(outcome)
+            );
+        }
+        let unknown = MessageStatus::try_from("lost".to_string()).expect_err("unknown");
+        assert_eq!(
+            unknown.to_string(),
+            "unknown message status `lost` in the outbox"
+        );
+    }
+
+    #[test]
+    fn early_reports_are_kept_under_names_that_read_back() {
+        for outcome in [
+            ReportedOutcome::Delivered,
+            ReportedOutcome::Undelivered { retry: true },
+            ReportedOutcome::Undelivered { retry: false },
+        ] {
+            assert_eq!(ReportedOutcome::parse(outcome.as_str()), Some(outcome));
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! The gateway's tables (migrations `2026-11-22-0002NN_*`).
+//! The gateway's tables (migrations `2026-11-22-0002NN_*` and `2026-11-29-000501_delivery_steps`).
 
 diesel::table! {
     gateway_messages (id) {
@@ -22,6 +22,11 @@ diesel::table! {
         idempotency_key -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        step_attempts -> Integer,
+        unrecorded_claims -> Integer,
+        early_report_sid -> Nullable<Text>,
+        early_report_outcome -> Nullable<Text>,
+        early_report_error_code -> Nullable<Text>,
     }
 }
 

@@ -3,6 +3,7 @@
 use crate::delivery::Delivery;
 use crate::metrics::GatewayMetrics;
 use crate::providers::Providers;
+use crate::retention::Janitor;
 use crate::routes::{self, ApiState};
 use crate::templates::Templates;
 use actix_web::web;
@@ -44,11 +45,12 @@ impl Modify for BearerAuth {
 /// Which parts of the gateway this process runs, so API and delivery can be scaled apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunMode {
-    /// HTTP API and delivery workers (the default).
+    /// HTTP API, delivery workers and the retention janitor (the default).
     All,
     /// HTTP API only (`--no-worker`).
     ApiOnly,
-    /// Delivery workers only (`--worker-only`); health and metrics are still served.
+    /// Delivery workers and the retention janitor only (`--worker-only`); health and metrics are still
+    /// served.
     WorkerOnly,
 }
 
@@ -57,6 +59,7 @@ pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
     delivery: Delivery,
+    janitor: Janitor,
     mode: RunMode,
 }
 
@@ -86,6 +89,7 @@ impl Application {
             gateway.clone(),
             metrics.clone(),
         );
+        let janitor = Janitor::new(db.clone(), gateway.retention.clone(), metrics.clone());
         let state = web::Data::new(ApiState {
             settings: gateway.clone(),
             templates,
@@ -109,6 +113,7 @@ impl Application {
             port,
             server,
             delivery,
+            janitor,
             mode,
         })
     }
@@ -127,7 +132,11 @@ impl Application {
         let shutdown = Shutdown::default();
         let workers = match self.mode {
             RunMode::ApiOnly => Vec::new(),
-            RunMode::All | RunMode::WorkerOnly => self.delivery.spawn_workers(shutdown.clone()),
+            RunMode::All | RunMode::WorkerOnly => {
+                let mut tasks = self.delivery.spawn_workers(shutdown.clone());
+                tasks.push(self.janitor.spawn(shutdown.clone()));
+                tasks
+            }
         };
         let result = self.server.await;
         shutdown.trigger();

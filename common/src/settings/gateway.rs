@@ -18,6 +18,7 @@ pub struct GatewaySettings {
     pub messages: MessageSettings,
     pub worker: WorkerSettings,
     pub retry: RetrySettings,
+    pub retention: RetentionSettings,
     pub channels: ChannelsSettings,
     pub smtp: SmtpSettings,
     pub file: FileProviderSettings,
@@ -35,6 +36,7 @@ impl Default for GatewaySettings {
             messages: MessageSettings::default(),
             worker: WorkerSettings::default(),
             retry: RetrySettings::default(),
+            retention: RetentionSettings::default(),
             channels: ChannelsSettings::default(),
             smtp: SmtpSettings::default(),
             file: FileProviderSettings::default(),
@@ -93,7 +95,9 @@ pub struct RetrySettings {
     /// `[0, min(max_ms, base_ms * 2^(n-1))]`, and at least what the provider asked for (`Retry-After`).
     pub base_ms: u64,
     pub max_ms: u64,
-    /// Attempts per message (all channels together) before it fails.
+    /// Attempts per fallback step (one channel and address) before the message moves to its next fallback
+    /// step, or fails. Also the number of claims without an outcome (workers that died on the message) after
+    /// which it fails.
     pub max_attempts: u32,
 }
 
@@ -103,6 +107,30 @@ impl Default for RetrySettings {
             base_ms: 1_000,
             max_ms: 300_000,
             max_attempts: 8,
+        }
+    }
+}
+
+/// What the retention janitor of `serve gateway` deletes, and how often it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Finished messages (sent, delivered, undelivered, failed, expired, canceled) are deleted, with their
+    /// attempts, this many days after their last change.
+    pub message_days: u32,
+    /// Idempotency records (remembered answers to retried requests) are deleted this many hours after the
+    /// first request.
+    pub idempotency_hours: u32,
+    /// How often the janitor runs.
+    pub interval_seconds: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            message_days: 30,
+            idempotency_hours: 24,
+            interval_seconds: 3_600,
         }
     }
 }
@@ -299,6 +327,25 @@ impl GatewaySettings {
                 "must be at least 1",
             ));
         }
+        let k = &self.retention;
+        if !(1..=3_650).contains(&k.message_days) {
+            problems.push(Problem::new(
+                "gateway.retention.message_days",
+                "must be between 1 and 3650",
+            ));
+        }
+        if !(1..=8_760).contains(&k.idempotency_hours) {
+            problems.push(Problem::new(
+                "gateway.retention.idempotency_hours",
+                "must be between 1 and 8760",
+            ));
+        }
+        if !(1..=86_400).contains(&k.interval_seconds) {
+            problems.push(Problem::new(
+                "gateway.retention.interval_seconds",
+                "must be between 1 and 86400",
+            ));
+        }
         for (name, channel) in [
             ("email", &self.channels.email),
             ("sms", &self.channels.sms),
@@ -447,5 +494,20 @@ mod tests {
             vec!["gateway.smtp.ca_file".to_string()]
         );
         assert!(problems(json!({"gateway": {"smtp": {"ca_file": "ca.pem"}}})).is_empty());
+    }
+
+    #[test]
+    fn retention_bounds_are_checked() {
+        assert_eq!(
+            problems(json!({"gateway": {"retention": {
+                "message_days": 0, "idempotency_hours": 9000, "interval_seconds": 0,
+            }}})),
+            vec![
+                "gateway.retention.message_days".to_string(),
+                "gateway.retention.idempotency_hours".to_string(),
+                "gateway.retention.interval_seconds".to_string(),
+            ]
+        );
+        assert!(problems(json!({"gateway": {"retention": {"message_days": 3650}}})).is_empty());
     }
 }

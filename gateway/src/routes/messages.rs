@@ -3,7 +3,7 @@
 use super::ApiState;
 use crate::address::Destination;
 use crate::channel::Channel;
-use crate::outbox::{self, status, AttemptRow, FallbackStep, MessageRow, NewMessage};
+use crate::outbox::{self, AttemptRow, FallbackStep, MessageRow, MessageStatus, NewMessage};
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -93,10 +93,10 @@ pub struct AttemptView {
 
 impl MessageView {
     fn new(message: &MessageRow, attempts: &[AttemptRow]) -> Self {
-        let live = message.status == status::QUEUED;
+        let live = message.status == MessageStatus::Queued;
         Self {
             id: message.id.clone(),
-            status: message.status.clone(),
+            status: message.status.as_str().into(),
             channel: message.channel.clone(),
             to: reclaim_common::secret::mask_address(&message.destination),
             template: message.template.clone(),
@@ -124,7 +124,7 @@ impl MessageView {
                     number: a.number,
                     channel: a.channel.clone(),
                     provider: a.provider.clone(),
-                    outcome: a.outcome.clone(),
+                    outcome: a.outcome.as_str().into(),
                     error_code: a.error_code.clone(),
                     error_message: a.error_message.clone(),
                     provider_message_id: a.provider_message_id.clone(),
@@ -387,7 +387,7 @@ fn validate(
         template: request.template,
         locale,
         data: data.to_string(),
-        status: status::QUEUED.into(),
+        status: MessageStatus::Queued,
         attempts: 0,
         next_attempt_at: now,
         expires_at,

@@ -1,9 +1,15 @@
-//! `POST /providers/twilio/status`: Twilio's status callbacks for messages and calls. The signature is
-//! checked over the raw form before anything is read from it; `delivered` / `completed` mark the message
-//! delivered, `undelivered` / `failed` / `busy` / `no-answer` / `canceled` move it to its next fallback.
+//! `POST /providers/twilio/status?message=<id>`: Twilio's status callbacks for messages and calls. The
+//! signature is checked over the URL (query included) and the raw form before anything is read from them.
+//! The message is found by our id in the URL (by the sid for callbacks without it), so a report that comes
+//! before the worker recorded the sid is kept and applied when it does. `delivered` / `completed` mark the
+//! message delivered; `undelivered` / `failed` / `busy` / `no-answer` / `canceled` are a failure of its
+//! current step, sorted by the `ErrorCode` with the same table as the REST API's errors: transient codes
+//! retry the step, permanent ones (and reports without a code) move to the next fallback step.
 
 use super::ApiState;
-use crate::outbox::{self, status};
+use crate::delivery;
+use crate::outbox::{ProviderReport, ReportOutcome, ReportedOutcome};
+use crate::providers::twilio::{classify_twilio_code, ErrorClass};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::Utc;
@@ -97,34 +103,53 @@ pub async fn receive_twilio_status(
         // queued, sending, sent, ringing, in-progress, ...: nothing final yet.
         _ => return Ok(HttpResponse::NoContent().finish()),
     };
-    let error_code = get("ErrorCode");
-    let outcome = db
-        .run(move |conn| {
-            outbox::report_delivery(
-                conn,
-                &sid,
-                delivered,
-                error_code.as_deref(),
-                Utc::now().naive_utc(),
-            )
-        })
-        .await
-        .map_err(anyhow::Error::new)?;
+    let error_code = get("ErrorCode").filter(|code| !code.is_empty());
+    let outcome = if delivered {
+        ReportedOutcome::Delivered
+    } else {
+        // Without a code (a busy line, an unanswered call) nothing says a retry would do better.
+        let class = error_code
+            .as_deref()
+            .and_then(|code| code.parse::<u32>().ok())
+            .map_or(ErrorClass::Permanent, classify_twilio_code);
+        ReportedOutcome::Undelivered {
+            retry: class == ErrorClass::Transient,
+        }
+    };
+    let message_id = request.uri().query().and_then(|query| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(name, _)| name == "message")
+            .map(|(_, id)| id.into_owned())
+    });
+    let report = ProviderReport {
+        message_id,
+        provider_message_id: sid,
+        outcome,
+        error_code,
+    };
+    let outcome = delivery::apply_report(
+        &db,
+        &state.settings,
+        &state.metrics,
+        report,
+        Utc::now().naive_utc(),
+    )
+    .await?;
     match outcome {
-        None => {
+        ReportOutcome::UnknownMessage => {
             tracing::info!(callback.status = %reported, "status callback for an unknown message")
         }
-        Some((message, new_status)) => {
-            tracing::info!(message.id = %message.id, callback.status = %reported, message.status = new_status, "status callback");
-            if new_status == status::QUEUED {
-                if let Some(step) = message.next_fallback() {
-                    state
-                        .metrics
-                        .fallbacks
-                        .with_label_values(&[&message.channel, step.channel.as_str()])
-                        .inc();
-                }
-            }
+        ReportOutcome::KeptForTheWorker => {
+            tracing::info!(callback.status = %reported, "status callback before the send was recorded; kept")
+        }
+        ReportOutcome::Unchanged(message) => {
+            tracing::info!(message.id = %message.id, callback.status = %reported, "status callback; message already moved on")
+        }
+        ReportOutcome::Moved {
+            message,
+            transition,
+        } => {
+            tracing::info!(message.id = %message.id, callback.status = %reported, message.status = %transition.status(), "status callback")
         }
     }
     Ok(HttpResponse::NoContent().finish())

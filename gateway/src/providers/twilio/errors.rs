@@ -25,11 +25,13 @@ pub fn classify_twilio_code(code: u32) -> ErrorClass {
         // Messages: number not SMS-capable, missing body/From/To, From not message-capable, trial
         // unverified number, opted out (STOP), cannot route From→To, not a mobile number, body too long.
         | 21601 | 21602 | 21603 | 21604 | 21606 | 21608 | 21610 | 21612 | 21614 | 21617
-        // Delivery receipts: unreachable handset, blocked, unknown handset, landline or unreachable
-        // carrier, filtered by the carrier.
-        | 30003 | 30004 | 30005 | 30006 | 30007 => ErrorClass::Permanent,
+        // Delivery receipts: blocked, unknown handset, landline or unreachable carrier, filtered by the
+        // carrier.
+        | 30004 | 30005 | 30006 | 30007 => ErrorClass::Permanent,
         // 20429 too many requests, 30001 queue overflow, 21611 From's queue full, 14107 SMS rate limit,
-        // 30008 unknown delivery error, 20500/20503 Twilio's own trouble, and every code not listed.
+        // 30003 unreachable handset (switched off or out of coverage: it may be back before the code
+        // expires), 30008 unknown delivery error, 20500/20503 Twilio's own trouble, and every code not
+        // listed.
         _ => ErrorClass::Transient,
     }
 }
@@ -150,7 +152,10 @@ mod tests {
         for code in [21211, 21408, 21610, 21612, 21614] {
             assert_eq!(classify_twilio_code(code), ErrorClass::Permanent, "{code}");
         }
-        for code in [20429, 30001, 30008, 20003, 20500, 12345, 0] {
+        for code in [30004, 30005, 30006, 30007] {
+            assert_eq!(classify_twilio_code(code), ErrorClass::Permanent, "{code}");
+        }
+        for code in [20429, 30001, 30003, 30008, 20003, 20500, 12345, 0] {
             assert_eq!(classify_twilio_code(code), ErrorClass::Transient, "{code}");
         }
     }
