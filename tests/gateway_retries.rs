@@ -75,6 +75,12 @@ fn delivery_with(app: &TestApp, channel: Channel, provider: Arc<dyn Provider>) -
         providers,
         settings.gateway.clone(),
         metrics,
+        reclaim_common::sealed::Keyring::from_settings(
+            "gateway.storage.keys",
+            &settings.gateway.storage.keys,
+            true,
+        )
+        .expect("keyring"),
     )
 }
 

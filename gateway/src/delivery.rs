@@ -9,6 +9,7 @@ use crate::providers::{Outgoing, Providers, SendError};
 use crate::retry::{self, Next};
 use crate::templates::Templates;
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
+use reclaim_common::sealed::Keyring;
 use reclaim_common::settings::GatewaySettings;
 use reclaim_common::shutdown::Shutdown;
 use reclaim_common::Db;
@@ -27,6 +28,7 @@ struct Inner {
     providers: Providers,
     settings: GatewaySettings,
     metrics: GatewayMetrics,
+    keyring: Keyring,
 }
 
 impl Delivery {
@@ -36,6 +38,7 @@ impl Delivery {
         providers: Providers,
         settings: GatewaySettings,
         metrics: GatewayMetrics,
+        keyring: Keyring,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -44,6 +47,7 @@ impl Delivery {
                 providers,
                 settings,
                 metrics,
+                keyring,
             }),
         }
     }
@@ -157,7 +161,18 @@ impl Delivery {
         let Some(provider) = inner.providers.for_channel(channel).cloned() else {
             anyhow::bail!("no provider for {channel}");
         };
-        let data: serde_json::Value = serde_json::from_str(&message.data)?;
+        let data: serde_json::Value = match message.open_data(&inner.keyring) {
+            Ok(text) => serde_json::from_str(&text)?,
+            Err(error) => {
+                // Sealed with a key that is no longer configured: no retry can open it.
+                let transition = Transition::Final {
+                    status: status::FAILED,
+                    error: format!("cannot open the message data: {error}"),
+                };
+                self.record(owner, None, &message, transition, now).await?;
+                return Ok(());
+            }
+        };
         let content =
             match inner
                 .templates

@@ -1,12 +1,17 @@
 //! The outbox: durable messages and their attempts, and the few storage steps the delivery worker takes
 //! (claim with a lease, record an outcome). Every function runs inside the caller's connection; none holds a
 //! transaction across a provider call.
+//!
+//! Message data (the template's variables: codes, links) is sealed with the gateway's keyring on insert
+//! ([`insert`]), opened by the worker ([`MessageRow::open_data`]) and wiped once the message is spent
+//! ([`MessageRow::data_is_spent`]), so a code or link is never readable from the database.
 
 use crate::channel::Channel;
 use crate::schema::{gateway_attempts, gateway_messages};
 use chrono::{NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
 use reclaim_common::db::{write_transaction, AnyConnection, DbError};
+use reclaim_common::sealed::{Keyring, OpenError};
 use serde::{Deserialize, Serialize};
 
 /// Message states; `queued` and `sending` are the live ones.
@@ -64,6 +69,37 @@ pub struct MessageRow {
 }
 
 impl MessageRow {
+    /// The template variables as JSON text, opened with any key of `keyring`.
+    pub fn open_data(&self, keyring: &Keyring) -> Result<String, OpenError> {
+        if self.data.starts_with('{') {
+            // Written before message data was sealed; `POST /admin/storage/reseal` seals such rows.
+            return Ok(self.data.clone());
+        }
+        if self.data.is_empty() {
+            return Err(OpenError::Malformed);
+        }
+        keyring.open_text(&data_context(&self.id), &self.data)
+    }
+
+    /// Whether the message can no longer be sent, so its data (codes, links) must go. A sent SMS or voice
+    /// message with a fallback step left keeps its data: an `undelivered` status callback may still send it
+    /// on the next channel. Email gets no such callback, so a sent email is spent at once.
+    pub fn data_is_spent(&self) -> bool {
+        match self.status.as_str() {
+            status::DELIVERED
+            | status::UNDELIVERED
+            | status::FAILED
+            | status::EXPIRED
+            | status::CANCELED => true,
+            status::SENT => {
+                let callbacks =
+                    Channel::parse(&self.channel).is_some_and(Channel::uses_phone_numbers);
+                !(callbacks && self.next_fallback().is_some())
+            }
+            _ => false,
+        }
+    }
+
     pub fn fallback_steps(&self) -> Vec<FallbackStep> {
         serde_json::from_str(&self.fallback).unwrap_or_default()
     }
@@ -112,11 +148,96 @@ pub struct NewMessage {
     pub updated_at: NaiveDateTime,
 }
 
-pub fn insert(conn: &mut AnyConnection, message: &NewMessage) -> Result<(), DbError> {
+/// The authenticated context of a message's sealed data: it opens only in its own row.
+fn data_context(message_id: &str) -> String {
+    format!("gateway_messages.data:{message_id}")
+}
+
+/// Inserts a message; its `data` (JSON text) is stored sealed with the newest key of `keyring`.
+pub fn insert(
+    conn: &mut AnyConnection,
+    message: &NewMessage,
+    keyring: &Keyring,
+) -> Result<(), DbError> {
+    let mut sealed = message.clone();
+    sealed.data = keyring.seal(&data_context(&message.id), message.data.as_bytes());
     diesel::insert_into(gateway_messages::table)
-        .values(message.clone())
+        .values(sealed)
         .execute(conn)?;
     Ok(())
+}
+
+/// Empties the data of a message that can no longer be sent (see [`MessageRow::data_is_spent`]). Runs in
+/// the transaction of every state change.
+fn wipe_spent_data(conn: &mut AnyConnection, message_id: &str) -> Result<(), DbError> {
+    use gateway_messages::dsl as m;
+    let Some(message) = m::gateway_messages
+        .find(message_id)
+        .select(MessageRow::as_select())
+        .first(conn)
+        .optional()?
+    else {
+        return Ok(());
+    };
+    if !message.data.is_empty() && message.data_is_spent() {
+        diesel::update(m::gateway_messages.find(message_id))
+            .set(m::data.eq(""))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// One batch of a re-seal: see [`reseal_batch`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ResealBatch {
+    pub resealed: usize,
+    /// Sealed with a key that is no longer configured, or altered; left as they are.
+    pub unreadable: usize,
+    /// The last message id looked at; `None` when the batch was empty (the scan is over).
+    pub last_id: Option<String>,
+}
+
+/// Re-seals with the newest key up to `limit` messages after `after` (by id) whose data another key sealed
+/// or that predate sealing. Call again with `last_id` until it is `None`.
+pub fn reseal_batch(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    after: &str,
+    limit: i64,
+) -> Result<ResealBatch, DbError> {
+    use gateway_messages::dsl as m;
+    // Key ids may hold `_`, a LIKE wildcard.
+    let current = format!("v1:{}:%", keyring.newest_id().replace('_', "\\_"));
+    write_transaction(conn, |conn| {
+        let rows: Vec<(String, String)> = m::gateway_messages
+            .filter(m::id.gt(after))
+            .filter(m::data.ne(""))
+            .filter(m::data.not_like(&current).escape('\\'))
+            .order(m::id.asc())
+            .limit(limit)
+            .select((m::id, m::data))
+            .load(conn)?;
+        let mut batch = ResealBatch::default();
+        for (id, data) in rows {
+            let context = data_context(&id);
+            let opened = if data.starts_with('{') {
+                Ok(data.clone())
+            } else {
+                keyring.open_text(&context, &data)
+            };
+            match opened {
+                Ok(plain) => {
+                    diesel::update(m::gateway_messages.find(&id))
+                        .set(m::data.eq(keyring.seal(&context, plain.as_bytes())))
+                        .execute(conn)?;
+                    batch.resealed += 1;
+                }
+                Err(_) => batch.unreadable += 1,
+            }
+            batch.last_id = Some(id);
+        }
+        Ok(batch)
+    })
 }
 
 pub fn find(
@@ -231,6 +352,7 @@ pub fn record(
         if updated == 0 {
             return Ok(false);
         }
+        wipe_spent_data(conn, message_id)?;
         if let Some(attempt) = attempt {
             diesel::insert_into(gateway_attempts::table)
                 .values(attempt)
@@ -364,6 +486,7 @@ pub fn report_delivery(
                 _ => status::UNDELIVERED,
             }
         };
+        wipe_spent_data(conn, &message.id)?;
         Ok(Some((message, new_status)))
     })
 }
@@ -392,4 +515,58 @@ pub fn oldest_due(
         .order(m::next_attempt_at.asc())
         .first(conn)
         .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(channel: &str, status: &str, fallback: &str, position: i32) -> MessageRow {
+        let now = chrono::Utc::now().naive_utc();
+        MessageRow {
+            id: "m".into(),
+            channel: channel.into(),
+            destination: "+14155550100".into(),
+            template: "t".into(),
+            locale: "en".into(),
+            data: "v1:k:x".into(),
+            status: status.into(),
+            attempts: 1,
+            next_attempt_at: now,
+            lease_owner: None,
+            lease_until: None,
+            expires_at: None,
+            provider: None,
+            provider_message_id: None,
+            last_error: None,
+            fallback: fallback.into(),
+            fallback_position: position,
+            idempotency_key: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn data_is_kept_while_a_send_may_still_happen() {
+        let voice = r#"[{"channel":"voice","to":"+14155550100"}]"#;
+        assert!(!row("sms", status::QUEUED, "[]", 0).data_is_spent());
+        assert!(!row("sms", status::SENDING, "[]", 0).data_is_spent());
+        // An undelivered report may still fall back to voice.
+        assert!(!row("sms", status::SENT, voice, 0).data_is_spent());
+        assert!(row("sms", status::SENT, voice, 1).data_is_spent());
+        assert!(row("sms", status::SENT, "[]", 0).data_is_spent());
+        // Email gets no delivery reports: nothing can fall back after it was sent.
+        let alternate = r#"[{"channel":"email","to":"b@example.com"}]"#;
+        assert!(row("email", status::SENT, alternate, 0).data_is_spent());
+        for final_status in [
+            status::DELIVERED,
+            status::UNDELIVERED,
+            status::FAILED,
+            status::EXPIRED,
+            status::CANCELED,
+        ] {
+            assert!(row("sms", final_status, voice, 0).data_is_spent());
+        }
+    }
 }

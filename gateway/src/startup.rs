@@ -7,6 +7,8 @@ use crate::routes::{self, ApiState};
 use crate::templates::Templates;
 use actix_web::web;
 use reclaim_common::http::{self, ServiceSpec};
+use reclaim_common::sealed::Keyring;
+use reclaim_common::settings::Environment;
 use reclaim_common::shutdown::Shutdown;
 use reclaim_common::{Db, Settings};
 use std::path::Path;
@@ -73,6 +75,11 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("gateway.templates_dir: {e}"))?,
         );
         let providers = Providers::from_settings(settings)?;
+        let keyring = Keyring::from_settings(
+            "gateway.storage.keys",
+            &gateway.storage.keys,
+            settings.environment != Environment::Production,
+        )?;
         let listener = http::bind(&gateway.listen).map_err(|e| {
             anyhow::anyhow!("cannot listen on gateway.listen = {}: {e}", gateway.listen)
         })?;
@@ -85,11 +92,13 @@ impl Application {
             providers,
             gateway.clone(),
             metrics.clone(),
+            keyring.clone(),
         );
         let state = web::Data::new(ApiState {
             settings: gateway.clone(),
             templates,
             metrics,
+            keyring,
         });
         let spec = ServiceSpec {
             name: "gateway",

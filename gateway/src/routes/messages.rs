@@ -228,6 +228,7 @@ pub async fn enqueue_message(
     let id = uuid::Uuid::now_v7().to_string();
     let new = validate(&state, parsed, id, now, key.clone())?;
     let digest = idempotency::request_digest(&body);
+    let keyring = state.keyring.clone();
     let db = db.get_ref().clone();
     let outcome = db
         .run(move |conn| {
@@ -238,7 +239,7 @@ pub async fn enqueue_message(
                         return Ok(Stored::Earlier(found));
                     }
                 }
-                outbox::insert(conn, &new)?;
+                outbox::insert(conn, &new, &keyring)?;
                 let view = outbox::find(conn, &new.id)?
                     .map(|(m, a)| MessageView::new(&m, &a))
                     .ok_or(diesel::result::Error::NotFound)?;

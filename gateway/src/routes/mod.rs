@@ -6,6 +6,7 @@ pub mod twilio_status;
 use crate::metrics::GatewayMetrics;
 use crate::templates::Templates;
 use actix_web::web;
+use reclaim_common::sealed::Keyring;
 use reclaim_common::settings::GatewaySettings;
 use std::sync::Arc;
 
@@ -14,6 +15,8 @@ pub struct ApiState {
     pub settings: GatewaySettings,
     pub templates: Arc<Templates>,
     pub metrics: GatewayMetrics,
+    /// Seals message data before it is stored.
+    pub keyring: Keyring,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
