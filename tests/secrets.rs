@@ -2,7 +2,7 @@
 //! hashes sealed, masked error texts, 400 bodies without secret values, admin tokens apart from API tokens.
 
 use crate::gateway_messages::{delivered, enqueue, spawn_gateway};
-use crate::support::TestApp;
+use crate::support::{spawn_app_with, TestApp, ADMIN_TOKEN, API_TOKEN};
 use chrono::Utc;
 use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 use reclaim_common::db::write_transaction;
@@ -154,4 +154,121 @@ async fn after_a_key_rotation_old_messages_still_open_and_new_ones_use_the_new_k
     assert!(!sent.contains("333333"), "{sent}");
     assert_eq!(raw_status(&app, &orphan), "failed");
     assert_eq!(raw_data(&app, &orphan), "");
+}
+
+#[tokio::test]
+async fn a_reseal_moves_every_message_to_the_newest_key() {
+    let (app, dir) =
+        spawn_gateway(|s| s.gateway.storage.keys = vec![key("k_old", 1), key("k_new", 2)]).await;
+    let old_ring = Keyring::from_entries(&[key("k_old", 1)]).expect("old keyring");
+    let ids: Vec<String> = (0..3)
+        .map(|i| store_message(&app, &old_ring, &format!("70000{i}")))
+        .collect();
+    let reseal = |token: &'static str| {
+        app.client
+            .post(app.gateway_url("/admin/storage/reseal"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(reseal(API_TOKEN).await.expect("request").status(), 401);
+    let answer = reseal(ADMIN_TOKEN).await.expect("request");
+    assert_eq!(answer.status(), 200);
+    let answer: serde_json::Value = answer.json().await.expect("json");
+    assert_eq!(
+        answer,
+        json!({"key_id": "k_new", "resealed": 3, "unreadable": 0})
+    );
+    for id in &ids {
+        assert!(raw_data(&app, id).starts_with("v1:k_new:"));
+    }
+    // Only the new key is needed from now on.
+    let new_ring = Keyring::from_entries(&[key("k_new", 2)]).expect("new keyring");
+    let mut conn = app.db.get().expect("conn");
+    let rows: Vec<(String, String)> = gateway_messages::table
+        .select((gateway_messages::id, gateway_messages::data))
+        .load(&mut conn)
+        .expect("rows");
+    for (id, data) in rows {
+        let opened = new_ring
+            .open_text(&format!("gateway_messages.data:{id}"), &data)
+            .expect("opens with the new key alone");
+        assert!(opened.contains("70000"), "{opened}");
+    }
+    app.delivery.drain().await.expect("drain");
+    assert_eq!(delivered(dir.path()).len(), 3);
+}
+
+async fn status_of(request: reqwest::RequestBuilder) -> u16 {
+    request.send().await.expect("request").status().as_u16()
+}
+
+#[tokio::test]
+async fn admin_endpoints_take_admin_tokens_and_the_api_takes_api_tokens() {
+    let app = spawn_app_with(|_| {}).await;
+    let plugin_admin = || {
+        app.client
+            .post(app.plugin_url("/admin/identities/i1/compromised"))
+    };
+    let plugin_api = || {
+        app.client
+            .post(app.plugin_url("/v1/passwords/check"))
+            .json(&json!({"identity_id": "i1", "password": "x"}))
+    };
+    assert_eq!(status_of(plugin_admin().bearer_auth(API_TOKEN)).await, 401);
+    assert_eq!(
+        status_of(plugin_admin().bearer_auth(ADMIN_TOKEN)).await,
+        200
+    );
+    assert_eq!(status_of(plugin_api().bearer_auth(ADMIN_TOKEN)).await, 401);
+    let gateway_api = || {
+        app.client
+            .get(app.gateway_url(&format!("/v1/messages/{}", uuid::Uuid::now_v7())))
+    };
+    assert_eq!(status_of(gateway_api().bearer_auth(ADMIN_TOKEN)).await, 401);
+    assert_eq!(status_of(gateway_api().bearer_auth(API_TOKEN)).await, 404);
+    let gateway_admin = || app.client.post(app.gateway_url("/admin/storage/reseal"));
+    assert_eq!(status_of(gateway_admin().bearer_auth(API_TOKEN)).await, 401);
+    assert_eq!(
+        status_of(gateway_admin().bearer_auth(ADMIN_TOKEN)).await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn without_admin_tokens_every_admin_request_is_refused() {
+    let app = spawn_app_with(|s| {
+        s.plugin.admin.tokens.clear();
+        s.gateway.admin.tokens.clear();
+    })
+    .await;
+    for token in [API_TOKEN, ADMIN_TOKEN, ""] {
+        let plugin = app
+            .client
+            .delete(app.plugin_url("/admin/identities/i1"))
+            .bearer_auth(token);
+        assert_eq!(status_of(plugin).await, 401, "plugin, token {token:?}");
+        let gateway = app
+            .client
+            .post(app.gateway_url("/admin/storage/reseal"))
+            .bearer_auth(token);
+        assert_eq!(status_of(gateway).await, 401, "gateway, token {token:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_gateway_checks_the_token_before_reading_the_body() {
+    let app = spawn_app_with(|s| s.http.max_body_bytes = 1024).await;
+    let oversized = json!({"channel": "sms", "to": "+14155550100", "template": "recovery_code",
+                           "data": {"code": "1", "padding": "x".repeat(4096)}});
+    let unauthenticated = app
+        .client
+        .post(app.gateway_url("/v1/messages"))
+        .json(&oversized);
+    assert_eq!(status_of(unauthenticated).await, 401);
+    let authenticated = app
+        .client
+        .post(app.gateway_url("/v1/messages"))
+        .bearer_auth(API_TOKEN)
+        .json(&oversized);
+    assert_eq!(status_of(authenticated).await, 413);
 }

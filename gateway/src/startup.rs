@@ -25,6 +25,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         routes::messages::enqueue_message,
         routes::messages::get_message,
+        routes::admin::reseal_storage,
         routes::twilio_status::receive_twilio_status
     ),
     modifiers(&BearerAuth)
@@ -108,10 +109,11 @@ impl Application {
             registry,
             openapi: ApiDoc::openapi(),
         };
+        let route_settings = gateway.clone();
         let server = http::serve(spec, move |cfg| {
             if mode != RunMode::WorkerOnly {
                 cfg.app_data(state.clone());
-                routes::configure(cfg);
+                routes::configure(cfg, &route_settings);
             }
         })?;
         Ok(Self {

@@ -4,11 +4,10 @@ use super::ApiState;
 use crate::address::Destination;
 use crate::channel::Channel;
 use crate::outbox::{self, status, AttemptRow, FallbackStep, MessageRow, NewMessage};
-use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::header::HeaderMap;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, TimeDelta, Utc};
-use reclaim_common::auth::{check_bearer, AuthError};
 use reclaim_common::db::{write_transaction, DbError};
 use reclaim_common::idempotency;
 use reclaim_common::json::{error_response, FieldError};
@@ -138,8 +137,6 @@ impl MessageView {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
-    #[error("unauthorized: {0}")]
-    Unauthorized(#[from] AuthError),
     #[error(transparent)]
     Invalid(#[from] FieldError),
     #[error("the Idempotency-Key was already used with a different request")]
@@ -151,7 +148,6 @@ pub enum EnqueueError {
 impl ResponseError for EnqueueError {
     fn status_code(&self) -> StatusCode {
         match self {
-            EnqueueError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             EnqueueError::Invalid(_) => StatusCode::BAD_REQUEST,
             EnqueueError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             EnqueueError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -160,7 +156,6 @@ impl ResponseError for EnqueueError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            EnqueueError::Unauthorized(_) => unauthorized(),
             EnqueueError::Invalid(e) => e.error_response(),
             EnqueueError::KeyReused => error_response(
                 self.status_code(),
@@ -173,21 +168,7 @@ impl ResponseError for EnqueueError {
     }
 }
 
-fn unauthorized() -> HttpResponse {
-    let mut response = error_response(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "missing or wrong bearer token",
-        None,
-    );
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    response
-}
-
-fn internal(error: &anyhow::Error) -> HttpResponse {
+pub(super) fn internal(error: &anyhow::Error) -> HttpResponse {
     tracing::error!(error = %format!("{error:#}"), "request failed");
     error_response(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -221,7 +202,6 @@ pub async fn enqueue_message(
     state: web::Data<ApiState>,
     db: web::Data<Db>,
 ) -> Result<HttpResponse, EnqueueError> {
-    check_bearer(request.headers(), &state.settings.api.tokens)?;
     let key = idempotency_key(request.headers())?;
     let parsed: MessageRequest = reclaim_common::json::parse(&body)?;
     let now = Utc::now().naive_utc();
@@ -434,8 +414,6 @@ fn validate(
 
 #[derive(Debug, thiserror::Error)]
 pub enum GetMessageError {
-    #[error("unauthorized: {0}")]
-    Unauthorized(#[from] AuthError),
     #[error("no such message")]
     NotFound,
     #[error(transparent)]
@@ -445,7 +423,6 @@ pub enum GetMessageError {
 impl ResponseError for GetMessageError {
     fn status_code(&self) -> StatusCode {
         match self {
-            GetMessageError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             GetMessageError::NotFound => StatusCode::NOT_FOUND,
             GetMessageError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -453,7 +430,6 @@ impl ResponseError for GetMessageError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            GetMessageError::Unauthorized(_) => unauthorized(),
             GetMessageError::NotFound => error_response(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -478,12 +454,9 @@ impl ResponseError for GetMessageError {
     security(("bearer" = []))
 )]
 pub async fn get_message(
-    request: HttpRequest,
     path: web::Path<String>,
-    state: web::Data<ApiState>,
     db: web::Data<Db>,
 ) -> Result<HttpResponse, GetMessageError> {
-    check_bearer(request.headers(), &state.settings.api.tokens)?;
     let id = path.into_inner();
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(GetMessageError::NotFound);
