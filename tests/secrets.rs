@@ -272,3 +272,47 @@ async fn the_gateway_checks_the_token_before_reading_the_body() {
         .json(&oversized);
     assert_eq!(status_of(authenticated).await, 413);
 }
+
+#[tokio::test]
+async fn imported_password_hashes_are_sealed_in_the_database_and_still_match() {
+    use reclaim_plugin::policy::ChangeContext;
+    use reclaim_plugin::schema::password_history;
+    use reclaim_plugin::{CheckOptions, Identity, IdentityId, Password, Passwords};
+    let app = spawn_app_with(|s| {
+        crate::plugin_passwords::fast_kdf(s);
+        s.plugin.storage.keys = vec![key("p1", 7)];
+    })
+    .await;
+    let passwords = Passwords::new(&app.settings, app.db.clone(), &prometheus::Registry::new())
+        .expect("facade");
+    // bcrypt of "correct horse battery" (cost 4).
+    let bcrypt = "$2b$04$KBCwKxOzLha2MUDgW0PjXeOnqNNq3deK4NrdZyiBfE/Q2Z/7EruyW";
+    let who = Identity::new(IdentityId::parse("imported-sealed").expect("id"));
+    passwords
+        .import_foreign_hash(&who, bcrypt, Utc::now() - chrono::Duration::days(1))
+        .await
+        .expect("import");
+    let stored: Option<String> = {
+        let mut conn = app.db.get().expect("conn");
+        password_history::table
+            .filter(password_history::identity_id.eq("imported-sealed"))
+            .select(password_history::foreign_hash)
+            .first(&mut conn)
+            .expect("history row")
+    };
+    let stored = stored.expect("foreign hash");
+    assert!(stored.starts_with("v1:p1:"), "{stored}");
+    assert!(!stored.contains("KBCwKxOzLha2MUDgW0PjXe"), "{stored}");
+    let decision = passwords
+        .check(
+            &who,
+            &Password::parse("correct horse battery".to_string()).expect("password"),
+            &CheckOptions {
+                context: ChangeContext::Voluntary,
+                ..CheckOptions::default()
+            },
+        )
+        .await
+        .expect("check");
+    assert!(!decision.allowed, "the sealed hash must still match");
+}
