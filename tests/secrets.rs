@@ -316,3 +316,105 @@ async fn imported_password_hashes_are_sealed_in_the_database_and_still_match() {
         .expect("check");
     assert!(!decision.allowed, "the sealed hash must still match");
 }
+
+/// Log lines written on this thread, for assertions on what is (not) logged.
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn an_smtp_refusal_quoting_the_address_is_masked_in_storage_the_api_and_the_logs() {
+    let server = crate::support::smtp::SmtpServer::start();
+    let (app, _dir) = spawn_gateway(|s| crate::gateway_smtp::use_smtp(s, &server)).await;
+    let address = "reject.jane@example.com";
+    let id = enqueue(
+        &app,
+        &json!({"channel": "email", "to": address, "template": "recovery_code", "data": {"code": "271828"}}),
+    )
+    .await;
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("trace")
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        app.delivery.drain().await.expect("drain");
+    }
+    let logged = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf-8");
+    assert!(logged.contains("permanent failure"), "{logged}");
+    assert!(
+        !logged.contains(address),
+        "logs hold the address:\n{logged}"
+    );
+
+    let last_error: Option<String> = {
+        let mut conn = app.db.get().expect("conn");
+        gateway_messages::table
+            .filter(gateway_messages::id.eq(&id))
+            .select(gateway_messages::last_error)
+            .first(&mut conn)
+            .expect("row")
+    };
+    let last_error = last_error.expect("last_error");
+    assert!(last_error.contains("550"), "{last_error}");
+    assert!(last_error.contains("r***@example.com"), "{last_error}");
+    assert!(!last_error.contains(address), "{last_error}");
+    let view = crate::gateway_messages::get_message(&app, &id).await;
+    assert_eq!(view["status"], "failed", "{view}");
+    assert!(!view.to_string().contains(address), "{view}");
+    assert!(
+        view["history"][0]["error_message"]
+            .as_str()
+            .is_some_and(|e| e.contains("r***@example.com")),
+        "{view}"
+    );
+}
+
+#[tokio::test]
+async fn a_400_names_the_field_but_never_echoes_a_password_or_code() {
+    let app = spawn_app_with(|_| {}).await;
+    for (body, field) in [
+        (
+            json!({"identity_id": "u1", "password": 918273645}),
+            "password",
+        ),
+        (
+            json!({"identity_id": "u1", "password": "p", "context": "918273645"}),
+            "context",
+        ),
+    ] {
+        let response = app
+            .client
+            .post(app.plugin_url("/v1/passwords/check"))
+            .bearer_auth(API_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 400);
+        let text = response.text().await.expect("body");
+        assert!(!text.contains("918273645"), "{text}");
+        let answer: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(answer["error"]["field"], field, "{text}");
+    }
+}

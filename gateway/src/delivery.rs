@@ -209,7 +209,8 @@ impl Delivery {
         let started = Instant::now();
         let timeout = Duration::from_millis(inner.settings.worker.send_timeout_ms);
         let result = match tokio::time::timeout(timeout, provider.send(&outgoing)).await {
-            Ok(result) => result,
+            // Before anything logs or stores the provider's text, which may quote the recipient.
+            Ok(result) => result.map_err(SendError::masked),
             Err(_) => Err(SendError::Transient {
                 code: Some("timeout".into()),
                 message: format!("no answer within {} ms", timeout.as_millis()),
