@@ -418,3 +418,86 @@ async fn a_400_names_the_field_but_never_echoes_a_password_or_code() {
         assert_eq!(answer["error"]["field"], field, "{text}");
     }
 }
+
+#[tokio::test]
+async fn request_logs_never_hold_bodies() {
+    // nextest runs each test in its own process, so this test may own the global subscriber, which the
+    // services' worker threads log to.
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("trace")
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::NEW)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    let (app, _dir) = spawn_gateway(|_| {}).await;
+    let password = "body-secret-71f3";
+    let checked = app
+        .client
+        .post(app.plugin_url("/v1/passwords/check"))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"identity_id": "logged-1", "password": password}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(checked.status(), 200);
+    enqueue(
+        &app,
+        &json!({"channel": "sms", "to": "+14155550100", "template": "recovery_code", "data": {"code": "551199"}}),
+    )
+    .await;
+    let logged = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf-8");
+    assert!(logged.contains("/v1/passwords/check"), "{logged}");
+    assert!(logged.contains("/v1/messages"), "{logged}");
+    for secret in [password, "551199", "+14155550100", API_TOKEN] {
+        assert!(!logged.contains(secret), "logs hold {secret:?}:\n{logged}");
+    }
+}
+
+#[tokio::test]
+async fn a_sent_sms_keeps_its_sealed_data_for_the_fallback_until_it_is_reported_delivered() {
+    use reclaim_common::auth::twilio::compute_signature;
+    let public_url = "https://gateway.example.test";
+    let auth_token = "twilio-test-auth-token";
+    let (app, dir) = spawn_gateway(|s| {
+        s.gateway.public_url = public_url.into();
+        s.gateway.twilio.auth_token = Secret::new(auth_token);
+    })
+    .await;
+    let id = enqueue(
+        &app,
+        &json!({"channel": "sms", "to": "+14155550100", "template": "recovery_code", "data": {"code": "606060"}}),
+    )
+    .await;
+    app.delivery.drain().await.expect("drain");
+    let sid = delivered(dir.path())[0]["provider_message_id"]
+        .as_str()
+        .expect("sid")
+        .to_string();
+    assert_eq!(raw_status(&app, &id), "sent");
+    assert!(
+        raw_data(&app, &id).starts_with("v1:dev:"),
+        "kept for sms → voice"
+    );
+    let params = vec![
+        ("MessageSid".to_string(), sid.clone()),
+        ("MessageStatus".to_string(), "delivered".to_string()),
+    ];
+    let signature = compute_signature(
+        &Secret::new(auth_token),
+        &format!("{public_url}/providers/twilio/status"),
+        &params,
+    );
+    let response = app
+        .client
+        .post(app.gateway_url("/providers/twilio/status"))
+        .header("X-Twilio-Signature", signature)
+        .form(&params)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 204);
+    assert_eq!(raw_status(&app, &id), "delivered");
+    assert_eq!(raw_data(&app, &id), "");
+}
