@@ -126,6 +126,12 @@ fn a_worker_killed_mid_run_loses_nothing_and_duplicates_only_what_was_in_flight(
     let settings = crate::support::test_settings(&database.url);
     let db = Db::connect(&settings.database).expect("connect");
     db.migrate().expect("migrate");
+    let keyring = reclaim_common::sealed::Keyring::from_settings(
+        "gateway.storage.keys",
+        &settings.gateway.storage.keys,
+        true,
+    )
+    .expect("keyring");
     let now = Utc::now().naive_utc();
     let ids: Vec<String> = (0..MESSAGES)
         .map(|_| uuid::Uuid::now_v7().to_string())
@@ -153,6 +159,7 @@ fn a_worker_killed_mid_run_loses_nothing_and_duplicates_only_what_was_in_flight(
                         created_at: now,
                         updated_at: now,
                     },
+                    &keyring,
                 )?;
             }
             Ok(())

@@ -57,6 +57,12 @@ pub fn delivery_with_all(
         providers,
         settings.gateway.clone(),
         metrics,
+        reclaim_common::sealed::Keyring::from_settings(
+            "gateway.storage.keys",
+            &settings.gateway.storage.keys,
+            true,
+        )
+        .expect("keyring"),
     )
 }
 

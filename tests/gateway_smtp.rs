@@ -9,7 +9,7 @@ use chrono::{Duration, Utc};
 use reclaim_common::settings::{ProviderKind, Settings, SmtpSecurity};
 use serde_json::{json, Value};
 
-fn use_smtp(settings: &mut Settings, server: &SmtpServer) {
+pub fn use_smtp(settings: &mut Settings, server: &SmtpServer) {
     settings.gateway.channels.email.provider = ProviderKind::Smtp;
     settings.gateway.smtp.host = "127.0.0.1".into();
     settings.gateway.smtp.port = server.port;

@@ -4,7 +4,7 @@
 use crate::support::kratos::{
     self, call_hook, contract, for_identity, from_recovery_session, send_raw, KRATOS_KEY,
 };
-use crate::support::{spawn_app_with, TestApp, API_TOKEN};
+use crate::support::{spawn_app_with, TestApp, ADMIN_TOKEN, API_TOKEN};
 use reclaim_common::settings::{ExpiryMode, OnExpired, ProfileSettings, SelectRule};
 use reclaim_common::Secret;
 use serde_json::Value;
@@ -506,7 +506,7 @@ async fn erasure_forgets_the_remembered_answers_of_the_generic_api_and_of_the_kr
     let erased = app
         .client
         .delete(app.plugin_url(&format!("/admin/identities/{id}")))
-        .bearer_auth(API_TOKEN)
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .expect("erase");

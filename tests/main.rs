@@ -19,4 +19,5 @@ mod logs;
 mod plugin_api;
 mod plugin_passwords;
 mod readme_claims;
+mod secrets;
 mod spine;

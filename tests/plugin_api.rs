@@ -2,7 +2,7 @@
 //! body limits, saturation (503 + Retry-After), metrics and OpenAPI.
 
 use crate::plugin_passwords::fast_kdf;
-use crate::support::{spawn_app, spawn_app_with, TestApp, API_TOKEN};
+use crate::support::{spawn_app, spawn_app_with, TestApp, ADMIN_TOKEN, API_TOKEN};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -10,10 +10,16 @@ async fn fast_app() -> TestApp {
     spawn_app_with(fast_kdf).await
 }
 
+/// POST with the token of the path's scope: the admin token on `/admin`, the API token elsewhere.
 async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
+    let token = if path.starts_with("/admin/") {
+        ADMIN_TOKEN
+    } else {
+        API_TOKEN
+    };
     app.client
         .post(app.plugin_url(path))
-        .bearer_auth(API_TOKEN)
+        .bearer_auth(token)
         .json(&body)
         .send()
         .await
@@ -323,7 +329,7 @@ async fn an_admin_can_force_a_change_and_erase_an_identity() {
     let forced = app
         .client
         .post(app.plugin_url("/admin/identities/a1/force-change"))
-        .bearer_auth(API_TOKEN)
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .expect("request");
@@ -341,7 +347,7 @@ async fn an_admin_can_force_a_change_and_erase_an_identity() {
     let erased = app
         .client
         .delete(app.plugin_url("/admin/identities/a1"))
-        .bearer_auth(API_TOKEN)
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .expect("request");

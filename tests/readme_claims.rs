@@ -8,7 +8,7 @@ use crate::gateway_messages::{enqueue, get_message, spawn_gateway};
 use crate::plugin_passwords::fast_kdf;
 use crate::support::kratos::{call_hook, contract, for_identity, send_raw, KRATOS_KEY};
 use crate::support::smtp_tls::SecureSmtp;
-use crate::support::{spawn_app_with, TestApp, API_TOKEN};
+use crate::support::{spawn_app_with, TestApp, ADMIN_TOKEN, API_TOKEN};
 use chrono::{DateTime, Utc};
 use reclaim_common::settings::{
     ExpiryMode, FailurePolicy, OnExpired, ProfileSettings, ProviderKind, SelectRule, Settings,
@@ -49,10 +49,15 @@ fn kratos_settings(settings: &mut Settings) {
 }
 
 async fn plugin_post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    let token = if path.starts_with("/admin/") {
+        ADMIN_TOKEN
+    } else {
+        API_TOKEN
+    };
     let response = app
         .client
         .post(app.plugin_url(path))
-        .bearer_auth(API_TOKEN)
+        .bearer_auth(token)
         .json(&body)
         .send()
         .await

@@ -60,7 +60,7 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, FieldError> {
         } else {
             path
         };
-        FieldError::new(field, message)
+        FieldError::new(field, without_value(&message))
     })?;
     deserializer.end().map_err(|e| {
         FieldError::new(
@@ -69,6 +69,32 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, FieldError> {
         )
     })?;
     Ok(parsed)
+}
+
+/// serde quotes the value it refused (`invalid type: string "hunter2", expected u32`, ``unknown variant
+/// `x` ``); the field may hold a password, code or token, so only the kind of value and what was expected
+/// are kept.
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some((unexpected, expected)) = message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.rsplit_once(", expected "))
+        {
+            // `string "…"`, `integer `…``, `floating point `…``, `map`, `sequence`, ...: keep the kind.
+            let kind: Vec<&str> = unexpected
+                .split(' ')
+                .take_while(|w| !w.starts_with(['"', '`']))
+                .collect();
+            return format!("{prefix}{}, expected {expected}", kind.join(" "));
+        }
+    }
+    if let Some((_, expected)) = message
+        .strip_prefix("unknown variant `")
+        .and_then(|rest| rest.rsplit_once("`, expected "))
+    {
+        return format!("unknown variant, expected {expected}");
+    }
+    message.to_string()
 }
 
 fn strip_position(message: &str) -> String {
@@ -139,6 +165,58 @@ mod tests {
     #[allow(dead_code)]
     struct Inner {
         count: u32,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Secretive {
+        password: String,
+        count: Option<u32>,
+        kind: Option<Kind>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Kind {
+        Voluntary,
+    }
+
+    #[test]
+    fn errors_never_echo_the_refused_value() {
+        for (body, field, message) in [
+            (
+                r#"{"password": 918273645}"#,
+                "password",
+                "invalid type: integer, expected a string",
+            ),
+            (
+                r#"{"password": 1.5e3}"#,
+                "password",
+                "invalid type: floating point, expected a string",
+            ),
+            (
+                r#"{"password": "p", "count": "hunter2, expected x"}"#,
+                "count",
+                "invalid type: string, expected u32",
+            ),
+            (
+                r#"{"password": "p", "count": -77777}"#,
+                "count",
+                "invalid value: integer, expected u32",
+            ),
+            (
+                r#"{"password": "p", "kind": "s3cr3t`, expected "}"#,
+                "kind",
+                "unknown variant, expected `voluntary`",
+            ),
+        ] {
+            let error = parse::<Secretive>(body.as_bytes()).err();
+            assert_eq!(
+                error.map(|e| (e.field, e.message)),
+                Some((field.to_string(), message.to_string())),
+                "{body}"
+            );
+        }
     }
 
     #[test]

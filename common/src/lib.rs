@@ -3,7 +3,7 @@
 //! What lives here: configuration loading and validation (`settings`), the database layer over SQLite and
 //! PostgreSQL (`db`), telemetry, the per-service metrics registry and HTTP metrics (`metrics`), the HTTP
 //! server bootstrap with health and metrics endpoints (`http`), webhook and API authentication (`auth`),
-//! JSON body parsing with field-naming errors (`json`), secret handling (`secret`) and request
+//! JSON body parsing with field-naming errors (`json`), secret handling (`secret`), encryption at rest (`sealed`) and request
 //! idempotency records (`idempotency`).
 //!
 //! What does not: any password policy (in `reclaim-plugin`) or message delivery (in `reclaim-gateway`).
@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod json;
 pub mod metrics;
 pub mod schema;
+pub mod sealed;
 pub mod secret;
 pub mod settings;
 pub mod shutdown;

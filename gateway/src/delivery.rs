@@ -14,6 +14,7 @@ use crate::providers::{Outgoing, Providers, SendError};
 use crate::retry::{self, Next};
 use crate::templates::Templates;
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
+use reclaim_common::sealed::Keyring;
 use reclaim_common::settings::{GatewaySettings, RetrySettings};
 use reclaim_common::shutdown::Shutdown;
 use reclaim_common::Db;
@@ -32,6 +33,7 @@ struct Inner {
     providers: Providers,
     settings: GatewaySettings,
     metrics: GatewayMetrics,
+    keyring: Keyring,
 }
 
 impl Delivery {
@@ -41,6 +43,7 @@ impl Delivery {
         providers: Providers,
         settings: GatewaySettings,
         metrics: GatewayMetrics,
+        keyring: Keyring,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -49,6 +52,7 @@ impl Delivery {
                 providers,
                 settings,
                 metrics,
+                keyring,
             }),
         }
     }
@@ -195,7 +199,18 @@ impl Delivery {
         let Some(provider) = inner.providers.for_channel(channel).cloned() else {
             anyhow::bail!("no provider for {channel}");
         };
-        let data: serde_json::Value = serde_json::from_str(&message.data)?;
+        let data: serde_json::Value = match message.open_data(&inner.keyring) {
+            Ok(text) => serde_json::from_str(&text)?,
+            Err(error) => {
+                // Sealed with a key that is no longer configured: no retry can open it.
+                let transition = Transition::Final {
+                    status: MessageStatus::Failed,
+                    error: format!("cannot open the message data: {error}"),
+                };
+                self.record(owner, None, &message, transition, now).await?;
+                return Ok(());
+            }
+        };
         let content =
             match inner
                 .templates
@@ -235,7 +250,8 @@ impl Delivery {
         let started = Instant::now();
         let timeout = Duration::from_millis(inner.settings.worker.send_timeout_ms);
         let result = match tokio::time::timeout(timeout, provider.send(&outgoing)).await {
-            Ok(result) => result,
+            // Before anything logs or stores the provider's text, which may quote the recipient.
+            Ok(result) => result.map_err(SendError::masked),
             Err(_) => Err(SendError::Transient {
                 code: Some("timeout".into()),
                 message: format!("no answer within {} ms", timeout.as_millis()),
@@ -267,6 +283,7 @@ impl Delivery {
                 Transition::Sent {
                     provider: provider.name().into(),
                     provider_message_id: accepted.provider_message_id,
+                    awaits_report: outgoing.status_callback.is_some(),
                 }
             }
             Err(SendError::Transient {

@@ -1,12 +1,17 @@
 //! The outbox: durable messages and their attempts, and the few storage steps the delivery worker takes
 //! (claim with a lease, record an outcome). Every function runs inside the caller's connection; none holds a
 //! transaction across a provider call.
+//!
+//! Message data (the template's variables: codes, links) is sealed with the gateway's keyring on insert
+//! ([`insert`]), opened by the worker ([`MessageRow::open_data`]) and wiped once the message is spent
+//! ([`MessageRow::data_is_spent`]), so a code or link is never readable from the database.
 
 use crate::channel::Channel;
 use crate::schema::{gateway_attempts, gateway_messages};
 use chrono::{NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
 use reclaim_common::db::{write_transaction, AnyConnection, DbError};
+use reclaim_common::sealed::{Keyring, OpenError};
 use serde::{Deserialize, Serialize};
 
 /// Where a message is in its life. Stored as [`MessageStatus::as_str`]; `queued` and `sending` are the live
@@ -176,6 +181,33 @@ pub struct MessageRow {
 }
 
 impl MessageRow {
+    /// The template variables as JSON text, opened with any key of `keyring`.
+    pub fn open_data(&self, keyring: &Keyring) -> Result<String, OpenError> {
+        if self.data.starts_with('{') {
+            // Written before message data was sealed; `POST /admin/storage/reseal` seals such rows.
+            return Ok(self.data.clone());
+        }
+        if self.data.is_empty() {
+            return Err(OpenError::Malformed);
+        }
+        keyring.open_text(&data_context(&self.id), &self.data)
+    }
+
+    /// Whether the message can no longer be sent, so its data (codes, links) must go: at `sent` and every
+    /// final state. [`record`] keeps the data of a message sent with a status callback until its report
+    /// settles it (an unreachable handset retries the step, an undelivered one may fall back).
+    pub fn data_is_spent(&self) -> bool {
+        match self.status {
+            MessageStatus::Sent
+            | MessageStatus::Delivered
+            | MessageStatus::Undelivered
+            | MessageStatus::Failed
+            | MessageStatus::Expired
+            | MessageStatus::Canceled => true,
+            MessageStatus::Queued | MessageStatus::Sending => false,
+        }
+    }
+
     pub fn fallback_steps(&self) -> Vec<FallbackStep> {
         serde_json::from_str(&self.fallback).unwrap_or_default()
     }
@@ -238,11 +270,96 @@ pub struct NewMessage {
     pub updated_at: NaiveDateTime,
 }
 
-pub fn insert(conn: &mut AnyConnection, message: &NewMessage) -> Result<(), DbError> {
+/// The authenticated context of a message's sealed data: it opens only in its own row.
+fn data_context(message_id: &str) -> String {
+    format!("gateway_messages.data:{message_id}")
+}
+
+/// Inserts a message; its `data` (JSON text) is stored sealed with the newest key of `keyring`.
+pub fn insert(
+    conn: &mut AnyConnection,
+    message: &NewMessage,
+    keyring: &Keyring,
+) -> Result<(), DbError> {
+    let mut sealed = message.clone();
+    sealed.data = keyring.seal(&data_context(&message.id), message.data.as_bytes());
     diesel::insert_into(gateway_messages::table)
-        .values(message.clone())
+        .values(sealed)
         .execute(conn)?;
     Ok(())
+}
+
+/// Empties the data of a message that can no longer be sent (see [`MessageRow::data_is_spent`]). Runs in
+/// the transaction of every state change.
+fn wipe_spent_data(conn: &mut AnyConnection, message_id: &str) -> Result<(), DbError> {
+    use gateway_messages::dsl as m;
+    let Some(message) = m::gateway_messages
+        .find(message_id)
+        .select(MessageRow::as_select())
+        .first(conn)
+        .optional()?
+    else {
+        return Ok(());
+    };
+    if !message.data.is_empty() && message.data_is_spent() {
+        diesel::update(m::gateway_messages.find(message_id))
+            .set(m::data.eq(""))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// One batch of a re-seal: see [`reseal_batch`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ResealBatch {
+    pub resealed: usize,
+    /// Sealed with a key that is no longer configured, or altered; left as they are.
+    pub unreadable: usize,
+    /// The last message id looked at; `None` when the batch was empty (the scan is over).
+    pub last_id: Option<String>,
+}
+
+/// Re-seals with the newest key up to `limit` messages after `after` (by id) whose data another key sealed
+/// or that predate sealing. Call again with `last_id` until it is `None`.
+pub fn reseal_batch(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    after: &str,
+    limit: i64,
+) -> Result<ResealBatch, DbError> {
+    use gateway_messages::dsl as m;
+    // Key ids may hold `_`, a LIKE wildcard.
+    let current = format!("v1:{}:%", keyring.newest_id().replace('_', "\\_"));
+    write_transaction(conn, |conn| {
+        let rows: Vec<(String, String)> = m::gateway_messages
+            .filter(m::id.gt(after))
+            .filter(m::data.ne(""))
+            .filter(m::data.not_like(&current).escape('\\'))
+            .order(m::id.asc())
+            .limit(limit)
+            .select((m::id, m::data))
+            .load(conn)?;
+        let mut batch = ResealBatch::default();
+        for (id, data) in rows {
+            let context = data_context(&id);
+            let opened = if data.starts_with('{') {
+                Ok(data.clone())
+            } else {
+                keyring.open_text(&context, &data)
+            };
+            match opened {
+                Ok(plain) => {
+                    diesel::update(m::gateway_messages.find(&id))
+                        .set(m::data.eq(keyring.seal(&context, plain.as_bytes())))
+                        .execute(conn)?;
+                    batch.resealed += 1;
+                }
+                Err(_) => batch.unreadable += 1,
+            }
+            batch.last_id = Some(id);
+        }
+        Ok(batch)
+    })
 }
 
 pub fn find(
@@ -332,6 +449,9 @@ pub enum Transition {
     Sent {
         provider: String,
         provider_message_id: Option<String>,
+        /// A status callback was asked for: its report may still retry the step or fall back, so the
+        /// message keeps its (sealed) data until then.
+        awaits_report: bool,
     },
     /// The provider reported the message delivered.
     Delivered,
@@ -450,6 +570,16 @@ pub fn record(
                 m::step_attempts.eq(m::step_attempts + i32::from(counted)),
             ))
             .execute(conn)?;
+        let awaits_report = matches!(
+            transition,
+            Transition::Sent {
+                awaits_report: true,
+                ..
+            }
+        );
+        if !awaits_report {
+            wipe_spent_data(conn, message_id)?;
+        }
         if let Some(attempt) = attempt {
             diesel::insert_into(gateway_attempts::table)
                 .values(attempt)
@@ -529,6 +659,7 @@ fn apply(
         Transition::Sent {
             provider,
             provider_message_id,
+            ..
         } => update!((
             m::status.eq(status),
             m::provider.eq(provider),
@@ -649,6 +780,7 @@ pub fn report_delivery(
             ReportedOutcome::Undelivered { retry } => after_undelivered(&message, retry),
         };
         apply(conn, &message.id, None, &transition, now)?;
+        wipe_spent_data(conn, &message.id)?;
         Ok(ReportOutcome::Moved {
             message,
             transition,
@@ -770,6 +902,52 @@ mod tests {
             ReportedOutcome::Undelivered { retry: false },
         ] {
             assert_eq!(ReportedOutcome::parse(outcome.as_str()), Some(outcome));
+        }
+    }
+
+    fn row(channel: &str, status: MessageStatus, fallback: &str, position: i32) -> MessageRow {
+        let now = chrono::Utc::now().naive_utc();
+        MessageRow {
+            id: "m".into(),
+            channel: channel.into(),
+            destination: "+14155550100".into(),
+            template: "t".into(),
+            locale: "en".into(),
+            data: "v1:k:x".into(),
+            status,
+            attempts: 1,
+            next_attempt_at: now,
+            lease_owner: None,
+            lease_until: None,
+            expires_at: None,
+            provider: None,
+            provider_message_id: None,
+            last_error: None,
+            fallback: fallback.into(),
+            fallback_position: position,
+            idempotency_key: None,
+            created_at: now,
+            updated_at: now,
+            step_attempts: 0,
+            unrecorded_claims: 0,
+        }
+    }
+
+    #[test]
+    fn data_is_kept_only_while_the_message_may_be_sent() {
+        let voice = r#"[{"channel":"voice","to":"+14155550100"}]"#;
+        assert!(!row("sms", MessageStatus::Queued, "[]", 0).data_is_spent());
+        assert!(!row("sms", MessageStatus::Sending, "[]", 0).data_is_spent());
+        // `record` keeps a sent message's data only while a status callback's report is awaited.
+        assert!(row("sms", MessageStatus::Sent, voice, 0).data_is_spent());
+        for final_status in [
+            MessageStatus::Delivered,
+            MessageStatus::Undelivered,
+            MessageStatus::Failed,
+            MessageStatus::Expired,
+            MessageStatus::Canceled,
+        ] {
+            assert!(row("sms", final_status, voice, 0).data_is_spent());
         }
     }
 }

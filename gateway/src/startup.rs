@@ -8,6 +8,8 @@ use crate::routes::{self, ApiState};
 use crate::templates::Templates;
 use actix_web::web;
 use reclaim_common::http::{self, ServiceSpec};
+use reclaim_common::sealed::Keyring;
+use reclaim_common::settings::Environment;
 use reclaim_common::shutdown::Shutdown;
 use reclaim_common::{Db, Settings};
 use std::path::Path;
@@ -24,6 +26,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         routes::messages::enqueue_message,
         routes::messages::get_message,
+        routes::admin::reseal_storage,
         routes::twilio_status::receive_twilio_status
     ),
     modifiers(&BearerAuth)
@@ -76,6 +79,11 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("gateway.templates_dir: {e}"))?,
         );
         let providers = Providers::from_settings(settings)?;
+        let keyring = Keyring::from_settings(
+            "gateway.storage.keys",
+            &gateway.storage.keys,
+            settings.environment != Environment::Production,
+        )?;
         let listener = http::bind(&gateway.listen).map_err(|e| {
             anyhow::anyhow!("cannot listen on gateway.listen = {}: {e}", gateway.listen)
         })?;
@@ -88,12 +96,14 @@ impl Application {
             providers,
             gateway.clone(),
             metrics.clone(),
+            keyring.clone(),
         );
         let janitor = Janitor::new(db.clone(), gateway.retention.clone(), metrics.clone());
         let state = web::Data::new(ApiState {
             settings: gateway.clone(),
             templates,
             metrics,
+            keyring,
         });
         let spec = ServiceSpec {
             name: "gateway",
@@ -103,10 +113,11 @@ impl Application {
             registry,
             openapi: ApiDoc::openapi(),
         };
+        let route_settings = gateway.clone();
         let server = http::serve(spec, move |cfg| {
             if mode != RunMode::WorkerOnly {
                 cfg.app_data(state.clone());
-                routes::configure(cfg);
+                routes::configure(cfg, &route_settings);
             }
         })?;
         Ok(Self {

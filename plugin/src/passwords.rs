@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use reclaim_common::db::{write_transaction, AnyConnection, DbError};
 use reclaim_common::idempotency::{self, Claim, Remembered};
+use reclaim_common::sealed::Keyring;
 use reclaim_common::settings::Environment;
 use reclaim_common::{Db, Settings};
 use serde::Serialize;
@@ -130,6 +131,8 @@ pub struct Passwords {
     kdf: Kdf,
     metrics: PluginMetrics,
     foreign_memory_cap_kib: u32,
+    /// Seals imported foreign hashes (`plugin.storage.keys`).
+    keyring: Keyring,
 }
 
 impl Passwords {
@@ -175,6 +178,11 @@ impl Passwords {
             kdf,
             metrics,
             foreign_memory_cap_kib: history.argon2.m_kib,
+            keyring: Keyring::from_settings(
+                "plugin.storage.keys",
+                &settings.plugin.storage.keys,
+                settings.environment != Environment::Production,
+            )?,
         })
     }
 
@@ -214,12 +222,13 @@ impl Passwords {
             self.named_profile(name)?;
         }
         let id = identity.id.as_str().to_string();
+        let keyring = self.keyring.clone();
         let (row, entries) = self
             .db
             .run(move |conn| {
                 let row = state::find(conn, &id)?;
                 let entries = match &row {
-                    Some(_) => store::entries(conn, &id)?,
+                    Some(_) => store::entries(conn, &id, &keyring)?,
                     None => Vec::new(),
                 };
                 Ok((row, entries))
@@ -463,8 +472,16 @@ impl Passwords {
             .map_err(PasswordsError::UnsupportedHash)?;
         let known = identity.clone();
         let hash = hash.to_string();
+        let keyring = self.keyring.clone();
         self.change_state(identity.clone(), move |c, row, profile, _| {
-            store::insert_foreign(c, known.id.as_str(), scheme.as_str(), &hash, changed_at)?;
+            store::insert_foreign(
+                c,
+                known.id.as_str(),
+                scheme.as_str(),
+                &hash,
+                changed_at,
+                &keyring,
+            )?;
             refresh_identity(row, profile, &known);
             if row.changed_at.is_none_or(|c| c < changed_at.naive_utc()) {
                 row.changed_at = Some(changed_at.naive_utc());

@@ -2,7 +2,7 @@
 
 use crate::history::Kdf;
 use crate::kratos::{self, admin::KratosAdmin, KratosHooks};
-use crate::routes::{self, ApiDoc, ApiTokens};
+use crate::routes::{self, ApiDoc};
 use crate::Passwords;
 use reclaim_common::http::{self, ServiceSpec};
 use reclaim_common::{Db, Settings};
@@ -28,7 +28,8 @@ impl Application {
         let registry = prometheus::Registry::new();
         let passwords = Passwords::new(settings, db.clone(), &registry)?;
         let kdf = passwords.kdf().clone();
-        let tokens = ApiTokens(settings.plugin.api.tokens.clone());
+        let api_tokens = settings.plugin.api.tokens.clone();
+        let admin_tokens = settings.plugin.admin.tokens.clone();
         let kratos_hooks = actix_web::web::Data::new(KratosHooks {
             passwords: passwords.clone(),
             settings: settings.plugin.kratos.clone(),
@@ -44,7 +45,12 @@ impl Application {
             openapi: ApiDoc::openapi(),
         };
         let server = http::serve(spec, move |cfg| {
-            routes::configure(cfg, passwords.clone(), tokens.clone());
+            routes::configure(
+                cfg,
+                passwords.clone(),
+                api_tokens.clone(),
+                admin_tokens.clone(),
+            );
             cfg.app_data(kratos_hooks.clone()).configure(kratos::routes);
         })?;
         Ok(Self { port, server, kdf })

@@ -20,6 +20,8 @@ use reclaim_gateway::RunMode;
 
 /// Bearer token the harness configures on both APIs.
 pub const API_TOKEN: &str = "test-api-token";
+/// Bearer token the harness configures on both services' `/admin` endpoints.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 pub struct TestApp {
     pub plugin: String,
@@ -55,6 +57,8 @@ pub fn test_settings(database_url: &str) -> Settings {
     settings.http.shutdown_timeout_seconds = 1;
     settings.plugin.api.tokens = vec![Secret::new(API_TOKEN)];
     settings.gateway.api.tokens = vec![Secret::new(API_TOKEN)];
+    settings.plugin.admin.tokens = vec![Secret::new(ADMIN_TOKEN)];
+    settings.gateway.admin.tokens = vec![Secret::new(ADMIN_TOKEN)];
     settings
 }
 

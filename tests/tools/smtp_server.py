@@ -40,7 +40,8 @@ class Handler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@", 1)[0].lower()
         if local.startswith("reject"):
-            return "550 5.1.1 mailbox unavailable"
+            # Like Postfix, the reply quotes the recipient: the gateway must mask it wherever it keeps the text.
+            return f"550 5.1.1 <{address}>: mailbox unavailable"
         match = re.match(r"tempfail(?:-(\d+))?", local)
         if match:
             times = int(match.group(1) or 1)

@@ -1,12 +1,19 @@
 //! Authentication of API callers and webhook senders. Secrets are compared in constant time and the raw
 //! body is verified before it is parsed.
 //!
-//! `mod.rs` holds the header schemes (bearer, API key, Basic); signature schemes live one per file.
+//! `mod.rs` holds the header schemes (bearer, API key, Basic) and [`require_bearer`], the middleware that
+//! guards a scope with its own tokens; signature schemes live one per file.
 
 pub mod twilio;
 
+use crate::json::error_response;
 use crate::secret::{constant_time_eq, Secret};
-use actix_web::http::header::{HeaderMap, AUTHORIZATION};
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderMap, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::web;
 use base64::Engine;
 
 /// Why a caller was not let in. The message is for logs, never for the response body.
@@ -32,6 +39,40 @@ pub fn check_bearer(headers: &HeaderMap, tokens: &[Secret]) -> Result<(), AuthEr
         .map(str::trim)
         .ok_or(AuthError::Missing)?;
     any_matches(tokens, presented.as_bytes())
+}
+
+/// The bearer tokens one scope accepts (`/v1`: the API tokens, `/admin`: the admin tokens). Set it as the
+/// scope's app data and wrap the scope with [`require_bearer`]:
+/// `web::scope("/admin").app_data(web::Data::new(BearerTokens(tokens))).wrap(from_fn(require_bearer))`.
+#[derive(Clone, Debug, Default)]
+pub struct BearerTokens(pub Vec<Secret>);
+
+/// Refuses a request without one of its scope's [`BearerTokens`] (none configured = every request) with 401
+/// in the common JSON shape. It runs before any extractor, so an unauthenticated body is never read.
+pub async fn require_bearer(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let verdict = match req.app_data::<web::Data<BearerTokens>>() {
+        Some(tokens) => check_bearer(req.headers(), &tokens.0),
+        None => Err(AuthError::Wrong),
+    };
+    match verdict {
+        Ok(()) => Ok(next.call(req).await?.map_into_left_body()),
+        Err(reason) => {
+            tracing::info!(auth.outcome = %reason, "request refused");
+            let mut response = error_response(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is required",
+                None,
+            );
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Ok(req.into_response(response).map_into_right_body())
+        }
+    }
 }
 
 /// An API key in a named header (Kratos `auth.type: api_key`, `in: header`).

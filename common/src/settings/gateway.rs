@@ -1,6 +1,8 @@
 //! The `[gateway]` section: the code and notice delivery service.
 
-use super::{check_listen, ApiSettings, Environment, Problem, TwilioSettings};
+use super::{
+    check_listen, AdminSettings, ApiSettings, Environment, Problem, StorageSettings, TwilioSettings,
+};
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +17,8 @@ pub struct GatewaySettings {
     /// Folder of message templates: `<templates_dir>/<template>/<locale>.toml`.
     pub templates_dir: String,
     pub api: ApiSettings,
+    pub admin: AdminSettings,
+    pub storage: StorageSettings,
     pub messages: MessageSettings,
     pub worker: WorkerSettings,
     pub retry: RetrySettings,
@@ -33,6 +37,8 @@ impl Default for GatewaySettings {
             public_url: String::new(),
             templates_dir: "config/templates".into(),
             api: ApiSettings::default(),
+            admin: AdminSettings::default(),
+            storage: StorageSettings::default(),
             messages: MessageSettings::default(),
             worker: WorkerSettings::default(),
             retry: RetrySettings::default(),
@@ -277,6 +283,8 @@ const CHANNELS: &[&str] = &["email", "sms", "voice"];
 impl GatewaySettings {
     pub(crate) fn validate(&self, environment: Environment, problems: &mut Vec<Problem>) {
         check_listen("gateway.listen", &self.listen, problems);
+        self.storage
+            .validate("gateway.storage.keys", environment, problems);
         if !self.public_url.is_empty() {
             match url::Url::parse(&self.public_url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") => {}

@@ -90,9 +90,25 @@ impl Default for KratosOnError {
 }
 
 impl KratosSettings {
-    pub(crate) fn validate(&self, _environment: Environment, problems: &mut Vec<Problem>) {
-        if !self.admin_url.is_empty() && url::Url::parse(&self.admin_url).is_err() {
-            problems.push(Problem::new("plugin.kratos.admin_url", "is not a URL"));
+    pub(crate) fn validate(&self, environment: Environment, problems: &mut Vec<Problem>) {
+        if !self.admin_url.is_empty() {
+            match url::Url::parse(&self.admin_url) {
+                Err(_) => problems.push(Problem::new("plugin.kratos.admin_url", "is not a URL")),
+                // The admin API answers with password hashes (and takes admin_token): never in clear over
+                // a network in production.
+                Ok(url)
+                    if environment == Environment::Production
+                        && url.scheme() == "http"
+                        && !is_loopback(&url) =>
+                {
+                    problems.push(Problem::new(
+                        "plugin.kratos.admin_url",
+                        "must use https:// in production unless the host is loopback (127.0.0.1, ::1, \
+                         localhost): the admin API returns password hashes",
+                    ))
+                }
+                Ok(_) => {}
+            }
         }
         if actix_web::http::header::HeaderName::from_bytes(self.api_key_header.as_bytes()).is_err()
         {
@@ -115,5 +131,52 @@ impl KratosSettings {
                 "is required when auth = \"basic\"",
             ));
         }
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::settings::from_value;
+    use serde_json::json;
+
+    fn admin_url_problems(environment: &str, admin_url: &str) -> Vec<String> {
+        from_value(
+            json!({"environment": environment, "plugin": {"kratos": {"admin_url": admin_url}}}),
+        )
+        .err()
+        .map(|e| e.problems.into_iter().map(|p| p.key).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| k == "plugin.kratos.admin_url")
+        .collect()
+    }
+
+    #[test]
+    fn production_refuses_a_plain_http_admin_url_unless_it_is_loopback() {
+        assert_eq!(
+            admin_url_problems("production", "http://kratos:4434"),
+            vec!["plugin.kratos.admin_url".to_string()]
+        );
+        for allowed in [
+            "https://kratos:4434",
+            "http://127.0.0.1:4434",
+            "http://[::1]:4434",
+            "http://localhost:4434",
+        ] {
+            assert!(
+                admin_url_problems("production", allowed).is_empty(),
+                "{allowed}"
+            );
+        }
+        assert!(admin_url_problems("development", "http://kratos:4434").is_empty());
     }
 }

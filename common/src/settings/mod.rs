@@ -156,6 +156,51 @@ pub struct ApiSettings {
     pub tokens: Vec<Secret>,
 }
 
+/// Bearer tokens accepted on a service's `/admin` endpoints, kept apart from the API tokens so that an
+/// integration's token cannot erase identities or re-seal storage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Bearer tokens accepted on `/admin`; empty = every admin request is refused (401).
+    pub tokens: Vec<Secret>,
+}
+
+/// Encryption at rest of a service's sensitive columns (see [`crate::sealed`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// `<key id>:<key>` entries, the key as 64 hex digits or base64 of 32 bytes; the last entry seals new
+    /// values, every entry opens. Empty = the public development key (refused in production).
+    pub keys: Vec<Secret>,
+}
+
+impl StorageSettings {
+    pub(crate) fn validate(
+        &self,
+        key: &str,
+        environment: Environment,
+        problems: &mut Vec<Problem>,
+    ) {
+        if self.keys.is_empty() {
+            if environment == Environment::Production {
+                problems.push(Problem::new(
+                    key,
+                    "is required in production (at least one `<key id>:<32-byte key>`)",
+                ));
+            }
+            return;
+        }
+        if let Err(errors) = crate::sealed::Keyring::from_entries(&self.keys) {
+            for error in errors {
+                problems.push(Problem::new(
+                    format!("{key}[{}]", error.index),
+                    error.message,
+                ));
+            }
+        }
+    }
+}
+
 impl Settings {
     /// Checks what types alone cannot: ranges, required secrets, combinations. Every problem is returned.
     pub fn validate(&self) -> Vec<Problem> {

@@ -1,6 +1,8 @@
 //! The `[plugin]` section: the password-policy service.
 
-use super::{check_listen, ApiSettings, Environment, KratosSettings, Problem};
+use super::{
+    check_listen, AdminSettings, ApiSettings, Environment, KratosSettings, Problem, StorageSettings,
+};
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -14,6 +16,8 @@ pub struct PluginSettings {
     /// Where the plugin's HTTP API and webhooks listen.
     pub listen: String,
     pub api: ApiSettings,
+    pub admin: AdminSettings,
+    pub storage: StorageSettings,
     pub kratos: KratosSettings,
     pub policy: PolicySettings,
     pub history: HistorySettings,
@@ -24,6 +28,8 @@ impl Default for PluginSettings {
         Self {
             listen: "127.0.0.1:4470".into(),
             api: ApiSettings::default(),
+            admin: AdminSettings::default(),
+            storage: StorageSettings::default(),
             kratos: KratosSettings::default(),
             policy: PolicySettings::default(),
             history: HistorySettings::default(),
@@ -186,6 +192,8 @@ impl Default for Argon2Settings {
 impl PluginSettings {
     pub(crate) fn validate(&self, environment: Environment, problems: &mut Vec<Problem>) {
         check_listen("plugin.listen", &self.listen, problems);
+        self.storage
+            .validate("plugin.storage.keys", environment, problems);
         self.kratos.validate(environment, problems);
         self.policy.validate(problems);
         self.history.validate(environment, problems);
@@ -319,7 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn production_requires_a_pepper() {
+    fn production_requires_a_pepper_and_storage_keys() {
         // Production also requires real gateway providers; only the plugin's keys matter here.
         let plugin_keys = |value| -> Vec<String> {
             problem_keys(value)
@@ -329,14 +337,22 @@ mod tests {
         };
         assert_eq!(
             plugin_keys(json!({"environment": "production"})),
-            vec!["plugin.history.pepper".to_string()]
+            vec![
+                "plugin.storage.keys".to_string(),
+                "plugin.history.pepper".to_string()
+            ]
         );
         let pepper = "p".repeat(32);
+        let key = format!("k1:{}", "0a".repeat(32));
         assert!(plugin_keys(json!({
             "environment": "production",
-            "plugin": {"history": {"pepper": pepper}},
+            "plugin": {"history": {"pepper": pepper}, "storage": {"keys": [key]}},
         }))
         .is_empty());
+        assert_eq!(
+            plugin_keys(json!({"plugin": {"storage": {"keys": ["k1:tooshort"]}}})),
+            vec!["plugin.storage.keys[0]".to_string()]
+        );
         assert_eq!(
             plugin_keys(json!({"plugin": {"history": {"pepper": "short"}}})),
             vec!["plugin.history.pepper".to_string()]

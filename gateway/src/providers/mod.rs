@@ -79,6 +79,30 @@ pub enum SendError {
     },
 }
 
+impl SendError {
+    /// The same error with every address in its text masked: providers quote recipients (an SMTP 550
+    /// names the mailbox, Twilio names the number), and the text is logged, stored in `last_error` and
+    /// shown by `GET /v1/messages/{id}`.
+    pub fn masked(self) -> Self {
+        use reclaim_common::secret::mask_addresses_in;
+        match self {
+            Self::Transient {
+                code,
+                message,
+                retry_after,
+            } => Self::Transient {
+                code,
+                message: mask_addresses_in(&message),
+                retry_after,
+            },
+            Self::Permanent { code, message } => Self::Permanent {
+                code,
+                message: mask_addresses_in(&message),
+            },
+        }
+    }
+}
+
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync {
     /// "smtp", "twilio", "console", "file", ...

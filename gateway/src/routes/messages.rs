@@ -4,11 +4,9 @@ use super::ApiState;
 use crate::address::Destination;
 use crate::channel::Channel;
 use crate::outbox::{self, AttemptRow, FallbackStep, MessageRow, MessageStatus, NewMessage};
-use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, TimeDelta, Utc};
-use reclaim_common::auth::{check_bearer, AuthError};
 use reclaim_common::db::{write_transaction, DbError};
 use reclaim_common::idempotency::{self, Claim, IdempotencyKey};
 use reclaim_common::json::{error_response, FieldError};
@@ -138,8 +136,6 @@ impl MessageView {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
-    #[error("unauthorized: {0}")]
-    Unauthorized(#[from] AuthError),
     #[error(transparent)]
     Invalid(#[from] FieldError),
     #[error("the Idempotency-Key was already used with a different request")]
@@ -151,7 +147,6 @@ pub enum EnqueueError {
 impl ResponseError for EnqueueError {
     fn status_code(&self) -> StatusCode {
         match self {
-            EnqueueError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             EnqueueError::Invalid(_) => StatusCode::BAD_REQUEST,
             EnqueueError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             EnqueueError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -160,7 +155,6 @@ impl ResponseError for EnqueueError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            EnqueueError::Unauthorized(_) => unauthorized(),
             EnqueueError::Invalid(e) => e.error_response(),
             EnqueueError::KeyReused => error_response(
                 self.status_code(),
@@ -173,21 +167,7 @@ impl ResponseError for EnqueueError {
     }
 }
 
-fn unauthorized() -> HttpResponse {
-    let mut response = error_response(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "missing or wrong bearer token",
-        None,
-    );
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    response
-}
-
-fn internal(error: &anyhow::Error) -> HttpResponse {
+pub(super) fn internal(error: &anyhow::Error) -> HttpResponse {
     tracing::error!(error = %format!("{error:#}"), "request failed");
     error_response(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -221,7 +201,6 @@ pub async fn enqueue_message(
     state: web::Data<ApiState>,
     db: web::Data<Db>,
 ) -> Result<HttpResponse, EnqueueError> {
-    check_bearer(request.headers(), &state.settings.api.tokens)?;
     let key = IdempotencyKey::from_headers(request.headers(), "Idempotency-Key")?;
     let parsed: MessageRequest = reclaim_common::json::parse(&body)?;
     let now = Utc::now().naive_utc();
@@ -234,6 +213,7 @@ pub async fn enqueue_message(
         key.as_ref().map(|k| k.as_str().to_string()),
     )?;
     let once = key.map(|key| idempotency::Request::new(IDEMPOTENCY_SCOPE, key, &body));
+    let keyring = state.keyring.clone();
     let db = db.get_ref().clone();
     let outcome = db
         .run(move |conn| {
@@ -248,7 +228,7 @@ pub async fn enqueue_message(
                         }
                     }
                 }
-                outbox::insert(conn, &new)?;
+                outbox::insert(conn, &new, &keyring)?;
                 let view = outbox::find(conn, &new.id)?
                     .map(|(m, a)| MessageView::new(&m, &a))
                     .ok_or(diesel::result::Error::NotFound)?;
@@ -401,8 +381,6 @@ fn validate(
 
 #[derive(Debug, thiserror::Error)]
 pub enum GetMessageError {
-    #[error("unauthorized: {0}")]
-    Unauthorized(#[from] AuthError),
     #[error("no such message")]
     NotFound,
     #[error(transparent)]
@@ -412,7 +390,6 @@ pub enum GetMessageError {
 impl ResponseError for GetMessageError {
     fn status_code(&self) -> StatusCode {
         match self {
-            GetMessageError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             GetMessageError::NotFound => StatusCode::NOT_FOUND,
             GetMessageError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -420,7 +397,6 @@ impl ResponseError for GetMessageError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            GetMessageError::Unauthorized(_) => unauthorized(),
             GetMessageError::NotFound => error_response(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -445,12 +421,9 @@ impl ResponseError for GetMessageError {
     security(("bearer" = []))
 )]
 pub async fn get_message(
-    request: HttpRequest,
     path: web::Path<String>,
-    state: web::Data<ApiState>,
     db: web::Data<Db>,
 ) -> Result<HttpResponse, GetMessageError> {
-    check_bearer(request.headers(), &state.settings.api.tokens)?;
     let id = path.into_inner();
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(GetMessageError::NotFound);

@@ -1,11 +1,16 @@
-//! HTTP handlers: the messages API (`/v1/messages`) and provider callbacks (`/providers/...`).
+//! HTTP handlers: the messages API (`/v1/messages`, `gateway.api.tokens`), operator actions (`/admin`,
+//! `gateway.admin.tokens`) and provider callbacks (`/providers/...`, signed by the provider).
 
+pub mod admin;
 pub mod messages;
 pub mod twilio_status;
 
 use crate::metrics::GatewayMetrics;
 use crate::templates::Templates;
+use actix_web::middleware::from_fn;
 use actix_web::web;
+use reclaim_common::auth::{require_bearer, BearerTokens};
+use reclaim_common::sealed::Keyring;
 use reclaim_common::settings::GatewaySettings;
 use std::sync::Arc;
 
@@ -14,13 +19,27 @@ pub struct ApiState {
     pub settings: GatewaySettings,
     pub templates: Arc<Templates>,
     pub metrics: GatewayMetrics,
+    /// Seals message data before it is stored.
+    pub keyring: Keyring,
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/messages", web::post().to(messages::enqueue_message))
-        .route("/v1/messages/{id}", web::get().to(messages::get_message))
-        .route(
-            "/providers/twilio/status",
-            web::post().to(twilio_status::receive_twilio_status),
-        );
+/// Mounts the routes. The bearer token is checked before any body is read.
+pub fn configure(cfg: &mut web::ServiceConfig, settings: &GatewaySettings) {
+    cfg.service(
+        web::scope("/v1")
+            .app_data(web::Data::new(BearerTokens(settings.api.tokens.clone())))
+            .wrap(from_fn(require_bearer))
+            .route("/messages", web::post().to(messages::enqueue_message))
+            .route("/messages/{id}", web::get().to(messages::get_message)),
+    )
+    .service(
+        web::scope("/admin")
+            .app_data(web::Data::new(BearerTokens(settings.admin.tokens.clone())))
+            .wrap(from_fn(require_bearer))
+            .route("/storage/reseal", web::post().to(admin::reseal_storage)),
+    )
+    .route(
+        "/providers/twilio/status",
+        web::post().to(twilio_status::receive_twilio_status),
+    );
 }

@@ -1,4 +1,7 @@
 //! History rows: read newest first, insert, re-key, prune, erase.
+//!
+//! Foreign hashes are stored sealed with `plugin.storage.keys` (they can be attacked offline, unlike keyed
+//! digests, which need the pepper), and opened when read.
 
 use super::kdf::{KdfParams, PasswordDigest};
 use crate::policy::Profile;
@@ -6,6 +9,7 @@ use crate::schema::password_history::dsl;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use reclaim_common::db::{AnyConnection, DbError};
+use reclaim_common::sealed::Keyring;
 
 pub const KEYED: &str = "keyed";
 pub const FOREIGN: &str = "foreign";
@@ -22,8 +26,44 @@ pub struct Entry {
     pub created_at: DateTime<Utc>,
 }
 
-/// An identity's entries, newest first (rank 0 = the current password).
-pub fn entries(conn: &mut AnyConnection, identity_id: &str) -> Result<Vec<Entry>, DbError> {
+/// The authenticated context of a sealed foreign hash: it opens only for its own identity.
+fn foreign_context(identity_id: &str) -> String {
+    format!("password_history.foreign_hash:{identity_id}")
+}
+
+/// Opens a stored foreign hash; `None` (with a warning) when no configured key opens it.
+fn open_foreign(keyring: &Keyring, identity_id: &str, stored: String) -> Option<String> {
+    if stored.starts_with('$') {
+        // Imported before hashes were sealed.
+        return Some(stored);
+    }
+    match keyring.open_text(&foreign_context(identity_id), &stored) {
+        Ok(hash) => Some(hash),
+        Err(error) => {
+            tracing::warn!(identity.id = identity_id, error = %error, "imported hash skipped: it does not open");
+            None
+        }
+    }
+}
+
+/// An identity's entries, newest first (rank 0 = the current password); foreign hashes opened.
+pub fn entries(
+    conn: &mut AnyConnection,
+    identity_id: &str,
+    keyring: &Keyring,
+) -> Result<Vec<Entry>, DbError> {
+    let mut entries = stored_entries(conn, identity_id)?;
+    for entry in &mut entries {
+        entry.foreign_hash = entry
+            .foreign_hash
+            .take()
+            .and_then(|h| open_foreign(keyring, identity_id, h));
+    }
+    Ok(entries)
+}
+
+/// The entries as stored, foreign hashes still sealed.
+fn stored_entries(conn: &mut AnyConnection, identity_id: &str) -> Result<Vec<Entry>, DbError> {
     type Row = (
         i64,
         String,
@@ -79,20 +119,23 @@ pub fn insert_keyed(
     Ok(())
 }
 
+/// Stores a foreign hash sealed with the newest key of `keyring`.
 pub fn insert_foreign(
     conn: &mut AnyConnection,
     identity_id: &str,
     scheme: &str,
     hash: &str,
     created_at: DateTime<Utc>,
+    keyring: &Keyring,
 ) -> Result<(), DbError> {
+    let sealed = keyring.seal(&foreign_context(identity_id), hash.as_bytes());
     diesel::insert_into(dsl::password_history)
         .values((
             dsl::identity_id.eq(identity_id),
             dsl::kind.eq(FOREIGN),
             dsl::params.eq(scheme),
             dsl::digest.eq(None::<Vec<u8>>),
-            dsl::foreign_hash.eq(Some(hash)),
+            dsl::foreign_hash.eq(Some(sealed)),
             dsl::created_at.eq(created_at.naive_utc()),
         ))
         .execute(conn)?;
@@ -145,7 +188,7 @@ pub fn prune(
     profile: &Profile,
     now: DateTime<Utc>,
 ) -> Result<usize, DbError> {
-    let all = entries(conn, identity_id)?;
+    let all = stored_entries(conn, identity_id)?;
     let used = last_used(&all, now);
     let doomed: Vec<i64> = all
         .iter()

@@ -1,6 +1,6 @@
 //! The generic HTTP API (DESIGN §3.3) for identity providers that can send the plaintext: handlers named as
-//! verbs, one file each (`admin.rs` holds the three admin actions), all behind a bearer token from
-//! `plugin.api.tokens`.
+//! verbs, one file each (`admin.rs` holds the three admin actions). `/v1` takes a bearer token from
+//! `plugin.api.tokens`, `/admin` one from `plugin.admin.tokens`.
 //!
 //! What is not here: policy and storage (the [`crate::Passwords`] facade does both); IdP-specific webhooks.
 
@@ -13,12 +13,11 @@ use crate::identity::IdentityId;
 use crate::passwords::PasswordsError;
 use crate::policy::Locale;
 use crate::Passwords;
-use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::middleware::{from_fn, Next};
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
+use reclaim_common::auth::{require_bearer, BearerTokens};
 use reclaim_common::json::{error_response, FieldError};
 use reclaim_common::Secret;
 use std::time::Duration;
@@ -29,10 +28,6 @@ pub use admin::{erase_identity, force_change, mark_compromised};
 pub use check_password::check_password;
 pub use record_password::record_password;
 pub use show_password_state::show_password_state;
-
-/// Bearer tokens accepted on `/v1` and `/admin`.
-#[derive(Clone)]
-pub struct ApiTokens(pub Vec<Secret>);
 
 #[derive(OpenApi)]
 #[openapi(
@@ -76,13 +71,18 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Mounts the API; `passwords` and `tokens` become app data.
-pub fn configure(cfg: &mut web::ServiceConfig, passwords: Passwords, tokens: ApiTokens) {
+/// Mounts the API: `/v1` accepts `api_tokens` only, `/admin` accepts `admin_tokens` only.
+pub fn configure(
+    cfg: &mut web::ServiceConfig,
+    passwords: Passwords,
+    api_tokens: Vec<Secret>,
+    admin_tokens: Vec<Secret>,
+) {
     cfg.app_data(web::Data::new(passwords))
-        .app_data(web::Data::new(tokens))
         .service(
             web::scope("/v1")
-                .wrap(from_fn(require_token))
+                .app_data(web::Data::new(BearerTokens(api_tokens)))
+                .wrap(from_fn(require_bearer))
                 .route("/passwords/check", web::post().to(check_password))
                 .route("/passwords/record", web::post().to(record_password))
                 .route(
@@ -92,7 +92,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, passwords: Passwords, tokens: Api
         )
         .service(
             web::scope("/admin")
-                .wrap(from_fn(require_token))
+                .app_data(web::Data::new(BearerTokens(admin_tokens)))
+                .wrap(from_fn(require_bearer))
                 .route(
                     "/identities/{id}/force-change",
                     web::post().to(force_change),
@@ -103,33 +104,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, passwords: Passwords, tokens: Api
                 )
                 .route("/identities/{id}", web::delete().to(erase_identity)),
         );
-}
-
-/// Refuses requests without a configured bearer token: 401 in the common JSON shape.
-async fn require_token(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let verdict = match req.app_data::<web::Data<ApiTokens>>() {
-        Some(tokens) => reclaim_common::auth::check_bearer(req.headers(), &tokens.0),
-        None => Err(reclaim_common::auth::AuthError::Wrong),
-    };
-    match verdict {
-        Ok(()) => Ok(next.call(req).await?.map_into_left_body()),
-        Err(reason) => {
-            tracing::info!(auth.outcome = %reason, "API request refused");
-            let mut response = error_response(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a valid bearer token is required",
-                None,
-            );
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Ok(req.into_response(response).map_into_right_body())
-        }
-    }
 }
 
 /// The language the caller asked for in `Accept-Language`, if we have it.
