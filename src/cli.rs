@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use reclaim_common::settings::{self, Settings};
+use reclaim_common::shutdown::Shutdown;
 use reclaim_common::{telemetry, Db};
 use reclaim_gateway::RunMode;
 use std::path::PathBuf;
@@ -134,6 +135,9 @@ fn migrate(settings: &Settings) -> anyhow::Result<Db> {
 }
 
 async fn serve(settings: Settings, service: Service, mode: RunMode) -> anyhow::Result<()> {
+    // Installed first, so that a SIGTERM during migrations or start-up stops the process gracefully too.
+    let stop = Shutdown::default();
+    stop.on_signals();
     let db = {
         let settings = settings.clone();
         tokio::task::spawn_blocking(move || migrate(&settings)).await??
@@ -166,13 +170,13 @@ async fn serve(settings: Settings, service: Service, mode: RunMode) -> anyhow::R
     }
     let plugin = async {
         match plugin {
-            Some(app) => app.run_until_stopped().await,
+            Some(app) => app.run_until_stopped(stop.clone()).await,
             None => Ok(()),
         }
     };
     let gateway = async {
         match gateway {
-            Some(app) => app.run_until_stopped().await,
+            Some(app) => app.run_until_stopped(stop.clone()).await,
             None => Ok(()),
         }
     };

@@ -2,6 +2,7 @@
 
 use crate::support::{expected_backend, spawn_app, TestDatabase};
 use reclaim_common::settings::{self, Settings};
+use reclaim_common::shutdown::Shutdown;
 use reclaim_common::Db;
 use std::path::Path;
 use std::process::Command;
@@ -55,7 +56,7 @@ async fn readiness_is_503_until_the_database_is_migrated() {
         .await
         .expect("build");
     let url = format!("http://127.0.0.1:{}/health/ready", plugin.port());
-    tokio::spawn(plugin.run_until_stopped());
+    tokio::spawn(plugin.run_until_stopped(Shutdown::default()));
     let client = reqwest::Client::new();
     assert_eq!(
         client.get(&url).send().await.expect("request").status(),

@@ -6,6 +6,7 @@ use crate::db::Db;
 use crate::json::error_response;
 use crate::metrics::{self, HttpMetrics};
 use crate::settings::HttpSettings;
+use crate::shutdown::Shutdown;
 use actix_web::body::{BoxBody, EitherBody};
 use actix_web::dev::{Server, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
@@ -32,7 +33,8 @@ pub fn bind(listen: &str) -> std::io::Result<TcpListener> {
     TcpListener::bind(listen)
 }
 
-/// Starts the server; it stops gracefully on SIGINT/SIGTERM.
+/// Starts the server. It does not watch signals itself: [`run_until`] stops it gracefully when the
+/// process's [`Shutdown`] triggers (the binary installs the signal handlers before start-up).
 pub fn serve<F>(spec: ServiceSpec, configure: F) -> std::io::Result<Server>
 where
     F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
@@ -64,11 +66,28 @@ where
             .default_service(web::to(not_found))
     })
     .listen(spec.listener)?
+    .disable_signals()
     .shutdown_timeout(spec.http.shutdown_timeout_seconds);
     if spec.http.workers > 0 {
         server = server.workers(spec.http.workers);
     }
     Ok(server.run())
+}
+
+/// Runs `server` until `stop` triggers, then stops it gracefully: it stops accepting, and requests in
+/// flight get `http.shutdown_timeout_seconds` to finish.
+pub async fn run_until(server: Server, stop: Shutdown) -> std::io::Result<()> {
+    let handle = server.handle();
+    let stopper = tokio::spawn(async move {
+        stop.wait().await;
+        tracing::info!(
+            "starting graceful shutdown: no new connections, requests in flight may finish"
+        );
+        handle.stop(true).await;
+    });
+    let result = server.await;
+    stopper.abort();
+    result
 }
 
 #[derive(Clone, Copy)]

@@ -34,27 +34,63 @@ impl Shutdown {
         let _ = receiver.wait_for(|stopped| *stopped).await;
     }
 
-    /// Triggers on SIGINT or SIGTERM.
+    /// Triggers on SIGINT or SIGTERM. The handlers are installed before this returns, so a signal that
+    /// arrives at any later moment (during migrations or start-up included) stops the process gracefully
+    /// instead of killing it.
     pub fn on_signals(&self) {
         let this = self.clone();
+        let signals = Signals::install();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            let name = signals.wait().await;
+            tracing::info!(signal = name, "signal received; stopping");
             this.trigger();
         });
     }
 }
 
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM handlers, installed on creation.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Self {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
-            return;
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// Waits for the first signal and names it.
+    async fn wait(self) -> &'static str {
+        #[cfg(unix)]
+        {
+            async fn next(signal: Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = next(self.term) => "SIGTERM",
+                _ = next(self.int) => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "ctrl-c"
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -138,8 +138,9 @@ impl Application {
         self.delivery.clone()
     }
 
-    /// Serves until SIGINT/SIGTERM, then lets in-flight requests and deliveries finish.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+    /// Serves until `stop` triggers (the binary triggers it on SIGINT/SIGTERM), then lets in-flight
+    /// requests and deliveries finish.
+    pub async fn run_until_stopped(self, stop: Shutdown) -> std::io::Result<()> {
         let shutdown = Shutdown::default();
         let workers = match self.mode {
             RunMode::ApiOnly => Vec::new(),
@@ -149,7 +150,7 @@ impl Application {
                 tasks
             }
         };
-        let result = self.server.await;
+        let result = http::run_until(self.server, stop).await;
         shutdown.trigger();
         for worker in workers {
             let _ = worker.await;

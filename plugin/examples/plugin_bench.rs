@@ -516,7 +516,9 @@ async fn serve(max_queue_ms: u64) -> anyhow::Result<()> {
     drop(passwords);
     let app = Application::build(&settings, db).await?;
     println!("PORT {}", app.port());
-    app.run_until_stopped().await?;
+    let stop = reclaim_common::shutdown::Shutdown::default();
+    stop.on_signals();
+    app.run_until_stopped(stop).await?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use crate::kratos::{self, admin::KratosAdmin, KratosHooks};
 use crate::routes::{self, ApiDoc};
 use crate::Passwords;
 use reclaim_common::http::{self, ServiceSpec};
+use reclaim_common::shutdown::Shutdown;
 use reclaim_common::{Db, Settings};
 use utoipa::OpenApi;
 
@@ -65,8 +66,9 @@ impl Application {
         self.kdf.clone()
     }
 
-    /// Serves until SIGINT/SIGTERM, then lets in-flight requests finish.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+    /// Serves until `stop` triggers (the binary triggers it on SIGINT/SIGTERM), then lets in-flight
+    /// requests finish.
+    pub async fn run_until_stopped(self, stop: Shutdown) -> std::io::Result<()> {
+        http::run_until(self.server, stop).await
     }
 }

@@ -15,6 +15,7 @@ pub mod twilio_faults;
 pub use database::{expected_backend, TestDatabase};
 
 use reclaim_common::settings::{self, Settings};
+use reclaim_common::shutdown::Shutdown;
 use reclaim_common::{Db, Secret};
 use reclaim_gateway::RunMode;
 
@@ -99,8 +100,9 @@ pub async fn spawn_app_in(mode: RunMode, customize: impl FnOnce(&mut Settings)) 
     let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
     let delivery = gateway.delivery();
     let kdf = plugin.kdf();
-    tokio::spawn(plugin.run_until_stopped());
-    tokio::spawn(gateway.run_until_stopped());
+    // Never triggered: a test's services live as long as its runtime.
+    tokio::spawn(plugin.run_until_stopped(Shutdown::default()));
+    tokio::spawn(gateway.run_until_stopped(Shutdown::default()));
     TestApp {
         plugin: plugin_url,
         gateway: gateway_url,
