@@ -14,4 +14,5 @@ mod kratos_hooks;
 mod kratos_kit;
 mod plugin_api;
 mod plugin_passwords;
+mod proptest_inputs;
 mod spine;
