@@ -193,3 +193,31 @@ async fn an_empty_fallback_list_turns_the_configured_chain_off() {
     assert_eq!(message["status"], "failed", "{message}");
     assert!(crate::gateway_messages::delivered(dir.path()).is_empty());
 }
+
+#[tokio::test]
+async fn a_huge_retry_after_is_capped_to_a_day() {
+    let (app, _dir) = spawn_gateway(|_| {}).await;
+    let provider = Arc::new(RateLimited {
+        refusals: 1,
+        retry_after: Duration::from_secs(u64::MAX),
+        calls: AtomicU32::new(0),
+    });
+    let delivery = delivery_with(&app, Channel::Sms, provider.clone());
+    let id = enqueue(
+        &app,
+        &json!({"channel": "sms", "to": "+14155550100", "template": "recovery_code", "data": {"code": "1"}}),
+    )
+    .await;
+    delivery.drain_at(chrono::Utc::now()).await.expect("drain");
+    let message = get_message(&app, &id).await;
+    assert_eq!(message["status"], "queued", "{message}");
+    let wait = time(&message["next_attempt_at"]) - time(&message["history"][0]["started_at"]);
+    assert_eq!(wait, TimeDelta::days(1));
+    delivery
+        .drain_at(time(&message["next_attempt_at"]))
+        .await
+        .expect("drain");
+    let message = get_message(&app, &id).await;
+    assert_eq!(message["status"], "sent", "{message}");
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 2);
+}
