@@ -144,6 +144,34 @@ async fn a_twilio_429_with_retry_after_delays_the_retry_by_that_long() {
 }
 
 #[tokio::test]
+async fn a_huge_retry_after_is_capped_to_a_day() {
+    let twilio = FaultyTwilio::start(vec![
+        Reply::twilio_error(429, 20429).header("Retry-After", &u64::MAX.to_string()),
+        Reply::created(SMS_SID),
+    ])
+    .await;
+    let (app, _dir) = spawn_gateway(|s| on_twilio(s, &twilio)).await;
+    // No expiry, so only the cap stands between the retry and the end of time.
+    let id = enqueue(
+        &app,
+        &json!({"channel": "sms", "to": TO, "template": "recovery_code", "data": {"code": "1"}}),
+    )
+    .await;
+    app.delivery.drain_at(Utc::now()).await.expect("drain");
+    let message = get_message(&app, &id).await;
+    assert_eq!(message["status"], "queued", "{message}");
+    let retry_at = time(&message["next_attempt_at"]);
+    assert_eq!(
+        retry_at - time(&message["history"][0]["started_at"]),
+        TimeDelta::days(1)
+    );
+    app.delivery.drain_at(retry_at).await.expect("drain");
+    let message = get_message(&app, &id).await;
+    assert_eq!(message["status"], "sent", "{message}");
+    assert_eq!(twilio.requests().len(), 2);
+}
+
+#[tokio::test]
 async fn a_permanent_twilio_error_moves_the_sms_to_a_voice_call() {
     let twilio = FaultyTwilio::start(vec![
         Reply::twilio_error(400, 21614),

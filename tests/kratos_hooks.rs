@@ -514,3 +514,20 @@ async fn erasure_forgets_the_remembered_answers_of_the_generic_api_and_of_the_kr
     // Only the other identity's login answer is left.
     assert_eq!(remembered_answers(&app), 1);
 }
+
+#[tokio::test]
+async fn a_stamped_change_time_outside_the_clock_is_ignored_at_first_contact() {
+    let app = kratos_app().await;
+    for stamped in ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"] {
+        let id = new_id();
+        let mut login = for_identity(contract("webhook-login-password.json"), &id, "contractor");
+        login["identity"]["metadata_public"] = serde_json::json!({"password_changed_at": stamped});
+        let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
+        answer.assert_proceeds();
+        let state = password_state(&app, &id).await;
+        let changed =
+            chrono::DateTime::parse_from_rfc3339(state["changed_at"].as_str().unwrap_or_default())
+                .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_minutes());
+        assert_eq!(changed, Ok(0), "{stamped}: {state}");
+    }
+}

@@ -18,6 +18,7 @@ mod kratos_kit;
 mod logs;
 mod plugin_api;
 mod plugin_passwords;
+mod proptest_inputs;
 mod readme_claims;
 mod secrets;
 mod spine;

@@ -495,3 +495,53 @@ async fn the_openapi_document_lists_the_generic_api() {
     assert!(doc["components"]["schemas"]["Decision"].is_object());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
+
+#[tokio::test]
+async fn a_change_time_far_in_the_past_or_future_is_refused_naming_changed_at() {
+    // A max_age profile, so that the expiry arithmetic runs on whatever time is accepted.
+    let app = spawn_app_with(|settings| {
+        fast_kdf(settings);
+        if let Some(default) = settings.plugin.policy.profiles.get_mut("default") {
+            default.expiry = reclaim_common::settings::ExpiryMode::MaxAge;
+        }
+    })
+    .await;
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    for changed_at in [
+        "+262142-12-31T23:59:59Z",
+        "-262143-01-01T00:00:00Z",
+        "0001-01-01T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+        tomorrow.as_str(),
+    ] {
+        let response = post(
+            &app,
+            "/v1/passwords/record",
+            json!({"identity_id": "u", "password": "p1", "changed_at": changed_at}),
+        )
+        .await;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{changed_at}: {answer}");
+        assert_eq!(answer["error"]["field"], "changed_at", "{changed_at}");
+    }
+    let state = app
+        .client
+        .get(app.plugin_url("/v1/identities/u/password"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("state");
+    assert_eq!(
+        state.status(),
+        StatusCode::NOT_FOUND,
+        "nothing was recorded"
+    );
+    let response = post(
+        &app,
+        "/v1/passwords/record",
+        json!({"identity_id": "u", "password": "p1", "changed_at": "1970-01-01T00:00:00Z"}),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+}

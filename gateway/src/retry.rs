@@ -1,10 +1,15 @@
 //! When to try again: exponential backoff with full jitter, never sooner than the provider asked
-//! (`Retry-After`), never after the message expires, never more than `max_attempts` times.
+//! (`Retry-After`), never after the message expires, never more than `max_attempts` times, never more than
+//! [`MAX_WAIT`] away.
 
 use chrono::{NaiveDateTime, TimeDelta};
 use rand::Rng;
 use reclaim_common::settings::RetrySettings;
 use std::time::Duration;
+
+/// The longest wait before any retry, whatever `Retry-After` or `retry.max_ms` say: a provider's huge
+/// `Retry-After` must not overflow the clock arithmetic, nor park a message for years.
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// The longest wait before retry number `retry` (1 = the first retry): `min(max_ms, base_ms * 2^(retry-1))`.
 pub fn ceiling(settings: &RetrySettings, retry: u32) -> Duration {
@@ -12,6 +17,7 @@ pub fn ceiling(settings: &RetrySettings, retry: u32) -> Duration {
         .checked_shl(retry.saturating_sub(1))
         .unwrap_or(u64::MAX);
     Duration::from_millis(settings.base_ms.saturating_mul(factor).min(settings.max_ms))
+        .min(MAX_WAIT)
 }
 
 /// Full jitter: a uniformly random wait in `[0, ceiling]`, so retries of many messages spread out instead of
@@ -43,8 +49,13 @@ pub fn after_transient_failure(
     if attempts >= settings.max_attempts {
         return Next::Exhausted;
     }
-    let wait = retry_after.map_or(jitter, |asked| asked.max(jitter));
-    let at = now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX);
+    let wait = retry_after
+        .map_or(jitter, |asked| asked.max(jitter))
+        .min(MAX_WAIT);
+    let at = TimeDelta::from_std(wait)
+        .ok()
+        .and_then(|wait| now.checked_add_signed(wait))
+        .unwrap_or(NaiveDateTime::MAX);
     match expires_at {
         Some(expiry) if at >= expiry => Next::Expired,
         _ => Next::RetryAt(at),
@@ -119,6 +130,32 @@ mod tests {
         assert_eq!(
             after_transient_failure(&s, 5, jitter, None, t0(), None),
             Next::Exhausted
+        );
+    }
+
+    #[test]
+    fn a_huge_retry_after_or_max_ms_is_capped_instead_of_overflowing() {
+        let s = RetrySettings {
+            base_ms: u64::MAX,
+            max_ms: u64::MAX,
+            max_attempts: 5,
+        };
+        let day = MAX_WAIT;
+        let cap = TimeDelta::from_std(day).expect("a day fits");
+        let endless = Duration::from_secs(u64::MAX);
+        assert_eq!(
+            after_transient_failure(&s, 1, Duration::ZERO, Some(endless), t0(), None),
+            Next::RetryAt(t0() + cap)
+        );
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let jitter = jittered(&s, 64, &mut rng);
+        assert!(jitter <= day, "{jitter:?}");
+        assert_eq!(ceiling(&s, 64), day);
+        // Near the end of time the retry lands on the last representable instant rather than panicking.
+        let last = NaiveDateTime::MAX;
+        assert_eq!(
+            after_transient_failure(&s, 1, Duration::ZERO, Some(endless), last, None),
+            Next::RetryAt(last)
         );
     }
 }

@@ -1,7 +1,8 @@
 //! The `[gateway]` section: the code and notice delivery service.
 
 use super::{
-    check_listen, AdminSettings, ApiSettings, Environment, Problem, StorageSettings, TwilioSettings,
+    check_listen, check_range, AdminSettings, ApiSettings, Environment, Problem, StorageSettings,
+    TwilioSettings, MAX_TIMEOUT_MS,
 };
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -303,62 +304,93 @@ impl GatewaySettings {
                 "must not be empty",
             ));
         }
+        check_range(
+            "gateway.messages.max_expires_in_seconds",
+            self.messages.max_expires_in_seconds,
+            1..=365 * 24 * 3600,
+            problems,
+        );
         let w = &self.worker;
-        if w.concurrency == 0 || w.concurrency > 256 {
-            problems.push(Problem::new(
-                "gateway.worker.concurrency",
-                "must be between 1 and 256",
-            ));
-        }
-        if w.lease_seconds == 0 || w.lease_seconds * 1000 <= w.send_timeout_ms {
+        check_range(
+            "gateway.worker.concurrency",
+            w.concurrency,
+            1..=256,
+            problems,
+        );
+        check_range(
+            "gateway.worker.lease_seconds",
+            w.lease_seconds,
+            1..=24 * 3600,
+            problems,
+        );
+        check_range(
+            "gateway.worker.poll_interval_ms",
+            w.poll_interval_ms,
+            1..=60_000,
+            problems,
+        );
+        check_range(
+            "gateway.worker.send_timeout_ms",
+            w.send_timeout_ms,
+            1..=MAX_TIMEOUT_MS,
+            problems,
+        );
+        if w.lease_seconds.saturating_mul(1000) <= w.send_timeout_ms {
             problems.push(Problem::new(
                 "gateway.worker.lease_seconds",
                 "must be longer than gateway.worker.send_timeout_ms",
             ));
         }
-        if w.poll_interval_ms == 0 {
-            problems.push(Problem::new(
-                "gateway.worker.poll_interval_ms",
-                "must be at least 1",
-            ));
-        }
         let r = &self.retry;
+        // A day, as the retry schedule's own cap on any wait.
+        check_range(
+            "gateway.retry.max_ms",
+            r.max_ms,
+            1..=24 * 3600 * 1000,
+            problems,
+        );
         if r.base_ms == 0 || r.max_ms < r.base_ms {
             problems.push(Problem::new(
                 "gateway.retry.base_ms",
                 "must be at least 1 and at most gateway.retry.max_ms",
             ));
         }
-        if r.max_attempts == 0 {
-            problems.push(Problem::new(
-                "gateway.retry.max_attempts",
-                "must be at least 1",
-            ));
-        }
+        check_range(
+            "gateway.retry.max_attempts",
+            r.max_attempts,
+            1..=100,
+            problems,
+        );
         let k = &self.retention;
-        if !(1..=3_650).contains(&k.message_days) {
-            problems.push(Problem::new(
-                "gateway.retention.message_days",
-                "must be between 1 and 3650",
-            ));
-        }
-        if !(1..=8_760).contains(&k.idempotency_hours) {
-            problems.push(Problem::new(
-                "gateway.retention.idempotency_hours",
-                "must be between 1 and 8760",
-            ));
-        }
-        if !(1..=86_400).contains(&k.interval_seconds) {
-            problems.push(Problem::new(
-                "gateway.retention.interval_seconds",
-                "must be between 1 and 86400",
-            ));
-        }
+        check_range(
+            "gateway.retention.message_days",
+            k.message_days,
+            1..=3_650,
+            problems,
+        );
+        check_range(
+            "gateway.retention.idempotency_hours",
+            k.idempotency_hours,
+            1..=8_760,
+            problems,
+        );
+        check_range(
+            "gateway.retention.interval_seconds",
+            k.interval_seconds,
+            1..=86_400,
+            problems,
+        );
         for (name, channel) in [
             ("email", &self.channels.email),
             ("sms", &self.channels.sms),
             ("voice", &self.channels.voice),
         ] {
+            check_range(
+                &format!("gateway.channels.{name}.max_per_second"),
+                channel.max_per_second,
+                0..=100_000,
+                problems,
+            );
             let key = format!("gateway.channels.{name}.provider");
             let fits = match channel.provider {
                 ProviderKind::Smtp => name == "email",
@@ -400,6 +432,19 @@ impl GatewaySettings {
                 }
             }
         }
+        check_range("gateway.smtp.port", self.smtp.port, 1..=u16::MAX, problems);
+        check_range(
+            "gateway.smtp.timeout_ms",
+            self.smtp.timeout_ms,
+            1..=MAX_TIMEOUT_MS,
+            problems,
+        );
+        check_range(
+            "gateway.smtp.pool_max_size",
+            self.smtp.pool_max_size,
+            1..=100,
+            problems,
+        );
         if self.smtp.host.is_empty() {
             problems.push(Problem::new("gateway.smtp.host", "must not be empty"));
         }

@@ -1,6 +1,6 @@
 //! The `[plugin.kratos]` section: how Ory Kratos reaches our hooks and how we reach Kratos's admin API.
 
-use super::{Environment, Problem};
+use super::{check_range, Environment, Problem, MAX_TIMEOUT_MS};
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +91,12 @@ impl Default for KratosOnError {
 
 impl KratosSettings {
     pub(crate) fn validate(&self, environment: Environment, problems: &mut Vec<Problem>) {
+        check_range(
+            "plugin.kratos.admin_timeout_ms",
+            self.admin_timeout_ms,
+            1..=MAX_TIMEOUT_MS,
+            problems,
+        );
         if !self.admin_url.is_empty() {
             match url::Url::parse(&self.admin_url) {
                 Err(_) => problems.push(Problem::new("plugin.kratos.admin_url", "is not a URL")),

@@ -215,12 +215,33 @@ impl Settings {
                 "must start with sqlite:// or postgres://",
             ));
         }
-        if self.database.pool_size == 0 {
-            problems.push(Problem::new("database.pool_size", "must be at least 1"));
-        }
-        if self.http.max_body_bytes < 1024 {
-            problems.push(Problem::new("http.max_body_bytes", "must be at least 1024"));
-        }
+        let (db, http) = (&self.database, &self.http);
+        check_range("database.pool_size", db.pool_size, 1..=256, &mut problems);
+        check_range(
+            "database.connect_timeout_ms",
+            db.connect_timeout_ms,
+            1..=MAX_TIMEOUT_MS,
+            &mut problems,
+        );
+        check_range(
+            "database.busy_timeout_ms",
+            db.busy_timeout_ms,
+            0..=MAX_TIMEOUT_MS,
+            &mut problems,
+        );
+        check_range(
+            "http.max_body_bytes",
+            http.max_body_bytes,
+            1024..=64 * 1024 * 1024,
+            &mut problems,
+        );
+        check_range("http.workers", http.workers, 0..=1024, &mut problems);
+        check_range(
+            "http.shutdown_timeout_seconds",
+            http.shutdown_timeout_seconds,
+            0..=3600,
+            &mut problems,
+        );
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.level) {
             problems.push(Problem::new(
                 "telemetry.level",
@@ -233,6 +254,29 @@ impl Settings {
     }
 }
 
+/// Longest timeout any `*_timeout_ms` key accepts: ten minutes.
+pub(crate) const MAX_TIMEOUT_MS: u64 = 600_000;
+
+/// Reports `key` when `value` lies outside `range`. Every numeric key has bounds, so that no value can
+/// overflow the date and duration arithmetic it feeds, nor ask for absurd memory or time.
+pub(crate) fn check_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    problems: &mut Vec<Problem>,
+) {
+    if !range.contains(&value) {
+        problems.push(Problem::new(
+            key,
+            format!(
+                "must be between {} and {} (is {value})",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+}
+
 /// Checks that a listen address parses as `host:port`.
 pub(crate) fn check_listen(key: &str, value: &str, problems: &mut Vec<Problem>) {
     if value.parse::<std::net::SocketAddr>().is_err() {
@@ -240,5 +284,210 @@ pub(crate) fn check_listen(key: &str, value: &str, problems: &mut Vec<Problem>) 
             key,
             format!("`{value}` is not an address like 127.0.0.1:4470"),
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::from_value;
+    use serde_json::{json, Value};
+
+    fn problem_keys(value: &Value) -> Vec<String> {
+        from_value(value.clone())
+            .err()
+            .map(|e| e.problems.into_iter().map(|p| p.key).collect())
+            .unwrap_or_default()
+    }
+
+    /// One value just past a bound for every numeric key, with the key that must be named (and, where two
+    /// keys are judged together, the other one too).
+    fn out_of_range() -> Vec<(Value, &'static str)> {
+        let max_age = |key: &str, value: u64| {
+            json!({"plugin": {"policy": {"profiles": {
+                "default": {"expiry": "max_age", key: value},
+            }}}})
+        };
+        vec![
+            (
+                json!({"database": {"pool_size": 257}}),
+                "database.pool_size",
+            ),
+            (
+                json!({"database": {"connect_timeout_ms": 0}}),
+                "database.connect_timeout_ms",
+            ),
+            (
+                json!({"database": {"connect_timeout_ms": 600_001}}),
+                "database.connect_timeout_ms",
+            ),
+            (
+                json!({"database": {"busy_timeout_ms": 600_001}}),
+                "database.busy_timeout_ms",
+            ),
+            (
+                json!({"http": {"max_body_bytes": 67_108_865}}),
+                "http.max_body_bytes",
+            ),
+            (json!({"http": {"workers": 1025}}), "http.workers"),
+            (
+                json!({"http": {"shutdown_timeout_seconds": 3601}}),
+                "http.shutdown_timeout_seconds",
+            ),
+            (
+                max_age("max_age_days", 1_000_000),
+                "plugin.policy.profiles.default.max_age_days",
+            ),
+            (
+                max_age("max_age_days", 3651),
+                "plugin.policy.profiles.default.max_age_days",
+            ),
+            (
+                max_age("reuse_window_days", 3651),
+                "plugin.policy.profiles.default.reuse_window_days",
+            ),
+            (
+                max_age("warn_before_days", u64::from(u32::MAX)),
+                "plugin.policy.profiles.default.warn_before_days",
+            ),
+            (
+                max_age("min_age_minutes", 525_601),
+                "plugin.policy.profiles.default.min_age_minutes",
+            ),
+            (
+                max_age("grace_logins", 101),
+                "plugin.policy.profiles.default.grace_logins",
+            ),
+            (
+                json!({"plugin": {"history": {"argon2": {"m_kib": 4_194_305}}}}),
+                "plugin.history.argon2.m_kib",
+            ),
+            (
+                json!({"plugin": {"history": {"argon2": {"t": 65}}}}),
+                "plugin.history.argon2.t",
+            ),
+            (
+                json!({"plugin": {"history": {"argon2": {"p": 17}}}}),
+                "plugin.history.argon2.p",
+            ),
+            (
+                json!({"plugin": {"history": {"max_queue_ms": 60_001}}}),
+                "plugin.history.max_queue_ms",
+            ),
+            (
+                json!({"plugin": {"history": {"max_concurrent_kdf": 257}}}),
+                "plugin.history.max_concurrent_kdf",
+            ),
+            (
+                json!({"plugin": {"kratos": {"admin_timeout_ms": 0}}}),
+                "plugin.kratos.admin_timeout_ms",
+            ),
+            (
+                json!({"plugin": {"kratos": {"admin_timeout_ms": 600_001}}}),
+                "plugin.kratos.admin_timeout_ms",
+            ),
+            (
+                json!({"gateway": {"messages": {"max_expires_in_seconds": 0}}}),
+                "gateway.messages.max_expires_in_seconds",
+            ),
+            (
+                json!({"gateway": {"messages": {"max_expires_in_seconds": 31_536_001}}}),
+                "gateway.messages.max_expires_in_seconds",
+            ),
+            (
+                json!({"gateway": {"worker": {"lease_seconds": u64::MAX}}}),
+                "gateway.worker.lease_seconds",
+            ),
+            (
+                json!({"gateway": {"worker": {"lease_seconds": 86_401}}}),
+                "gateway.worker.lease_seconds",
+            ),
+            (
+                json!({"gateway": {"worker": {"poll_interval_ms": 60_001}}}),
+                "gateway.worker.poll_interval_ms",
+            ),
+            (
+                json!({"gateway": {"worker": {"send_timeout_ms": 0}}}),
+                "gateway.worker.send_timeout_ms",
+            ),
+            (
+                json!({"gateway": {"worker": {"send_timeout_ms": 600_001, "lease_seconds": 86_400}}}),
+                "gateway.worker.send_timeout_ms",
+            ),
+            (
+                json!({"gateway": {"retry": {"max_ms": 86_400_001}}}),
+                "gateway.retry.max_ms",
+            ),
+            (
+                json!({"gateway": {"retry": {"max_ms": u64::MAX}}}),
+                "gateway.retry.max_ms",
+            ),
+            (
+                json!({"gateway": {"retry": {"max_attempts": 101}}}),
+                "gateway.retry.max_attempts",
+            ),
+            (
+                json!({"gateway": {"channels": {"sms": {"max_per_second": 100_001}}}}),
+                "gateway.channels.sms.max_per_second",
+            ),
+            (
+                json!({"gateway": {"smtp": {"port": 0}}}),
+                "gateway.smtp.port",
+            ),
+            (
+                json!({"gateway": {"smtp": {"timeout_ms": 0}}}),
+                "gateway.smtp.timeout_ms",
+            ),
+            (
+                json!({"gateway": {"smtp": {"timeout_ms": 600_001}}}),
+                "gateway.smtp.timeout_ms",
+            ),
+            (
+                json!({"gateway": {"smtp": {"pool_max_size": 101}}}),
+                "gateway.smtp.pool_max_size",
+            ),
+            (
+                json!({"gateway": {"twilio": {"timeout_ms": 600_001}}}),
+                "gateway.twilio.timeout_ms",
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_numeric_key_out_of_range_is_refused_naming_the_key_and_its_env_var() {
+        for (value, key) in out_of_range() {
+            let error = from_value(value.clone()).err().map(|e| e.to_string());
+            let env = super::env_var_for(key);
+            assert!(
+                error
+                    .as_ref()
+                    .is_some_and(|e| e.contains(&format!("{key} ({env}): must be"))),
+                "{value} → {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn numeric_bounds_accept_their_edges() {
+        let edges = json!({
+            "database": {"pool_size": 256, "connect_timeout_ms": 600_000, "busy_timeout_ms": 600_000},
+            "http": {"max_body_bytes": 67_108_864, "workers": 1024, "shutdown_timeout_seconds": 3600},
+            "plugin": {
+                "policy": {"select": [], "profiles": {"default": {
+                    "expiry": "max_age", "max_age_days": 3650, "warn_before_days": 3649,
+                    "reuse_window_days": 3650, "min_age_minutes": 525_600, "grace_logins": 100,
+                }}},
+                "history": {"argon2": {"m_kib": 4_194_304, "t": 64, "p": 16}, "max_queue_ms": 60_000},
+                "kratos": {"admin_timeout_ms": 600_000},
+            },
+            "gateway": {
+                "messages": {"max_expires_in_seconds": 31_536_000},
+                "worker": {"lease_seconds": 86_400, "poll_interval_ms": 60_000, "send_timeout_ms": 600_000},
+                "retry": {"base_ms": 86_400_000, "max_ms": 86_400_000, "max_attempts": 100},
+                "channels": {"sms": {"max_per_second": 100_000}},
+                "smtp": {"port": 65_535, "timeout_ms": 600_000, "pool_max_size": 100},
+                "twilio": {"timeout_ms": 600_000},
+            },
+        });
+        assert_eq!(problem_keys(&edges), Vec::<String>::new());
     }
 }

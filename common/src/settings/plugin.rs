@@ -1,7 +1,8 @@
 //! The `[plugin]` section: the password-policy service.
 
 use super::{
-    check_listen, AdminSettings, ApiSettings, Environment, KratosSettings, Problem, StorageSettings,
+    check_listen, check_range, AdminSettings, ApiSettings, Environment, KratosSettings, Problem,
+    StorageSettings,
 };
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -9,6 +10,9 @@ use std::collections::BTreeMap;
 
 /// Deepest history a profile may keep; a check costs the same at any depth, storage grows linearly.
 pub const MAX_HISTORY_DEPTH: u32 = 64;
+
+/// Longest period any `*_days` key of a profile accepts: ten years.
+pub const MAX_POLICY_DAYS: u32 = 3_650;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -249,7 +253,31 @@ impl ProfileSettings {
                 format!("must be at most {MAX_HISTORY_DEPTH}"),
             ));
         }
-        if self.expiry == ExpiryMode::MaxAge {
+        for (name, value) in [
+            ("reuse_window_days", self.reuse_window_days),
+            ("max_age_days", self.max_age_days),
+            ("warn_before_days", self.warn_before_days),
+        ] {
+            check_range(
+                &format!("{key}.{name}"),
+                value,
+                0..=MAX_POLICY_DAYS,
+                problems,
+            );
+        }
+        check_range(
+            &format!("{key}.min_age_minutes"),
+            self.min_age_minutes,
+            0..=525_600,
+            problems,
+        );
+        check_range(
+            &format!("{key}.grace_logins"),
+            self.grace_logins,
+            0..=100,
+            problems,
+        );
+        if self.expiry == ExpiryMode::MaxAge && self.max_age_days <= MAX_POLICY_DAYS {
             if self.max_age_days == 0 {
                 problems.push(Problem::new(
                     format!("{key}.max_age_days"),
@@ -293,24 +321,15 @@ impl HistorySettings {
             ));
         }
         let a = &self.argon2;
-        if a.m_kib < 8 * a.p.max(1) {
-            problems.push(Problem::new(
-                "plugin.history.argon2.m_kib",
-                "must be at least 8 × p",
-            ));
-        }
-        if a.t == 0 {
-            problems.push(Problem::new(
-                "plugin.history.argon2.t",
-                "must be at least 1",
-            ));
-        }
-        if a.p == 0 || a.p > 16 {
-            problems.push(Problem::new(
-                "plugin.history.argon2.p",
-                "must be between 1 and 16",
-            ));
-        }
+        // Argon2 needs 8 KiB per lane; 4 GiB is the most one run may hold.
+        check_range(
+            "plugin.history.argon2.m_kib",
+            a.m_kib,
+            8 * a.p.clamp(1, 16)..=4 * 1024 * 1024,
+            problems,
+        );
+        check_range("plugin.history.argon2.t", a.t, 1..=64, problems);
+        check_range("plugin.history.argon2.p", a.p, 1..=16, problems);
     }
 }
 

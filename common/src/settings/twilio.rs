@@ -5,7 +5,7 @@
 //! which knows which channels use Twilio, through [`TwilioSettings::require_complete`] and
 //! [`TwilioSettings::require_voice`].
 
-use super::{Environment, Problem};
+use super::{check_range, Environment, Problem, MAX_TIMEOUT_MS};
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -120,12 +120,12 @@ impl TwilioSettings {
                 "is required when api_key_secret is set",
             ));
         }
-        if self.timeout_ms == 0 {
-            problems.push(Problem::new(
-                "gateway.twilio.timeout_ms",
-                "must be at least 1",
-            ));
-        }
+        check_range(
+            "gateway.twilio.timeout_ms",
+            self.timeout_ms,
+            1..=MAX_TIMEOUT_MS,
+            problems,
+        );
         if !TWILIO_VALIDITY_PERIOD_SECONDS.contains(&self.max_validity_period_seconds) {
             problems.push(Problem::new(
                 "gateway.twilio.max_validity_period_seconds",

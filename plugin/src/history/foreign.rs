@@ -2,7 +2,8 @@
 //! bcrypt (`$2b$`, `$2a$`, `$2y$`), pbkdf2-sha256 and scrypt, all as PHC / modular-crypt strings.
 //!
 //! Work factors are capped so that an imported hash cannot make one verification take unbounded memory or
-//! time: memory at `max(plugin.history.argon2.m_kib, 131072)` KiB, bcrypt cost at 16, pbkdf2 at 10^7 rounds.
+//! time: memory at `max(plugin.history.argon2.m_kib, 131072)` KiB, argon2 passes `t` at 16 and lanes `p` at
+//! 64, scrypt parallelism `p` at 16, bcrypt cost at 16, pbkdf2 at 10^7 rounds.
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 
@@ -10,6 +11,13 @@ use argon2::password_hash::{PasswordHash, PasswordVerifier};
 const MIN_MEMORY_CAP_KIB: u64 = 131_072;
 const MAX_BCRYPT_COST: u32 = 16;
 const MAX_PBKDF2_ROUNDS: u64 = 10_000_000;
+/// Time grows with passes × memory; Kratos uses 1, Keycloak 5, OWASP's profiles at most 5.
+const MAX_ARGON2_T: u64 = 16;
+/// Kratos defaults to twice its host's cores; 64 covers a 32-core host. Our verifier runs lanes one after
+/// the other, so lanes cost time like passes do.
+const MAX_ARGON2_P: u64 = 64;
+/// scrypt runs its `p` mixes one after the other: time grows linearly with it; everyone uses 1.
+const MAX_SCRYPT_P: u64 = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForeignScheme {
@@ -60,6 +68,14 @@ pub fn inspect(hash: &str, memory_cap_kib: u32) -> Result<ForeignScheme, String>
             if m > cap {
                 return Err(format!("argon2 memory m={m} KiB is above the cap of {cap} KiB"));
             }
+            let t = decimal("t").ok_or("argon2 parameter t is missing")?;
+            if t > MAX_ARGON2_T {
+                return Err(format!("argon2 passes t={t} are above the cap of {MAX_ARGON2_T}"));
+            }
+            let p = decimal("p").ok_or("argon2 parameter p is missing")?;
+            if p > MAX_ARGON2_P {
+                return Err(format!("argon2 lanes p={p} are above the cap of {MAX_ARGON2_P}"));
+            }
             Ok(ForeignScheme::Argon2)
         }
         "pbkdf2-sha256" => {
@@ -80,6 +96,10 @@ pub fn inspect(hash: &str, memory_cap_kib: u32) -> Result<ForeignScheme, String>
             };
             if kib > cap {
                 return Err(format!("scrypt memory {kib} KiB is above the cap of {cap} KiB"));
+            }
+            let p = decimal("p").ok_or("scrypt parameter p is missing")?;
+            if p > MAX_SCRYPT_P {
+                return Err(format!("scrypt parallelism p={p} is above the cap of {MAX_SCRYPT_P}"));
             }
             Ok(ForeignScheme::Scrypt)
         }
@@ -200,5 +220,42 @@ pub(crate) mod tests {
             19_456
         )
         .is_err());
+    }
+
+    #[test]
+    fn every_cost_parameter_is_capped_accepted_at_the_cap_and_refused_above() {
+        let argon2 = |m: u32, t: u32, p: u32| {
+            format!("$argon2id$v=19$m={m},t={t},p={p}$MDEyMzQ1Njc4OWFiY2RlZg$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        };
+        let scrypt = |ln: u32, r: u32, p: u32| {
+            format!("$scrypt$ln={ln},r={r},p={p}$MDEyMzQ1Njc4OWFiY2RlZg$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        };
+        let pbkdf2 = |i: u32| {
+            format!("$pbkdf2-sha256$i={i},l=32$MDEyMzQ1Njc4OWFiY2RlZg$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        };
+        let bcrypt = |cost: u32| {
+            format!("$2b${cost:02}$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW")
+        };
+        let cases = [
+            (argon2(131_072, 1, 1), argon2(131_073, 1, 1), "memory"),
+            (argon2(65_536, 16, 1), argon2(65_536, 17, 1), "t="),
+            (argon2(65_536, 1, 64), argon2(65_536, 1, 65), "p="),
+            (scrypt(17, 8, 1), scrypt(18, 8, 1), "memory"),
+            (scrypt(15, 8, 16), scrypt(15, 8, 17), "p="),
+            (pbkdf2(10_000_000), pbkdf2(10_000_001), "rounds"),
+            (bcrypt(16), bcrypt(17), "cost"),
+        ];
+        for (at_cap, above, named) in cases {
+            assert!(
+                inspect(&at_cap, 19_456).is_ok(),
+                "{at_cap}: {:?}",
+                inspect(&at_cap, 19_456)
+            );
+            let refused = inspect(&above, 19_456);
+            assert!(
+                refused.as_ref().is_err_and(|e| e.contains(named)),
+                "{above}: {refused:?}"
+            );
+        }
     }
 }

@@ -7,7 +7,7 @@ use super::payload::HookBody;
 use super::response::{self, Target, UiMessage};
 use crate::identity::{Identity, IdentityId};
 use crate::passwords::{Passwords, PasswordsError};
-use crate::policy::{ChangeContext, Locale};
+use crate::policy::{check_change_time, ChangeContext, Locale};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -318,7 +318,8 @@ fn password_metadata(
 }
 
 /// First contact with an identity that registered before Reclaim was wired in: create its state (from
-/// `metadata_public.password_changed_at` when we stamped it earlier) and import its current password hash.
+/// `metadata_public.password_changed_at` when we stamped it earlier and it is a time a change can have
+/// happened, else now) and import its current password hash.
 async fn ensure_known(
     hooks: &KratosHooks,
     call: &Call,
@@ -334,7 +335,8 @@ async fn ensure_known(
         .get("password_changed_at")
         .and_then(Value::as_str)
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map_or(now, |t| t.with_timezone(&Utc));
+        .and_then(|t| check_change_time(t.with_timezone(&Utc), now).ok())
+        .unwrap_or(now);
     hooks
         .passwords
         .initialise(&call.identity, changed_at)

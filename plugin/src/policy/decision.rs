@@ -1,7 +1,7 @@
 //! Decisions on a password change: stable violation codes, localized messages, the numbers a UI needs.
 
 use super::expiry::MustChangeReason;
-use super::{Locale, Profile};
+use super::{later, Locale, Profile};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -235,14 +235,14 @@ impl Profile {
             if found.rank < self.history_depth {
                 violations.push(Violation::reused_in_history(self.history_depth, locale));
             } else if let Some(window) = self.reuse_window {
-                if found.last_used_at + window > now {
+                if later(found.last_used_at, window) > now {
                     violations.push(Violation::reused_in_window(window.num_days(), locale));
                 }
             }
         }
         let forced = context != ChangeContext::Voluntary || facts.must_change.is_some();
         if let (Some(min_age), Some(changed_at), false) = (self.min_age, facts.changed_at, forced) {
-            let available_at = changed_at + min_age;
+            let available_at = later(changed_at, min_age);
             if available_at > now {
                 violations.push(Violation::too_young(available_at, locale));
             }
@@ -256,7 +256,10 @@ impl Profile {
     /// Whether a history entry is still needed: it is among the latest `history_depth`, or it was in use
     /// within the reuse window.
     pub fn keeps(&self, rank: u32, last_used_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-        rank < self.history_depth || self.reuse_window.is_some_and(|w| last_used_at + w > now)
+        rank < self.history_depth
+            || self
+                .reuse_window
+                .is_some_and(|w| later(last_used_at, w) > now)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Expiry: when a password stops being good, and what a login sees.
 
-use super::{Locale, Profile, Violation};
+use super::{later, Locale, Profile, Violation};
 use chrono::{DateTime, Utc};
 use reclaim_common::settings::{ExpiryMode, OnExpired};
 use serde::{Deserialize, Serialize};
@@ -75,7 +75,7 @@ pub struct LoginOutcome {
 impl Profile {
     /// When a password set at `changed_at` expires under this profile; `None` = never by age.
     pub fn expires_at(&self, changed_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        (self.expiry == ExpiryMode::MaxAge).then(|| changed_at + self.max_age)
+        (self.expiry == ExpiryMode::MaxAge).then(|| later(changed_at, self.max_age))
     }
 
     /// Whether a pending must-change mark is enforced under this profile. Admin requests always are;
@@ -134,7 +134,7 @@ impl Profile {
                 Some(Violation::expired(locale)),
             );
         }
-        if now + self.warn_before >= expires_at {
+        if later(now, self.warn_before) >= expires_at {
             let days = Self::days_left(expires_at, now);
             return outcome(
                 LoginStatus::Warn,
@@ -317,5 +317,53 @@ mod tests {
         let outcome = p.on_login(&LoginFacts::default(), now(), Locale::En);
         assert_eq!(outcome.status, LoginStatus::Allowed);
         assert_eq!(outcome.expires_at, None);
+    }
+
+    #[test]
+    fn date_arithmetic_at_the_edges_of_time_saturates_instead_of_panicking() {
+        // Bounds come from `check-config`; this profile bypasses them on purpose.
+        let p = Profile::from_settings(
+            "unbounded",
+            &ProfileSettings {
+                expiry: ExpiryMode::MaxAge,
+                max_age_days: u32::MAX,
+                warn_before_days: u32::MAX,
+                reuse_window_days: u32::MAX,
+                min_age_minutes: u32::MAX,
+                ..ProfileSettings::default()
+            },
+        );
+        let (first, last) = (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC);
+        for at in [first, now(), last] {
+            let facts = LoginFacts {
+                changed_at: Some(at),
+                ..LoginFacts::default()
+            };
+            p.on_login(&facts, now(), Locale::En);
+            p.on_login(&facts, last, Locale::En);
+            let change = crate::policy::ChangeFacts {
+                changed_at: Some(at),
+                must_change: None,
+            };
+            let reuse = crate::policy::ReuseMatch {
+                rank: 99,
+                last_used_at: at,
+            };
+            p.check_change(
+                &change,
+                crate::policy::ChangeContext::Voluntary,
+                Some(reuse),
+                now(),
+                Locale::En,
+            );
+            p.keeps(99, at, last);
+        }
+        // Saturated at the end of time: such a password is not expired, and still inside every window.
+        assert_eq!(p.expires_at(now()), Some(last));
+        assert_eq!(
+            p.on_login(&changed(1), now(), Locale::En).status,
+            LoginStatus::Warn
+        );
+        assert!(p.keeps(99, now(), now()));
     }
 }

@@ -4,7 +4,7 @@ use super::check_password::parse_identity;
 use super::{busy_response, unexpected_response};
 use crate::password::Password;
 use crate::passwords::PasswordsError;
-use crate::policy::ChangeContext;
+use crate::policy::{check_change_time, ChangeContext};
 use crate::{PasswordState, Passwords, Receipt, Recorded};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -24,7 +24,8 @@ pub struct RecordBody {
     pub identity_id: String,
     /// The new password, 1..=1024 bytes of UTF-8. Stored only as a keyed digest.
     pub password: String,
-    /// When the change happened (RFC 3339); default now.
+    /// When the change happened (RFC 3339), not before 1970 nor more than 5 minutes ahead of the server's
+    /// clock; default now.
     pub changed_at: Option<DateTime<Utc>>,
     /// `voluntary` (default), `recovery` or `forced`.
     pub reason: Option<ChangeContext>,
@@ -107,9 +108,14 @@ pub async fn record_password(
     identity.phone = body.phone;
     let password = Password::parse(body.password).map_err(|m| FieldError::new("password", m))?;
     let reason = body.reason.unwrap_or_default();
+    let changed_at = body
+        .changed_at
+        .map(|at| check_change_time(at, Utc::now()))
+        .transpose()
+        .map_err(|m| FieldError::new("changed_at", m))?;
     let Some(key) = key else {
         let state = passwords
-            .record(&identity, &password, body.changed_at, reason)
+            .record(&identity, &password, changed_at, reason)
             .await?;
         return Ok(HttpResponse::Ok().json(state));
     };
@@ -128,7 +134,7 @@ pub async fn record_password(
         Some(first) => Recorded::Replay(first),
         None => {
             passwords
-                .record_once(&identity, &password, body.changed_at, reason, receipt)
+                .record_once(&identity, &password, changed_at, reason, receipt)
                 .await?
         }
     };
