@@ -2,84 +2,34 @@
 //! template), on the test backend.
 
 use crate::support::kratos::{
-    self, call_hook, contract, for_identity, from_recovery_session, send_raw, KRATOS_KEY,
+    self, call_hook, contract, for_identity, from_recovery_session, kratos_settings, pre_persist,
+    registered, send_raw, KRATOS_KEY,
+};
+use crate::support::plugin::{
+    changed_days_ago, check_password, drop_password_tables, new_id, password_state,
 };
 use crate::support::{spawn_app_with, TestApp, ADMIN_TOKEN, API_TOKEN};
-use reclaim_common::settings::{ExpiryMode, OnExpired, ProfileSettings, SelectRule};
 use reclaim_common::Secret;
 use serde_json::Value;
 
+/// The shared Kratos settings, with required changes after recovery and a history of 5 for contractors.
 async fn kratos_app() -> TestApp {
     spawn_app_with(|settings| {
-        settings.plugin.kratos.api_keys = vec![Secret::new(KRATOS_KEY)];
-        let policy = &mut settings.plugin.policy;
-        if let Some(default) = policy.profiles.get_mut("default") {
-            default.min_age_minutes = 60;
+        kratos_settings(settings);
+        let profiles = &mut settings.plugin.policy.profiles;
+        if let Some(default) = profiles.get_mut("default") {
             default.change_after_recovery = true;
         }
-        policy.profiles.insert(
-            "contractor".into(),
-            ProfileSettings {
-                history_depth: 5,
-                expiry: ExpiryMode::MaxAge,
-                max_age_days: 30,
-                warn_before_days: 7,
-                on_expired: OnExpired::Warn,
-                ..ProfileSettings::default()
-            },
-        );
-        policy.select.push(SelectRule {
-            profile: "contractor".into(),
-            schema_id: "contractor".into(),
-            ..SelectRule::default()
-        });
+        if let Some(contractor) = profiles.get_mut("contractor") {
+            contractor.history_depth = 5;
+        }
     })
     .await
 }
 
-fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-async fn password_state(app: &TestApp, id: &str) -> Value {
-    app.client
-        .get(app.plugin_url(&format!("/v1/identities/{id}/password")))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .expect("state request")
-        .json()
-        .await
-        .expect("state json")
-}
-
-/// Records a password change at `days_ago` through the generic API, as an import would.
-async fn changed_days_ago(app: &TestApp, id: &str, days_ago: i64) {
-    let at = chrono::Utc::now() - chrono::Duration::days(days_ago);
-    let response = app
-        .client
-        .post(app.plugin_url("/v1/passwords/record"))
-        .bearer_auth(API_TOKEN)
-        .json(&serde_json::json!({"identity_id": id, "password": "an old password 1", "changed_at": at}))
-        .send()
-        .await
-        .expect("record");
-    assert!(
-        response.status().is_success(),
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
-}
-
+/// Registers `id` through both registration hooks; the pre-persist one stamps the change time.
 async fn register(app: &TestApp, id: &str, schema: &str) {
-    let pre = for_identity(
-        contract("webhook-registration-password-pre-persist.json"),
-        id,
-        schema,
-    );
-    // Before the identity is stored, Kratos sends the nil id.
-    let mut pre = pre;
-    pre["identity"]["id"] = Value::String("00000000-0000-0000-0000-000000000000".into());
+    let pre = pre_persist(id, schema);
     let answer = call_hook(app, "/hooks/kratos/registration", &pre, &new_id()).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let metadata = &answer.body["identity"]["metadata_public"];
@@ -88,10 +38,7 @@ async fn register(app: &TestApp, id: &str, schema: &str) {
         "{}",
         answer.body
     );
-
-    let post = for_identity(contract("webhook-registration-password.json"), id, schema);
-    let answer = call_hook(app, "/hooks/kratos/registration/after", &post, &new_id()).await;
-    answer.assert_proceeds();
+    registered(app, id, schema).await;
 }
 
 #[tokio::test]
@@ -227,14 +174,7 @@ async fn hooks_refuse_missing_or_wrong_keys_with_401_and_change_nothing() {
         assert_eq!(answer.status, 401);
         assert!(answer.body.get("messages").is_none(), "{}", answer.body);
     }
-    let state = app
-        .client
-        .get(app.plugin_url(&format!("/v1/identities/{id}/password")))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .expect("state");
-    let body: Value = state.json().await.expect("json");
+    let body = password_state(&app, &id).await;
     assert_ne!(body["must_change"], true, "{body}");
 }
 
@@ -301,28 +241,13 @@ async fn the_current_kratos_password_becomes_history_so_it_cannot_be_reused_from
     register(&app, &id, "default").await;
     assert_eq!(password_state(&app, &id).await["history_entries"], 1);
 
-    let check = |password: &'static str| {
-        let app = &app;
-        let id = id.clone();
-        async move {
-            let body: Value = app
-                .client
-                .post(app.plugin_url("/v1/passwords/check"))
-                .bearer_auth(API_TOKEN)
-                .json(&serde_json::json!({"identity_id": id, "password": password}))
-                .send()
-                .await
-                .expect("check")
-                .json()
-                .await
-                .expect("json");
-            body
-        }
-    };
-    let reused = check("correct horse battery").await;
+    let reused = check_password(&app, &id, "correct horse battery").await;
     assert_eq!(reused["allowed"], false, "{reused}");
     assert_eq!(reused["violations"][0]["code"], "password_reused");
-    assert_eq!(check("a brand new passphrase").await["allowed"], true);
+    assert_eq!(
+        check_password(&app, &id, "a brand new passphrase").await["allowed"],
+        true
+    );
 
     // Recovery mirrors the must-change mark into metadata_admin, keeping what Kratos already had there.
     let recovery = for_identity(contract("webhook-recovery.json"), &id, "default");
@@ -398,17 +323,7 @@ async fn a_hash_at_kratos_default_argon2_cost_is_imported_and_matched() {
         ("correct horse battery", false),
         ("a brand new passphrase", true),
     ] {
-        let answer: Value = app
-            .client
-            .post(app.plugin_url("/v1/passwords/check"))
-            .bearer_auth(API_TOKEN)
-            .json(&serde_json::json!({"identity_id": id, "password": password}))
-            .send()
-            .await
-            .expect("check")
-            .json()
-            .await
-            .expect("json");
+        let answer = check_password(&app, &id, password).await;
         assert_eq!(answer["allowed"], allowed, "{password}: {answer}");
     }
 }
@@ -418,15 +333,7 @@ async fn with_the_database_down_settings_fail_closed_and_login_fails_open() {
     let app = kratos_app().await;
     let id = new_id();
     register(&app, &id, "default").await;
-    // Take the plugin's tables away: every query now fails as it would with the database unreachable.
-    app.db
-        .run(|conn| {
-            use diesel::connection::SimpleConnection;
-            conn.batch_execute("DROP TABLE password_history; DROP TABLE password_states;")?;
-            Ok(())
-        })
-        .await
-        .expect("drop tables");
+    drop_password_tables(&app).await;
     let settings = for_identity(contract("webhook-settings-password.json"), &id, "default");
     let answer = call_hook(
         &app,

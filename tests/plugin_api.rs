@@ -2,28 +2,13 @@
 //! body limits, saturation (503 + Retry-After), metrics and OpenAPI.
 
 use crate::plugin_passwords::fast_kdf;
+use crate::support::plugin::post;
 use crate::support::{spawn_app, spawn_app_with, TestApp, ADMIN_TOKEN, API_TOKEN};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 async fn fast_app() -> TestApp {
     spawn_app_with(fast_kdf).await
-}
-
-/// POST with the token of the path's scope: the admin token on `/admin`, the API token elsewhere.
-async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
-    let token = if path.starts_with("/admin/") {
-        ADMIN_TOKEN
-    } else {
-        API_TOKEN
-    };
-    app.client
-        .post(app.plugin_url(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("request")
 }
 
 async fn record(app: &TestApp, id: &str, password: &str) -> Value {

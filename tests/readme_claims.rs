@@ -6,64 +6,25 @@
 
 use crate::gateway_messages::{enqueue, get_message, spawn_gateway};
 use crate::plugin_passwords::fast_kdf;
-use crate::support::kratos::{call_hook, contract, for_identity, send_raw, KRATOS_KEY};
-use crate::support::smtp_tls::SecureSmtp;
-use crate::support::{spawn_app_with, TestApp, ADMIN_TOKEN, API_TOKEN};
-use chrono::{DateTime, Utc};
-use reclaim_common::settings::{
-    ExpiryMode, FailurePolicy, OnExpired, ProfileSettings, ProviderKind, SelectRule, Settings,
-    SmtpSecurity,
+use crate::support::kratos::{
+    self, call_hook, contract, for_identity, pre_persist, registered, send_raw, KRATOS_KEY,
 };
+use crate::support::plugin::{
+    changed_days_ago, drop_password_tables, new_id, password_state, post_json,
+};
+use crate::support::smtp_tls::SecureSmtp;
+use crate::support::{spawn_app_with, TestApp};
+use chrono::{DateTime, Utc};
+use reclaim_common::settings::{FailurePolicy, ProviderKind, Settings, SmtpSecurity};
 use reclaim_common::Secret;
 use reclaim_plugin::policy::ChangeContext;
 use reclaim_plugin::{CheckOptions, Identity, IdentityId, Password, Passwords};
 use serde_json::{json, Value};
 
-fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-/// Kratos hooks on, minimum age one hour, a `contractor` profile that expires after 30 days and only warns.
+/// The shared Kratos settings with a fast KDF.
 fn kratos_settings(settings: &mut Settings) {
     fast_kdf(settings);
-    settings.plugin.kratos.api_keys = vec![Secret::new(KRATOS_KEY)];
-    let policy = &mut settings.plugin.policy;
-    if let Some(default) = policy.profiles.get_mut("default") {
-        default.min_age_minutes = 60;
-    }
-    policy.profiles.insert(
-        "contractor".into(),
-        ProfileSettings {
-            expiry: ExpiryMode::MaxAge,
-            max_age_days: 30,
-            warn_before_days: 7,
-            on_expired: OnExpired::Warn,
-            ..ProfileSettings::default()
-        },
-    );
-    policy.select.push(SelectRule {
-        profile: "contractor".into(),
-        schema_id: "contractor".into(),
-        ..SelectRule::default()
-    });
-}
-
-async fn plugin_post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
-    let token = if path.starts_with("/admin/") {
-        ADMIN_TOKEN
-    } else {
-        API_TOKEN
-    };
-    let response = app
-        .client
-        .post(app.plugin_url(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    kratos::kratos_settings(settings);
 }
 
 async fn metrics(app: &TestApp) -> String {
@@ -86,25 +47,6 @@ fn sample(metrics: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn register(app: &TestApp, id: &str, schema: &str) {
-    let post = for_identity(contract("webhook-registration-password.json"), id, schema);
-    call_hook(app, "/hooks/kratos/registration/after", &post, &new_id())
-        .await
-        .assert_proceeds();
-}
-
-/// Records a password change `days_ago`, as an import would.
-async fn changed_days_ago(app: &TestApp, id: &str, days_ago: i64) {
-    let at = Utc::now() - chrono::Duration::days(days_ago);
-    let (status, body) = plugin_post(
-        app,
-        "/v1/passwords/record",
-        json!({"identity_id": id, "password": "an old password 1", "changed_at": at}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-}
-
 /// A Kratos interrupt with one message, as `shared/contracts/kratos/webhook-interrupt-response*.json` have it.
 fn interrupt(pointer: &str, id: u64, text: &str, context: Option<Value>) -> Value {
     let mut message = json!({"id": id, "text": text, "type": "error"});
@@ -112,6 +54,15 @@ fn interrupt(pointer: &str, id: u64, text: &str, context: Option<Value>) -> Valu
         message["context"] = context;
     }
     json!({"messages": [{"instance_ptr": pointer, "messages": [message]}]})
+}
+
+/// When a refused change becomes possible, from a Kratos interrupt's first message.
+fn available_at(body: &Value) -> DateTime<Utc> {
+    body["messages"][0]["messages"][0]["context"]["available_at"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .expect("available_at")
+        .with_timezone(&Utc)
 }
 
 /// Every key our interrupt uses is one Kratos's documented interrupt example uses, at the same place.
@@ -135,7 +86,7 @@ async fn every_kratos_refusal_has_its_full_body_in_kratos_interrupt_shape() {
 
     // 1. A voluntary change within the minimum age: under the password field, with when it becomes possible.
     let young = new_id();
-    register(&app, &young, "default").await;
+    registered(&app, &young, "default").await;
     let settings = for_identity(
         contract("webhook-settings-password.json"),
         &young,
@@ -149,11 +100,7 @@ async fn every_kratos_refusal_has_its_full_body_in_kratos_interrupt_shape() {
     )
     .await;
     assert_eq!(answer.status, 400, "{}", answer.body);
-    let available_at = answer.body["messages"][0]["messages"][0]["context"]["available_at"]
-        .as_str()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .expect("available_at")
-        .with_timezone(&Utc);
+    let available_at = available_at(&answer.body);
     let minutes = (available_at - Utc::now()).num_minutes();
     assert!((58..=60).contains(&minutes), "{minutes}");
     let when = available_at.format("%Y-%m-%d %H:%M UTC");
@@ -172,7 +119,7 @@ async fn every_kratos_refusal_has_its_full_body_in_kratos_interrupt_shape() {
 
     // 2. A login after max_age on a blocking profile: a global message.
     let staff = new_id();
-    register(&app, &staff, "staff").await;
+    registered(&app, &staff, "staff").await;
     changed_days_ago(&app, &staff, 91).await;
     let login = for_identity(contract("webhook-login-password.json"), &staff, "staff");
     let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
@@ -190,7 +137,7 @@ async fn every_kratos_refusal_has_its_full_body_in_kratos_interrupt_shape() {
 
     // 3. A login after a recovery: the change is required, with the reason.
     let recovered = new_id();
-    register(&app, &recovered, "default").await;
+    registered(&app, &recovered, "default").await;
     let recovery = for_identity(contract("webhook-recovery.json"), &recovered, "default");
     call_hook(&app, "/hooks/kratos/recovery", &recovery, &new_id())
         .await
@@ -235,14 +182,7 @@ async fn every_kratos_refusal_has_its_full_body_in_kratos_interrupt_shape() {
     assert_kratos_keys(&answer.body);
 
     // 5. The database is gone and settings fail closed.
-    app.db
-        .run(|conn| {
-            use diesel::connection::SimpleConnection;
-            conn.batch_execute("DROP TABLE password_history; DROP TABLE password_states;")?;
-            Ok(())
-        })
-        .await
-        .expect("drop tables");
+    drop_password_tables(&app).await;
     let answer = call_hook(
         &app,
         "/hooks/kratos/settings/password",
@@ -274,7 +214,7 @@ async fn with_require_staged_verdict_a_change_nobody_staged_is_refused_and_a_sta
     })
     .await;
     let id = new_id();
-    register(&app, &id, "default").await;
+    registered(&app, &id, "default").await;
     let settings = for_identity(contract("webhook-settings-password.json"), &id, "default");
     let answer = call_hook(
         &app,
@@ -327,7 +267,7 @@ async fn with_require_staged_verdict_a_change_nobody_staged_is_refused_and_a_sta
     )
     .await
     .assert_proceeds();
-    let (status, body) = plugin_post(
+    let (status, body) = post_json(
         &app,
         "/v1/passwords/check",
         json!({"identity_id": id, "password": "a staged passphrase"}),
@@ -348,7 +288,7 @@ async fn without_require_staged_verdict_an_unstaged_change_passes() {
     .await;
     assert!(!app.settings.plugin.kratos.require_staged_verdict);
     let id = new_id();
-    register(&app, &id, "default").await;
+    registered(&app, &id, "default").await;
     let settings = for_identity(contract("webhook-settings-password.json"), &id, "default");
     let answer = call_hook(
         &app,
@@ -372,22 +312,10 @@ async fn with_the_database_down_registration_and_recovery_fail_open() {
         FailurePolicy::Open
     );
     let id = new_id();
-    register(&app, &id, "default").await;
-    app.db
-        .run(|conn| {
-            use diesel::connection::SimpleConnection;
-            conn.batch_execute("DROP TABLE password_history; DROP TABLE password_states;")?;
-            Ok(())
-        })
-        .await
-        .expect("drop tables");
+    registered(&app, &id, "default").await;
+    drop_password_tables(&app).await;
     let other = new_id();
-    let mut pre = for_identity(
-        contract("webhook-registration-password-pre-persist.json"),
-        &other,
-        "default",
-    );
-    pre["identity"]["id"] = Value::String("00000000-0000-0000-0000-000000000000".into());
+    let pre = pre_persist(&other, "default");
     let post = for_identity(
         contract("webhook-registration-password.json"),
         &other,
@@ -414,7 +342,7 @@ async fn with_the_database_down_registration_and_recovery_fail_open() {
 async fn a_warn_profile_login_after_expiry_passes_with_no_body_and_counts_a_warning() {
     let app = spawn_app_with(kratos_settings).await;
     let id = new_id();
-    register(&app, &id, "contractor").await;
+    registered(&app, &id, "contractor").await;
     changed_days_ago(&app, &id, 31).await;
     let login = for_identity(contract("webhook-login-password.json"), &id, "contractor");
     let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
@@ -430,19 +358,7 @@ async fn a_warn_profile_login_after_expiry_passes_with_no_body_and_counts_a_warn
         1.0,
         "{text}"
     );
-    let (_, state) = {
-        let response = app
-            .client
-            .get(app.plugin_url(&format!("/v1/identities/{id}/password")))
-            .bearer_auth(API_TOKEN)
-            .send()
-            .await
-            .expect("state");
-        (
-            response.status(),
-            response.json::<Value>().await.expect("json"),
-        )
-    };
+    let state = password_state(&app, &id).await;
     assert_eq!(state["expired"], true, "{state}");
 }
 
@@ -451,7 +367,7 @@ async fn a_check_for_an_unknown_identity_costs_exactly_one_argon2_run() {
     let app = spawn_app_with(fast_kdf).await;
     let runs = |text: &str| sample(text, "reclaim_plugin_kdf_duration_seconds_count");
     let before = runs(&metrics(&app).await);
-    let (status, body) = plugin_post(
+    let (status, body) = post_json(
         &app,
         "/v1/passwords/check",
         json!({"identity_id": "never-seen", "password": "whatever it is"}),
@@ -461,14 +377,14 @@ async fn a_check_for_an_unknown_identity_costs_exactly_one_argon2_run() {
     assert_eq!(body, json!({"allowed": true, "violations": []}));
     assert_eq!(runs(&metrics(&app).await) - before, 1.0);
     // And a known identity with one entry costs the same one run.
-    plugin_post(
+    post_json(
         &app,
         "/v1/passwords/record",
         json!({"identity_id": "seen", "password": "first"}),
     )
     .await;
     let before = runs(&metrics(&app).await);
-    plugin_post(
+    post_json(
         &app,
         "/v1/passwords/check",
         json!({"identity_id": "seen", "password": "second"}),
@@ -481,7 +397,7 @@ async fn a_check_for_an_unknown_identity_costs_exactly_one_argon2_run() {
 async fn marking_an_identity_not_yet_seen_holds_at_its_first_login() {
     let app = spawn_app_with(kratos_settings).await;
     let id = new_id();
-    let (status, state) = plugin_post(
+    let (status, state) = post_json(
         &app,
         &format!("/admin/identities/{id}/compromised"),
         json!({}),
@@ -619,7 +535,7 @@ async fn without_the_ca_file_the_test_servers_certificate_is_not_trusted() {
 async fn kratos_messages_follow_the_users_accept_language() {
     let app = spawn_app_with(kratos_settings).await;
     let id = new_id();
-    register(&app, &id, "default").await;
+    registered(&app, &id, "default").await;
     let mut settings = for_identity(contract("webhook-settings-password.json"), &id, "default");
     settings["request_headers"]["Accept-Language"] = json!(["es-ES,es;q=0.9,en;q=0.5"]);
     let answer = call_hook(
@@ -631,11 +547,7 @@ async fn kratos_messages_follow_the_users_accept_language() {
     .await;
     assert_eq!(answer.status, 400, "{}", answer.body);
     let message = &answer.body["messages"][0]["messages"][0];
-    let available_at = message["context"]["available_at"]
-        .as_str()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .expect("available_at")
-        .with_timezone(&Utc);
+    let available_at = available_at(&answer.body);
     assert_eq!(
         message["text"],
         format!(
@@ -650,7 +562,7 @@ async fn a_change_from_a_link_recovery_session_or_a_required_change_skips_the_mi
     let app = spawn_app_with(kratos_settings).await;
     // A session made by a recovery link (the older recovery method) is exempt like a code recovery.
     let linked = new_id();
-    register(&app, &linked, "default").await;
+    registered(&app, &linked, "default").await;
     let mut settings = for_identity(
         contract("webhook-settings-password.json"),
         &linked,
@@ -668,8 +580,8 @@ async fn a_change_from_a_link_recovery_session_or_a_required_change_skips_the_mi
 
     // An administrator requires a change: the user may make it at once, from an ordinary session.
     let forced = new_id();
-    register(&app, &forced, "default").await;
-    let (status, state) = plugin_post(
+    registered(&app, &forced, "default").await;
+    let (status, state) = post_json(
         &app,
         &format!("/admin/identities/{forced}/force-change"),
         json!({}),

@@ -1,7 +1,10 @@
 //! Kratos as our tests see it: the contract payloads from `../shared/contracts/kratos/`, turned into hook
 //! bodies by our own jsonnet template with a real jsonnet implementation, and sent like Kratos sends them.
 
+use super::plugin::new_id;
 use super::TestApp;
+use reclaim_common::settings::{ExpiryMode, OnExpired, ProfileSettings, SelectRule, Settings};
+use reclaim_common::Secret;
 use serde_json::Value;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -36,6 +39,55 @@ pub fn for_identity(mut ctx: Value, id: &str, schema_id: &str) -> Value {
         ctx["session"]["identity"]["id"] = Value::String(id.to_string());
     }
     ctx
+}
+
+/// Kratos hooks on with [`KRATOS_KEY`], minimum age one hour on `default`, and a `contractor` profile (schema
+/// `contractor`) that expires after 30 days and only warns.
+pub fn kratos_settings(settings: &mut Settings) {
+    settings.plugin.kratos.api_keys = vec![Secret::new(KRATOS_KEY)];
+    let policy = &mut settings.plugin.policy;
+    if let Some(default) = policy.profiles.get_mut("default") {
+        default.min_age_minutes = 60;
+    }
+    policy.profiles.insert(
+        "contractor".into(),
+        ProfileSettings {
+            expiry: ExpiryMode::MaxAge,
+            max_age_days: 30,
+            warn_before_days: 7,
+            on_expired: OnExpired::Warn,
+            ..ProfileSettings::default()
+        },
+    );
+    policy.select.push(SelectRule {
+        profile: "contractor".into(),
+        schema_id: "contractor".into(),
+        ..SelectRule::default()
+    });
+}
+
+/// The registration pre-persist payload for `id`, carrying the nil id Kratos sends before the identity is
+/// stored.
+pub fn pre_persist(id: &str, schema_id: &str) -> Value {
+    let mut pre = for_identity(
+        contract("webhook-registration-password-pre-persist.json"),
+        id,
+        schema_id,
+    );
+    pre["identity"]["id"] = Value::String("00000000-0000-0000-0000-000000000000".into());
+    pre
+}
+
+/// The post-persist registration hook for `id`, which must let the flow go on.
+pub async fn registered(app: &TestApp, id: &str, schema_id: &str) {
+    let post = for_identity(
+        contract("webhook-registration-password.json"),
+        id,
+        schema_id,
+    );
+    call_hook(app, "/hooks/kratos/registration/after", &post, &new_id())
+        .await
+        .assert_proceeds();
 }
 
 /// Marks the payload's session as created by account recovery (as Kratos does for the recovery session).

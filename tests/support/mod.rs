@@ -6,6 +6,7 @@ mod database;
 pub mod dkim;
 pub mod kratos;
 pub mod peer;
+pub mod plugin;
 pub mod ports;
 pub mod prism;
 pub mod smtp;
