@@ -269,26 +269,30 @@ macro_rules! per_backend {
     };
 }
 
+/// A fresh, migrated SQLite database in a temporary folder for unit tests; it lives as long as the folder.
+#[cfg(test)]
+pub(crate) fn test_sqlite() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().expect("dir");
+    let settings = DatabaseSettings {
+        url: crate::settings::DatabaseUrl::new(format!(
+            "sqlite://{}",
+            dir.path().join("t.db").display()
+        )),
+        ..DatabaseSettings::default()
+    };
+    let db = Db::connect(&settings).expect("connect");
+    db.migrate().expect("migrate");
+    (dir, db)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::{DatabaseSettings, DatabaseUrl};
     use diesel::QueryDsl;
-
-    fn sqlite() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().expect("dir");
-        let settings = DatabaseSettings {
-            url: DatabaseUrl::new(format!("sqlite://{}", dir.path().join("t.db").display())),
-            ..DatabaseSettings::default()
-        };
-        let db = Db::connect(&settings).expect("connect");
-        db.migrate().expect("migrate");
-        (dir, db)
-    }
 
     #[test]
     fn a_failed_write_transaction_is_rolled_back_and_the_connection_reusable() {
-        let (_dir, db) = sqlite();
+        let (_dir, db) = test_sqlite();
         let mut conn = db.get().expect("conn");
         let result: Result<(), DbError> = write_transaction(&mut conn, |c| {
             c.batch_execute("INSERT INTO idempotency_keys (scope, key, request_digest, status_code, response_body, created_at) VALUES ('s','k',x'00',200,'{}','2026-01-01 00:00:00')")?;

@@ -358,18 +358,7 @@ fn this(request: &Request) -> ThisRow<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::{DatabaseSettings, DatabaseUrl};
-
-    fn sqlite() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().expect("dir");
-        let settings = DatabaseSettings {
-            url: DatabaseUrl::new(format!("sqlite://{}", dir.path().join("t.db").display())),
-            ..DatabaseSettings::default()
-        };
-        let db = Db::connect(&settings).expect("connect");
-        db.migrate().expect("migrate");
-        (dir, db)
-    }
+    use crate::db::test_sqlite;
 
     fn request(body: &[u8]) -> Request {
         Request::new("test", IdempotencyKey::parse("k").expect("key"), body).about("someone")
@@ -384,7 +373,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_claim_is_answered_once_and_replayed_and_another_body_is_told_apart() {
-        let (_dir, db) = sqlite();
+        let (_dir, db) = test_sqlite();
         let first = claimed(
             claim_or_wait(&db, &request(b"a"), Duration::ZERO)
                 .await
@@ -420,7 +409,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_claim_dropped_without_an_answer_is_released_for_the_retry() {
-        let (_dir, db) = sqlite();
+        let (_dir, db) = test_sqlite();
         drop(claimed(
             claim_or_wait(&db, &request(b"a"), Duration::ZERO)
                 .await
@@ -435,7 +424,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_claim_pending_past_its_lease_is_taken_over() {
-        let (_dir, db) = sqlite();
+        let (_dir, db) = test_sqlite();
         let stale = chrono::Utc::now().naive_utc()
             - chrono::Duration::from_std(PENDING_LEASE).expect("lease")
             - chrono::Duration::seconds(1);
