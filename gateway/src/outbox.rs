@@ -706,6 +706,26 @@ pub enum ReportOutcome {
     },
 }
 
+/// Records a provider's report on the attempt it describes (by the provider's id for it); returns how many
+/// attempts it matched, 0 while the worker has not yet recorded that attempt's provider id.
+fn record_report_on_attempt(
+    conn: &mut AnyConnection,
+    message_id: &str,
+    report: &ProviderReport,
+) -> Result<usize, DbError> {
+    let outcome = report.outcome.attempt_outcome();
+    Ok(diesel::update(
+        gateway_attempts::table
+            .filter(gateway_attempts::message_id.eq(message_id))
+            .filter(gateway_attempts::provider_message_id.eq(report.provider_message_id.as_str())),
+    )
+    .set((
+        gateway_attempts::outcome.eq(outcome.as_str()),
+        gateway_attempts::error_code.eq(&report.error_code),
+    ))
+    .execute(conn)?)
+}
+
 /// Applies a provider's report (status callback): records it on the attempt it describes and, when the
 /// message still waits for news of that attempt, moves it: `delivered`, or what `after_undelivered` chooses
 /// (a retry of the step, the next fallback step, or `undelivered`).
@@ -725,17 +745,7 @@ pub fn report_delivery(
         let Some(mut message) = found else {
             return Ok(ReportOutcome::UnknownMessage);
         };
-        let outcome = report.outcome.attempt_outcome();
-        let known_attempt = diesel::update(
-            gateway_attempts::table
-                .filter(gateway_attempts::message_id.eq(&message.id))
-                .filter(gateway_attempts::provider_message_id.eq(sid)),
-        )
-        .set((
-            gateway_attempts::outcome.eq(outcome.as_str()),
-            gateway_attempts::error_code.eq(&report.error_code),
-        ))
-        .execute(conn)?;
+        let known_attempt = record_report_on_attempt(conn, &message.id, report)?;
         if known_attempt == 0 && message.status == MessageStatus::Sending {
             // The provider answered the worker, and reported, before the worker recorded the answer.
             let kept = diesel::update(
@@ -757,16 +767,7 @@ pub fn report_delivery(
                 Some((fresh, _)) => message = fresh,
                 None => return Ok(ReportOutcome::UnknownMessage),
             }
-            diesel::update(
-                gateway_attempts::table
-                    .filter(gateway_attempts::message_id.eq(&message.id))
-                    .filter(gateway_attempts::provider_message_id.eq(sid)),
-            )
-            .set((
-                gateway_attempts::outcome.eq(outcome.as_str()),
-                gateway_attempts::error_code.eq(&report.error_code),
-            ))
-            .execute(conn)?;
+            record_report_on_attempt(conn, &message.id, report)?;
         }
         // Reports may arrive late, twice, or about an earlier attempt; only news of the attempt the message
         // waits on moves it.
