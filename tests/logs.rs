@@ -7,7 +7,7 @@
 use crate::support::kratos::{
     contract, for_identity, from_recovery_session, render_body, KRATOS_KEY,
 };
-use crate::support::smtp_tls::SecureSmtp;
+use crate::support::smtp::SmtpServer;
 use crate::support::twilio_faults::{FaultyTwilio, Reply};
 use crate::support::TestDatabase;
 use diesel::sql_types::Text;
@@ -265,7 +265,7 @@ impl HeldKratosAdmin {
     }
 }
 
-fn config(database_url: &str, smtp: &SecureSmtp, twilio_url: &str, admin_url: &str) -> String {
+fn config(database_url: &str, smtp: &SmtpServer, twilio_url: &str, admin_url: &str) -> String {
     format!(
         r#"
 [database]
@@ -426,7 +426,7 @@ fn stored_secrets(database: &TestDatabase) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_run_logs_no_password_code_token_hash_or_address_and_names_every_request_id() {
     let database = TestDatabase::fresh();
-    let mut smtp = SecureSmtp::start(SMTP_USER, SMTP_PASSWORD);
+    let mut smtp = SmtpServer::start_secure(SMTP_USER, SMTP_PASSWORD);
     // The second SMS is refused with an error text that quotes the number, as Twilio's do.
     let refused_phone = "+14155550199";
     let twilio = FaultyTwilio::start(vec![
@@ -674,7 +674,7 @@ async fn a_full_run_logs_no_password_code_token_hash_or_address_and_names_every_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_in_flight_request_and_delivery_finish_and_exits_0() {
     let database = TestDatabase::fresh();
-    let mut smtp = SecureSmtp::start(SMTP_USER, SMTP_PASSWORD);
+    let mut smtp = SmtpServer::start_secure(SMTP_USER, SMTP_PASSWORD);
     let twilio =
         FaultyTwilio::start(vec![Reply::created("SM0123456789abcdef0123456789abcdef")]).await;
     let mut admin = HeldKratosAdmin::start().await;

@@ -12,7 +12,7 @@ use crate::support::kratos::{
 use crate::support::plugin::{
     changed_days_ago, drop_password_tables, new_id, password_state, post_json,
 };
-use crate::support::smtp_tls::SecureSmtp;
+use crate::support::smtp::SmtpServer;
 use crate::support::{spawn_app_with, TestApp};
 use chrono::{DateTime, Utc};
 use reclaim_common::settings::{FailurePolicy, ProviderKind, Settings, SmtpSecurity};
@@ -469,7 +469,7 @@ async fn imports_are_refused_just_above_each_work_cap_and_accepted_at_it() {
 
 #[tokio::test]
 async fn email_goes_through_starttls_with_authentication_trusting_the_configured_ca() {
-    let mut server = SecureSmtp::start("reclaim-mailer", "smtp-test-password");
+    let mut server = SmtpServer::start_secure("reclaim-mailer", "smtp-test-password");
     let (app, _dir) = spawn_gateway(|s| {
         s.gateway.channels.email.provider = ProviderKind::Smtp;
         s.gateway.smtp.host = "127.0.0.1".into();
@@ -508,7 +508,7 @@ async fn email_goes_through_starttls_with_authentication_trusting_the_configured
 
 #[tokio::test]
 async fn without_the_ca_file_the_test_servers_certificate_is_not_trusted() {
-    let server = SecureSmtp::start("reclaim-mailer", "smtp-test-password");
+    let server = SmtpServer::start_secure("reclaim-mailer", "smtp-test-password");
     let (app, _dir) = spawn_gateway(|s| {
         s.gateway.channels.email.provider = ProviderKind::Smtp;
         s.gateway.smtp.host = "127.0.0.1".into();

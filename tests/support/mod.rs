@@ -10,7 +10,6 @@ pub mod plugin;
 pub mod ports;
 pub mod prism;
 pub mod smtp;
-pub mod smtp_tls;
 pub mod twilio_faults;
 
 pub use database::{expected_backend, TestDatabase};
