@@ -7,6 +7,7 @@
 use crate::support::kratos::{
     contract, for_identity, from_recovery_session, render_body, KRATOS_KEY,
 };
+use crate::support::plugin::new_id;
 use crate::support::smtp::SmtpServer;
 use crate::support::twilio_faults::{FaultyTwilio, Reply};
 use crate::support::TestDatabase;
@@ -346,6 +347,44 @@ async fn send(request: reqwest::RequestBuilder, request_ids: &mut Vec<String>) -
     (status, response.text().await.expect("body"))
 }
 
+/// Queues a message on the running gateway (202), keeping the request id; returns the message's id.
+async fn queue_message(
+    client: &reqwest::Client,
+    gateway: &str,
+    body: &Value,
+    request_ids: &mut Vec<String>,
+) -> String {
+    let (status, answer) = send(
+        client
+            .post(format!("{gateway}/v1/messages"))
+            .bearer_auth(API_TOKEN)
+            .json(body),
+        request_ids,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).expect("json");
+    answer["id"].as_str().expect("id").to_string()
+}
+
+/// Reads a message from the running gateway (200), keeping the request id; returns the view as text.
+async fn read_message(
+    client: &reqwest::Client,
+    gateway: &str,
+    id: &str,
+    request_ids: &mut Vec<String>,
+) -> String {
+    let (status, view) = send(
+        client
+            .get(format!("{gateway}/v1/messages/{id}"))
+            .bearer_auth(API_TOKEN),
+        request_ids,
+    )
+    .await;
+    assert_eq!(status, 200, "{view}");
+    view
+}
+
 fn hook(
     client: &reqwest::Client,
     plugin: &str,
@@ -356,7 +395,7 @@ fn hook(
         .post(format!("{plugin}{path}"))
         .header("content-type", "application/json")
         .header("x-reclaim-key", KRATOS_KEY)
-        .header("ory-webhook-trigger-id", uuid::Uuid::new_v4().to_string())
+        .header("ory-webhook-trigger-id", new_id())
         .body(render_body(ctx).to_string())
 }
 
@@ -501,7 +540,7 @@ async fn a_full_run_logs_no_password_code_token_hash_or_address_and_names_every_
     );
 
     // The Kratos hooks a user goes through; the identity's traits carry an email address.
-    let kratos_id = uuid::Uuid::new_v4().to_string();
+    let kratos_id = new_id();
     let registration = for_identity(
         contract("webhook-registration-password.json"),
         &kratos_id,
@@ -544,17 +583,7 @@ async fn a_full_run_logs_no_password_code_token_hash_or_address_and_names_every_
         json!({"channel": "email", "to": email, "template": "recovery_code", "data": {"code": email_code}}),
         json!({"channel": "sms", "to": phone, "template": "recovery_code", "data": {"code": sms_code}}),
     ] {
-        let (status, answer) = send(
-            client
-                .post(format!("{gateway}/v1/messages"))
-                .bearer_auth(API_TOKEN)
-                .json(&body),
-            &mut ids,
-        )
-        .await;
-        assert_eq!(status, 202, "{answer}");
-        let answer: Value = serde_json::from_str(&answer).expect("json");
-        message_ids.push(answer["id"].as_str().expect("id").to_string());
+        message_ids.push(queue_message(&client, &gateway, &body, &mut ids).await);
     }
     assert_eq!(smtp.next_event("ACCEPTED").await, email);
     for id in &message_ids {
@@ -563,44 +592,20 @@ async fn a_full_run_logs_no_password_code_token_hash_or_address_and_names_every_
                 l.contains("message sent") && l.contains(id.as_str())
             })
             .await;
-        let (status, body) = send(
-            client
-                .get(format!("{gateway}/v1/messages/{id}"))
-                .bearer_auth(API_TOKEN),
-            &mut ids,
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
+        read_message(&client, &gateway, id, &mut ids).await;
     }
     let mut failed_ids = Vec::new();
     for body in [
         json!({"channel": "sms", "to": refused_phone, "template": "recovery_code", "fallback": [], "data": {"code": sms_code}}),
         json!({"channel": "email", "to": rejected_email, "template": "recovery_code", "data": {"code": email_code}}),
     ] {
-        let (status, answer) = send(
-            client
-                .post(format!("{gateway}/v1/messages"))
-                .bearer_auth(API_TOKEN)
-                .json(&body),
-            &mut ids,
-        )
-        .await;
-        assert_eq!(status, 202, "{answer}");
-        let answer: Value = serde_json::from_str(&answer).expect("json");
-        let id = answer["id"].as_str().expect("id").to_string();
+        let id = queue_message(&client, &gateway, &body, &mut ids).await;
         reclaim
             .wait_for("permanent failure", |l| {
                 l.contains("permanent failure") && l.contains(id.as_str())
             })
             .await;
-        let (status, view) = send(
-            client
-                .get(format!("{gateway}/v1/messages/{id}"))
-                .bearer_auth(API_TOKEN),
-            &mut ids,
-        )
-        .await;
-        assert_eq!(status, 200, "{view}");
+        let view = read_message(&client, &gateway, &id, &mut ids).await;
         assert!(
             !view.contains(&refused_phone[1..]) && !view.contains(rejected_email),
             "{view}"
@@ -697,7 +702,7 @@ async fn sigterm_lets_an_in_flight_request_and_delivery_finish_and_exits_0() {
 
     // A request in flight: the registration hook waits on Kratos's admin API, which holds the call.
     admin.armed.store(true, Ordering::SeqCst);
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = new_id();
     let registration = for_identity(
         contract("webhook-registration-password.json"),
         &id,
