@@ -5,6 +5,9 @@
 use crate::gateway_messages::{delivered, enqueue, get_message, spawn_gateway};
 use crate::gateway_retries::delivery_with;
 use crate::gateway_twilio_outbox::on_twilio;
+use crate::support::twilio_callbacks::{
+    callback, callback_at, form, sign, sign_at, signed_callbacks, PUBLIC_URL,
+};
 use crate::support::twilio_faults::{FaultyTwilio, Reply};
 use crate::support::TestApp;
 use reclaim_common::auth::twilio::compute_signature;
@@ -15,68 +18,8 @@ use reclaim_gateway::providers::{Accepted, Outgoing, Provider, SendError};
 use serde_json::json;
 use std::sync::Arc;
 
-const PUBLIC_URL: &str = "https://gateway.example.test";
-const AUTH_TOKEN: &str = "twilio-test-auth-token";
-
 async fn spawn() -> (TestApp, tempfile::TempDir) {
-    spawn_gateway(|s| {
-        s.gateway.public_url = PUBLIC_URL.into();
-        s.gateway.twilio.auth_token = Secret::new(AUTH_TOKEN);
-    })
-    .await
-}
-
-fn form(params: &[(&str, &str)]) -> Vec<(String, String)> {
-    params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-async fn callback(
-    app: &TestApp,
-    params: &[(String, String)],
-    signature: Option<String>,
-) -> reqwest::Response {
-    let mut request = app
-        .client
-        .post(app.gateway_url("/providers/twilio/status"))
-        .form(params);
-    if let Some(signature) = signature {
-        request = request.header("X-Twilio-Signature", signature);
-    }
-    request.send().await.expect("request")
-}
-
-/// Posts a callback to `path` (with its query).
-async fn callback_at(
-    app: &TestApp,
-    path: &str,
-    params: &[(String, String)],
-    signature: Option<String>,
-) -> reqwest::Response {
-    let mut request = app.client.post(app.gateway_url(path)).form(params);
-    if let Some(signature) = signature {
-        request = request.header("X-Twilio-Signature", signature);
-    }
-    request.send().await.expect("request")
-}
-
-/// Twilio's signature over our public URL with `path` (and its query) and the form.
-fn sign_at(path: &str, params: &[(String, String)]) -> String {
-    compute_signature(
-        &Secret::new(AUTH_TOKEN),
-        &format!("{PUBLIC_URL}{path}"),
-        params,
-    )
-}
-
-fn sign(params: &[(String, String)]) -> String {
-    compute_signature(
-        &Secret::new(AUTH_TOKEN),
-        &format!("{PUBLIC_URL}/providers/twilio/status"),
-        params,
-    )
+    spawn_gateway(signed_callbacks).await
 }
 
 /// Sends an SMS through the `file` provider and returns (message id, provider message id).
@@ -294,8 +237,7 @@ async fn early_report(report: &[(&str, &str)]) -> (TestApp, FaultyTwilio, String
     .await;
     let (app, _dir) = spawn_gateway(|s| {
         on_twilio(s, &twilio);
-        s.gateway.public_url = PUBLIC_URL.into();
-        s.gateway.twilio.auth_token = Secret::new(AUTH_TOKEN);
+        signed_callbacks(s);
     })
     .await;
     let reporting = ReportsBeforeAnswering {

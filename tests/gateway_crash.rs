@@ -7,13 +7,14 @@
 //! delivery file is read only when no worker is alive to append to it, and every wait is a bounded wait
 //! for an event with a deadline far above what the event needs.
 
+use crate::support::messages::queued_sms;
 use crate::support::{peer, TestDatabase};
 use chrono::Utc;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use reclaim_common::db::{write_transaction, AnyConnection};
 use reclaim_common::Db;
-use reclaim_gateway::outbox::{self, NewMessage};
+use reclaim_gateway::outbox;
 use reclaim_gateway::schema::gateway_messages;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -142,23 +143,7 @@ fn a_worker_killed_mid_run_loses_nothing_and_duplicates_only_what_was_in_flight(
             for id in &ids {
                 outbox::insert(
                     conn,
-                    &NewMessage {
-                        id: id.clone(),
-                        channel: "sms".into(),
-                        destination: "+14155550100".into(),
-                        template: "verification_code".into(),
-                        locale: "en".into(),
-                        data: r#"{"code":"123456"}"#.into(),
-                        status: outbox::MessageStatus::Queued,
-                        attempts: 0,
-                        next_attempt_at: now,
-                        expires_at: None,
-                        fallback: "[]".into(),
-                        fallback_position: 0,
-                        idempotency_key: None,
-                        created_at: now,
-                        updated_at: now,
-                    },
+                    &queued_sms(id, "verification_code", "123456", now),
                     &keyring,
                 )?;
             }

@@ -1,6 +1,7 @@
 //! The Twilio provider against Twilio's own OpenAPI spec (served by Prism, which refuses any request that
 //! violates it) and against a fault-injecting stand-in that checks what we send and how answers are sorted.
 
+use crate::support::captured_logs::CapturedLogs;
 use crate::support::prism::Prism;
 use crate::support::twilio_faults::{FaultyTwilio, Recorded, Reply};
 use base64::Engine;
@@ -455,29 +456,6 @@ async fn email_and_mismatched_content_are_refused_as_unsupported() {
         "unsupported_channel"
     );
     assert!(twilio.requests().is_empty());
-}
-
-/// Log lines written while a test runs, for checking what they do and do not contain.
-#[derive(Clone, Default)]
-struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
-    type Writer = CapturedLogs;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }
 
 #[tokio::test]

@@ -2,13 +2,16 @@
 //! hashes sealed, masked error texts, 400 bodies without secret values, admin tokens apart from API tokens.
 
 use crate::gateway_messages::{delivered, enqueue, spawn_gateway};
+use crate::support::captured_logs::CapturedLogs;
+use crate::support::messages::queued_sms;
+use crate::support::twilio_callbacks::{callback, sign, signed_callbacks};
 use crate::support::{spawn_app_with, TestApp, ADMIN_TOKEN, API_TOKEN};
 use chrono::Utc;
 use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 use reclaim_common::db::write_transaction;
 use reclaim_common::sealed::Keyring;
 use reclaim_common::Secret;
-use reclaim_gateway::outbox::{self, MessageStatus, NewMessage};
+use reclaim_gateway::outbox;
 use reclaim_gateway::schema::gateway_messages;
 use serde_json::json;
 
@@ -104,24 +107,7 @@ async fn an_expired_message_loses_its_data() {
 /// Stores a message as a gateway configured with `keyring` would have.
 fn store_message(app: &TestApp, keyring: &Keyring, code: &str) -> String {
     let id = uuid::Uuid::now_v7().to_string();
-    let now = Utc::now().naive_utc();
-    let message = NewMessage {
-        id: id.clone(),
-        channel: "sms".into(),
-        destination: "+14155550100".into(),
-        template: "recovery_code".into(),
-        locale: "en".into(),
-        data: json!({ "code": code }).to_string(),
-        status: MessageStatus::Queued,
-        attempts: 0,
-        next_attempt_at: now,
-        expires_at: None,
-        fallback: "[]".into(),
-        fallback_position: 0,
-        idempotency_key: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let message = queued_sms(&id, "recovery_code", code, Utc::now().naive_utc());
     let mut conn = app.db.get().expect("conn");
     write_transaction(&mut conn, |conn| outbox::insert(conn, &message, keyring)).expect("insert");
     id
@@ -314,29 +300,6 @@ async fn imported_password_hashes_are_sealed_in_the_database_and_still_match() {
     assert!(!decision.allowed, "the sealed hash must still match");
 }
 
-/// Log lines written on this thread, for assertions on what is (not) logged.
-#[derive(Clone, Default)]
-struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
-    type Writer = CapturedLogs;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn an_smtp_refusal_quoting_the_address_is_masked_in_storage_the_api_and_the_logs() {
     let server = crate::support::smtp::SmtpServer::start();
@@ -454,14 +417,7 @@ async fn request_logs_never_hold_bodies() {
 
 #[tokio::test]
 async fn a_sent_sms_keeps_its_sealed_data_for_the_fallback_until_it_is_reported_delivered() {
-    use reclaim_common::auth::twilio::compute_signature;
-    let public_url = "https://gateway.example.test";
-    let auth_token = "twilio-test-auth-token";
-    let (app, dir) = spawn_gateway(|s| {
-        s.gateway.public_url = public_url.into();
-        s.gateway.twilio.auth_token = Secret::new(auth_token);
-    })
-    .await;
+    let (app, dir) = spawn_gateway(signed_callbacks).await;
     let id = enqueue(
         &app,
         &json!({"channel": "sms", "to": "+14155550100", "template": "recovery_code", "data": {"code": "606060"}}),
@@ -481,19 +437,7 @@ async fn a_sent_sms_keeps_its_sealed_data_for_the_fallback_until_it_is_reported_
         ("MessageSid".to_string(), sid.clone()),
         ("MessageStatus".to_string(), "delivered".to_string()),
     ];
-    let signature = compute_signature(
-        &Secret::new(auth_token),
-        &format!("{public_url}/providers/twilio/status"),
-        &params,
-    );
-    let response = app
-        .client
-        .post(app.gateway_url("/providers/twilio/status"))
-        .header("X-Twilio-Signature", signature)
-        .form(&params)
-        .send()
-        .await
-        .expect("request");
+    let response = callback(&app, &params, Some(sign(&params))).await;
     assert_eq!(response.status(), 204);
     assert_eq!(raw_status(&app, &id), "delivered");
     assert_eq!(raw_data(&app, &id), "");

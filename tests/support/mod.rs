@@ -2,14 +2,17 @@
 
 #![allow(dead_code)]
 
+pub mod captured_logs;
 mod database;
 pub mod dkim;
 pub mod kratos;
+pub mod messages;
 pub mod peer;
 pub mod plugin;
 pub mod ports;
 pub mod prism;
 pub mod smtp;
+pub mod twilio_callbacks;
 pub mod twilio_faults;
 
 pub use database::{expected_backend, TestDatabase};
