@@ -3,7 +3,7 @@
 
 use crate::support::kratos::{
     self, call_hook, contract, for_identity, from_recovery_session, kratos_settings, pre_persist,
-    registered, send_raw, KRATOS_KEY,
+    registered, send_raw, settings_hook, KRATOS_KEY,
 };
 use crate::support::plugin::{
     changed_days_ago, check_password, drop_password_tables, new_id, password_state,
@@ -56,13 +56,7 @@ async fn a_kratos_user_goes_through_registration_login_recovery_and_settings() {
 
     // A voluntary change right after registration: too young, shown under the password field.
     let settings = for_identity(contract("webhook-settings-password.json"), &id, "default");
-    let answer = call_hook(
-        &app,
-        "/hooks/kratos/settings/password",
-        &settings,
-        &new_id(),
-    )
-    .await;
+    let answer = settings_hook(&app, &settings).await;
     assert_eq!(answer.status, 400, "{}", answer.body);
     assert_eq!(
         answer.message_ids(),
@@ -85,13 +79,7 @@ async fn a_kratos_user_goes_through_registration_login_recovery_and_settings() {
 
     // The change made from the recovery session is exempt from the minimum age.
     let settings = from_recovery_session(settings);
-    let answer = call_hook(
-        &app,
-        "/hooks/kratos/settings/password",
-        &settings,
-        &new_id(),
-    )
-    .await;
+    let answer = settings_hook(&app, &settings).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let metadata = &answer.body["identity"]["metadata_public"];
     assert!(
@@ -195,12 +183,13 @@ async fn a_broken_body_gets_a_400_in_kratos_shape_with_a_global_message() {
     }
 }
 
-#[tokio::test]
-async fn a_retried_login_hook_uses_one_grace_login_not_two() {
+/// A `staff` identity whose password changed 100 days ago (past max age), on an app allowing
+/// `grace_logins`, with its login payload.
+async fn expired_staff_login(grace_logins: u32) -> (TestApp, String, Value) {
     let app = spawn_app_with(|settings| {
         settings.plugin.kratos.api_keys = vec![Secret::new(KRATOS_KEY)];
         if let Some(staff) = settings.plugin.policy.profiles.get_mut("staff") {
-            staff.grace_logins = 2;
+            staff.grace_logins = grace_logins;
         }
     })
     .await;
@@ -208,6 +197,12 @@ async fn a_retried_login_hook_uses_one_grace_login_not_two() {
     register(&app, &id, "staff").await;
     changed_days_ago(&app, &id, 100).await;
     let login = for_identity(contract("webhook-login-password.json"), &id, "staff");
+    (app, id, login)
+}
+
+#[tokio::test]
+async fn a_retried_login_hook_uses_one_grace_login_not_two() {
+    let (app, id, login) = expired_staff_login(2).await;
     let trigger = new_id();
     for _ in 0..2 {
         let answer = call_hook(&app, "/hooks/kratos/login", &login, &trigger).await;
@@ -335,13 +330,7 @@ async fn with_the_database_down_settings_fail_closed_and_login_fails_open() {
     register(&app, &id, "default").await;
     drop_password_tables(&app).await;
     let settings = for_identity(contract("webhook-settings-password.json"), &id, "default");
-    let answer = call_hook(
-        &app,
-        "/hooks/kratos/settings/password",
-        &settings,
-        &new_id(),
-    )
-    .await;
+    let answer = settings_hook(&app, &settings).await;
     assert_eq!(answer.status, 400, "{}", answer.body);
     assert_eq!(answer.message_ids(), vec![("#/".to_string(), 4_470_011)]);
     let login = for_identity(contract("webhook-login-password.json"), &id, "default");
@@ -351,17 +340,7 @@ async fn with_the_database_down_settings_fail_closed_and_login_fails_open() {
 
 #[tokio::test]
 async fn twenty_concurrent_identical_login_hooks_with_one_trigger_id_decide_once() {
-    let app = spawn_app_with(|settings| {
-        settings.plugin.kratos.api_keys = vec![Secret::new(KRATOS_KEY)];
-        if let Some(staff) = settings.plugin.policy.profiles.get_mut("staff") {
-            staff.grace_logins = 10;
-        }
-    })
-    .await;
-    let id = new_id();
-    register(&app, &id, "staff").await;
-    changed_days_ago(&app, &id, 100).await;
-    let login = for_identity(contract("webhook-login-password.json"), &id, "staff");
+    let (app, id, login) = expired_staff_login(10).await;
     let trigger = new_id();
     let calls = (0..20).map(|_| call_hook(&app, "/hooks/kratos/login", &login, &trigger));
     let answers = futures_util::future::join_all(calls).await;

@@ -7,7 +7,8 @@
 use crate::gateway_messages::{enqueue, get_message, spawn_gateway};
 use crate::plugin_passwords::fast_kdf;
 use crate::support::kratos::{
-    self, call_hook, contract, for_identity, pre_persist, registered, send_raw, KRATOS_KEY,
+    self, call_hook, contract, for_identity, pre_persist, registered, send_raw, settings_hook,
+    KRATOS_KEY,
 };
 use crate::support::plugin::{
     changed_days_ago, drop_password_tables, new_id, password_state, post_json,
@@ -92,13 +93,7 @@ async fn every_kratos_refusal_has_its_full_body_in_kratos_interrupt_shape() {
         &young,
         "default",
     );
-    let answer = call_hook(
-        &app,
-        "/hooks/kratos/settings/password",
-        &settings,
-        &new_id(),
-    )
-    .await;
+    let answer = settings_hook(&app, &settings).await;
     assert_eq!(answer.status, 400, "{}", answer.body);
     let available_at = available_at(&answer.body);
     let minutes = (available_at - Utc::now()).num_minutes();
@@ -183,13 +178,7 @@ async fn every_kratos_refusal_has_its_full_body_in_kratos_interrupt_shape() {
 
     // 5. The database is gone and settings fail closed.
     drop_password_tables(&app).await;
-    let answer = call_hook(
-        &app,
-        "/hooks/kratos/settings/password",
-        &settings,
-        &new_id(),
-    )
-    .await;
+    let answer = settings_hook(&app, &settings).await;
     assert_eq!(answer.status, 400, "{}", answer.body);
     assert_eq!(
         answer.body,
@@ -216,13 +205,7 @@ async fn with_require_staged_verdict_a_change_nobody_staged_is_refused_and_a_sta
     let id = new_id();
     registered(&app, &id, "default").await;
     let settings = for_identity(contract("webhook-settings-password.json"), &id, "default");
-    let answer = call_hook(
-        &app,
-        "/hooks/kratos/settings/password",
-        &settings,
-        &new_id(),
-    )
-    .await;
+    let answer = settings_hook(&app, &settings).await;
     assert_eq!(answer.status, 400, "{}", answer.body);
     assert_eq!(
         answer.body,
@@ -245,13 +228,7 @@ async fn with_require_staged_verdict_a_change_nobody_staged_is_refused_and_a_sta
         )
         .await
         .expect("stage");
-    let answer = call_hook(
-        &app,
-        "/hooks/kratos/settings/password",
-        &settings,
-        &new_id(),
-    )
-    .await;
+    let answer = settings_hook(&app, &settings).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(
         answer.body["identity"]["metadata_public"]["password_changed_at"].is_string(),
@@ -290,13 +267,7 @@ async fn without_require_staged_verdict_an_unstaged_change_passes() {
     let id = new_id();
     registered(&app, &id, "default").await;
     let settings = for_identity(contract("webhook-settings-password.json"), &id, "default");
-    let answer = call_hook(
-        &app,
-        "/hooks/kratos/settings/password",
-        &settings,
-        &new_id(),
-    )
-    .await;
+    let answer = settings_hook(&app, &settings).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 }
 
@@ -538,13 +509,7 @@ async fn kratos_messages_follow_the_users_accept_language() {
     registered(&app, &id, "default").await;
     let mut settings = for_identity(contract("webhook-settings-password.json"), &id, "default");
     settings["request_headers"]["Accept-Language"] = json!(["es-ES,es;q=0.9,en;q=0.5"]);
-    let answer = call_hook(
-        &app,
-        "/hooks/kratos/settings/password",
-        &settings,
-        &new_id(),
-    )
-    .await;
+    let answer = settings_hook(&app, &settings).await;
     assert_eq!(answer.status, 400, "{}", answer.body);
     let message = &answer.body["messages"][0]["messages"][0];
     let available_at = available_at(&answer.body);
@@ -569,13 +534,7 @@ async fn a_change_from_a_link_recovery_session_or_a_required_change_skips_the_mi
         "default",
     );
     settings["session"]["authentication_methods"] = json!([{"aal": "aal1", "completed_at": "2026-07-30T09:58:40.501226Z", "method": "link_recovery"}]);
-    let answer = call_hook(
-        &app,
-        "/hooks/kratos/settings/password",
-        &settings,
-        &new_id(),
-    )
-    .await;
+    let answer = settings_hook(&app, &settings).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 
     // An administrator requires a change: the user may make it at once, from an ordinary session.
@@ -593,13 +552,7 @@ async fn a_change_from_a_link_recovery_session_or_a_required_change_skips_the_mi
         &forced,
         "default",
     );
-    let answer = call_hook(
-        &app,
-        "/hooks/kratos/settings/password",
-        &settings,
-        &new_id(),
-    )
-    .await;
+    let answer = settings_hook(&app, &settings).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 }
 

@@ -186,6 +186,11 @@ pub async fn call_hook(app: &TestApp, path: &str, ctx: &Value, trigger_id: &str)
     .await
 }
 
+/// The settings (password change) hook for `ctx`, with a fresh trigger id.
+pub async fn settings_hook(app: &TestApp, ctx: &Value) -> HookAnswer {
+    call_hook(app, "/hooks/kratos/settings/password", ctx, &new_id()).await
+}
+
 pub async fn send_raw(
     app: &TestApp,
     path: &str,
