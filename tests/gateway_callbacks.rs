@@ -23,7 +23,7 @@ async fn spawn() -> (TestApp, tempfile::TempDir) {
 }
 
 /// Sends an SMS through the `file` provider and returns (message id, provider message id).
-async fn sent_sms(app: &TestApp, dir: &tempfile::TempDir) -> (String, String) {
+pub async fn sent_sms(app: &TestApp, dir: &tempfile::TempDir) -> (String, String) {
     let id = enqueue(
         app,
         &json!({"channel": "sms", "to": "+14155550100", "template": "recovery_code", "data": {"code": "271828"}}),

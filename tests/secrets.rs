@@ -1,6 +1,7 @@
 //! Secrets and personal data at rest and on the wire: message data sealed and wiped, key rotation, imported
 //! hashes sealed, masked error texts, 400 bodies without secret values, admin tokens apart from API tokens.
 
+use crate::gateway_callbacks::sent_sms;
 use crate::gateway_messages::{delivered, enqueue, spawn_gateway};
 use crate::support::captured_logs::CapturedLogs;
 use crate::support::messages::queued_sms;
@@ -418,16 +419,7 @@ async fn request_logs_never_hold_bodies() {
 #[tokio::test]
 async fn a_sent_sms_keeps_its_sealed_data_for_the_fallback_until_it_is_reported_delivered() {
     let (app, dir) = spawn_gateway(signed_callbacks).await;
-    let id = enqueue(
-        &app,
-        &json!({"channel": "sms", "to": "+14155550100", "template": "recovery_code", "data": {"code": "606060"}}),
-    )
-    .await;
-    app.delivery.drain().await.expect("drain");
-    let sid = delivered(dir.path())[0]["provider_message_id"]
-        .as_str()
-        .expect("sid")
-        .to_string();
+    let (id, sid) = sent_sms(&app, &dir).await;
     assert_eq!(raw_status(&app, &id), "sent");
     assert!(
         raw_data(&app, &id).starts_with("v1:dev:"),
