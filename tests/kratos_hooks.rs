@@ -216,6 +216,23 @@ async fn a_retried_login_hook_uses_one_grace_login_not_two() {
     assert_eq!(answer.status, 403, "{}", answer.body);
 }
 
+/// An app whose Kratos admin API (a stand-in) holds `hashed_password` for every identity, and a new
+/// identity registered on it, whose current password was imported as its one history entry.
+async fn registered_with_kratos_hash(
+    hashed_password: &str,
+) -> (TestApp, kratos::KratosAdminStandIn, String) {
+    let admin = kratos::kratos_admin_stand_in(hashed_password).await;
+    let app = spawn_app_with(|settings| {
+        settings.plugin.kratos.api_keys = vec![Secret::new(KRATOS_KEY)];
+        settings.plugin.kratos.admin_url = admin.url.clone();
+    })
+    .await;
+    let id = new_id();
+    register(&app, &id, "default").await;
+    assert_eq!(password_state(&app, &id).await["history_entries"], 1);
+    (app, admin, id)
+}
+
 #[tokio::test]
 async fn the_current_kratos_password_becomes_history_so_it_cannot_be_reused_from_day_one() {
     use argon2::password_hash::{PasswordHasher, SaltString};
@@ -226,15 +243,7 @@ async fn the_current_kratos_password_becomes_history_so_it_cannot_be_reused_from
         .hash_password(b"correct horse battery", &salt)
         .expect("hash")
         .to_string();
-    let admin = kratos::kratos_admin_stand_in(&hash).await;
-    let app = spawn_app_with(|settings| {
-        settings.plugin.kratos.api_keys = vec![Secret::new(KRATOS_KEY)];
-        settings.plugin.kratos.admin_url = admin.url.clone();
-    })
-    .await;
-    let id = new_id();
-    register(&app, &id, "default").await;
-    assert_eq!(password_state(&app, &id).await["history_entries"], 1);
+    let (app, admin, id) = registered_with_kratos_hash(&hash).await;
 
     let reused = check_password(&app, &id, "correct horse battery").await;
     assert_eq!(reused["allowed"], false, "{reused}");
@@ -294,26 +303,10 @@ async fn a_hash_at_kratos_default_argon2_cost_is_imported_and_matched() {
     assert_eq!(shape(&hash), shape(&fixture_hash));
 
     // Kratos's fixture hash itself is imported as the identity's current password.
-    let admin = kratos::kratos_admin_stand_in(&fixture_hash).await;
-    let app = spawn_app_with(|settings| {
-        settings.plugin.kratos.api_keys = vec![Secret::new(KRATOS_KEY)];
-        settings.plugin.kratos.admin_url = admin.url.clone();
-    })
-    .await;
-    let id = new_id();
-    register(&app, &id, "default").await;
-    assert_eq!(password_state(&app, &id).await["history_entries"], 1);
+    let (_app, _admin, _id) = registered_with_kratos_hash(&fixture_hash).await;
 
     // A hash of that shape for a known password is matched, so reusing the password is refused.
-    let admin = kratos::kratos_admin_stand_in(&hash).await;
-    let app = spawn_app_with(|settings| {
-        settings.plugin.kratos.api_keys = vec![Secret::new(KRATOS_KEY)];
-        settings.plugin.kratos.admin_url = admin.url.clone();
-    })
-    .await;
-    let id = new_id();
-    register(&app, &id, "default").await;
-    assert_eq!(password_state(&app, &id).await["history_entries"], 1);
+    let (app, _admin, id) = registered_with_kratos_hash(&hash).await;
     for (password, allowed) in [
         ("correct horse battery", false),
         ("a brand new passphrase", true),
