@@ -29,7 +29,7 @@ impl Provider for DiscardProvider {
 
     async fn send(&self, _message: &Outgoing) -> Result<Accepted, SendError> {
         // Taken as the last step, so it is the instant the call returns.
-        let returned = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let returned = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         Ok(Accepted {
             provider_message_id: Some(format!("{ID_PREFIX}{returned}")),
         })
