@@ -1,13 +1,17 @@
 //! Gateway benchmark (ignored in normal runs): enqueue throughput and enqueue→provider latency against the
 //! `discard` provider, next to the throughput of a trivial actix endpoint (`/health/alive` on the same
 //! server, same middleware) measured in the same run. Results go to `perf/gateway-<backend>.md`.
+//! The latency ends when the provider call returned: the `discard` provider's message id records that
+//! instant, and the attempt rows store the id.
 //!
-//! Run: `cargo nextest run -E 'test(/gateway_bench/)' --run-ignored only` (SQLite), and with
-//! `TEST_DATABASE_URL=postgres://...` for PostgreSQL.
+//! Run on a release build (a debug build refuses, so dev-build numbers never land in `perf/`):
+//! `env -u TEST_DATABASE_URL cargo nextest run --release -E 'test(/gateway_bench/)' --run-ignored only`
+//! (SQLite), and with `TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres` for PostgreSQL.
 
 use crate::support::{spawn_app_in, API_TOKEN};
 use diesel::prelude::*;
 use reclaim_common::settings::ProviderKind;
+use reclaim_gateway::providers::DiscardProvider;
 use reclaim_gateway::schema::{gateway_attempts, gateway_messages};
 use reclaim_gateway::RunMode;
 use std::collections::HashMap;
@@ -38,6 +42,14 @@ async fn hammer(make: impl Fn(usize) -> reqwest::RequestBuilder + Clone + Send +
     REQUESTS as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The 1-minute load average: other work on the machine slows every figure here.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default()
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -46,6 +58,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark; run with --run-ignored only"]
 async fn gateway_bench_enqueue_throughput_and_latency() {
+    if cfg!(debug_assertions) {
+        panic!(
+            "the gateway benchmark runs on release builds only: \
+             cargo nextest run --release -E 'test(/gateway_bench/)' --run-ignored only"
+        );
+    }
     let dir = tempfile::tempdir().expect("dir");
     let file_dir = dir.path().to_string_lossy().into_owned();
     let app = spawn_app_in(RunMode::All, |s| {
@@ -58,6 +76,7 @@ async fn gateway_bench_enqueue_throughput_and_latency() {
     })
     .await;
     let client = app.client.clone();
+    let load_before = load_average();
 
     let alive = app.gateway_url("/health/alive");
     let trivial = {
@@ -125,32 +144,49 @@ async fn gateway_bench_enqueue_throughput_and_latency() {
         .into_iter()
         .collect();
     let attempts = gateway_attempts::table
-        .select((gateway_attempts::message_id, gateway_attempts::started_at))
-        .load::<(String, chrono::NaiveDateTime)>(&mut *conn)
+        .select((
+            gateway_attempts::message_id,
+            gateway_attempts::provider_message_id,
+        ))
+        .load::<(String, Option<String>)>(&mut *conn)
         .expect("attempts");
     assert_eq!(attempts.len(), REQUESTS + LIGHT);
+    // (created_at, instant the provider call returned) of every attempt; each message has one attempt.
+    let spans: Vec<(chrono::NaiveDateTime, chrono::NaiveDateTime)> = attempts
+        .iter()
+        .map(|(id, provider_id)| {
+            let created = *created.get(id).expect("the attempt's message");
+            let returned = provider_id
+                .as_deref()
+                .and_then(DiscardProvider::returned_at)
+                .expect("the discard provider's id records when its send returned")
+                .naive_utc();
+            assert!(
+                returned >= created,
+                "{id}: returned {returned} before created {created}"
+            );
+            (created, returned)
+        })
+        .collect();
     let latencies = |light: bool| {
-        let mut values: Vec<f64> = attempts
+        let mut values: Vec<f64> = spans
             .iter()
-            .filter_map(|(id, started)| created.get(id).map(|c| (*c, *started)))
-            .filter(|(c, _)| (*c >= light_started) == light)
-            .map(|(c, started)| (started - c).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+            .filter(|(created, _)| (*created >= light_started) == light)
+            .map(|(created, returned)| {
+                (*returned - *created).num_microseconds().unwrap_or(0) as f64 / 1000.0
+            })
             .collect();
         values.sort_by(|a, b| a.total_cmp(b));
         values
     };
     let (heavy, light) = (latencies(false), latencies(true));
+    assert_eq!((heavy.len(), light.len()), (REQUESTS, LIGHT));
 
-    let profile = if cfg!(debug_assertions) {
-        "dev (debug assertions on; dependencies at opt-level 1)"
-    } else {
-        "release"
-    };
     let report = format!(
         "# Gateway benchmark — {backend}\n\n\
-         Written by `tests/gateway_bench.rs` on {date} (profile: {profile}; machine: {cpus} CPU(s) shared with \
-         other builds). {REQUESTS} requests from {CLIENTS} concurrent HTTP clients against one gateway \
-         (2 HTTP workers, 4 delivery workers, `discard` provider, database pool 8).\n\n\
+         Written by `tests/gateway_bench.rs` on {date} (profile: release; machine: {cpus} CPU(s) shared \
+         with other work, 1-minute load average {load_before} before / {load_after} after). {REQUESTS} \
+         requests from {CLIENTS} concurrent HTTP clients against one gateway (2 HTTP workers, {workers} delivery workers, `discard` provider, database pool 8).\n\n\
          | Measure | Value |\n|---|---|\n\
          | Trivial actix endpoint (`GET /health/alive`, same server and middleware) | {trivial:.0} req/s |\n\
          | Enqueue (`POST /v1/messages`: auth, validation, render, durable insert) | {enqueue:.0} req/s |\n\
@@ -158,12 +194,17 @@ async fn gateway_bench_enqueue_throughput_and_latency() {
          | Under load: enqueue → provider call, p50 / p99 | {p50:.1} ms / {p99:.1} ms |\n\
          | Under load: first enqueue → all {REQUESTS} delivered | {total:.2} s |\n\
          | Light load ({LIGHT} messages one at a time): enqueue → provider call, p50 / p99 | {lp50:.1} ms / {lp99:.1} ms |\n\n\
-         Enqueue → provider is `attempt.started_at - message.created_at`: the moment a worker claimed the \
-         message, immediately followed by the provider call. Under load, delivery runs while the enqueue load is \
-         on, so the latency is mostly backlog; the light-load line shows the pipeline's own delay (claim polling \
-         every 5 ms when idle).\n",
+         Enqueue → provider is from `message.created_at` (set by the enqueue handler before its durable \
+         insert) to the instant the provider call returned (recorded by the `discard` provider in the message \
+         id it returns, stored with the attempt): it covers the insert's commit, the wait for a worker, the \
+         claim transaction, decryption, rendering and the provider call, but not the transaction that records \
+         the outcome afterwards. Under load, delivery runs while the enqueue load is on, so the latency is \
+         mostly backlog; the light-load line shows the pipeline's own delay (claim polling every 5 ms when \
+         idle).\n",
         backend = app.database.backend,
         date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        load_after = load_average(),
+        workers = app.settings.gateway.worker.concurrency,
         cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         ratio = enqueue / trivial,
         p50 = percentile(&heavy, 0.50),
