@@ -1,11 +1,11 @@
-//! Command-line interface: `serve`, `migrate`, `check-config`.
+//! Command-line interface: `serve`, `migrate`, `check-config`, `import hashes`.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use reclaim_common::settings::{self, Settings};
 use reclaim_common::shutdown::Shutdown;
 use reclaim_common::{telemetry, Db};
 use reclaim_gateway::RunMode;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Exit code for configuration problems, distinct from runtime failures (1).
@@ -44,6 +44,21 @@ enum Command {
     Migrate,
     /// Validate the configuration and print it with secrets shown as ***; exit 2 on problems.
     CheckConfig,
+    /// Import passwords kept in another system.
+    Import {
+        #[command(subcommand)]
+        what: Import,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Import {
+    /// Import `identifier,phc_hash[,changed_at]` rows for Kratos's password migration hook; bad rows are
+    /// reported with their line and skipped, identifiers imported before are skipped.
+    Hashes {
+        /// The CSV file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -76,6 +91,12 @@ pub fn run() -> ExitCode {
         Command::Migrate => {
             telemetry::init(&settings.telemetry);
             report(migrate(&settings).map(|_| ()))
+        }
+        Command::Import {
+            what: Import::Hashes { file },
+        } => {
+            telemetry::init(&settings.telemetry);
+            report(import_hashes(&settings, &file))
         }
         Command::Serve {
             service,
@@ -121,6 +142,18 @@ fn check_config(settings: &Settings) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn import_hashes(settings: &Settings, file: &Path) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let summary = runtime.block_on(reclaim_plugin::import::import_hashes_file(settings, file))?;
+    for bad in &summary.errors {
+        eprintln!("{}:{}: {}", file.display(), bad.line, bad.problem);
+    }
+    println!("{summary}");
+    Ok(())
 }
 
 fn migrate(settings: &Settings) -> anyhow::Result<Db> {

@@ -17,6 +17,7 @@ mod kratos_hooks;
 mod kratos_kit;
 mod logs;
 mod plugin_api;
+mod plugin_import;
 mod plugin_passwords;
 mod proptest_inputs;
 mod readme_claims;

@@ -3,7 +3,8 @@
 //! What adapters use, without HTTP:
 //! - [`Passwords`] (`passwords`): the facade — `check`, `record` (`record_once` with a [`Receipt`] for
 //!   idempotency), `stage`/`commit_staged`, `initialise`,
-//!   `import_foreign_hash`, `state`, `force_change`, `mark_recovered`, `on_login`, `erase`.
+//!   `import_foreign_hash`, `import_legacy_hash`/`migrate_legacy` (passwords kept elsewhere until first
+//!   login), `state`, `force_change`, `mark_recovered`, `on_login`, `erase`.
 //! - Domain types: [`IdentityId`] and [`Identity`] (`identity`), [`Password`] (`password`, 1..=1024 bytes
 //!   of UTF-8, `Debug` masked), [`PasswordDigest`] (`history`).
 //! - [`policy`]: the pure engine (profiles, selection, decisions with stable codes, expiry, en/es messages).
@@ -15,6 +16,7 @@
 
 pub mod history;
 pub mod identity;
+pub mod import;
 pub mod kratos;
 pub mod metrics;
 pub mod password;
@@ -29,6 +31,7 @@ pub use history::PasswordDigest;
 pub use identity::{Identity, IdentityId};
 pub use password::Password;
 pub use passwords::{
-    CheckOptions, PasswordState, Passwords, PasswordsError, Receipt, Recorded, UnseenChange,
+    CheckOptions, LegacyIdentifier, LegacyImported, LegacyMigration, PasswordState, Passwords,
+    PasswordsError, Receipt, Recorded, UnseenChange,
 };
 pub use startup::Application;

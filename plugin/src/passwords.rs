@@ -25,6 +25,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod legacy;
+pub use legacy::{LegacyIdentifier, LegacyImported, LegacyMigration};
+
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordsError {
     /// Every KDF slot stayed busy for `plugin.history.max_queue_ms`; try again after `retry_after`.

@@ -1,4 +1,4 @@
-//! Tables owned by the plugin (migrations `2026-11-22-0001NN_*`).
+//! Tables owned by the plugin (migrations `2026-11-22-0001NN_*`, and `2026-11-29-000701_legacy_passwords`).
 
 diesel::table! {
     password_states (identity_id) {
@@ -34,3 +34,12 @@ diesel::table! {
 
 diesel::joinable!(password_history -> password_states (identity_id));
 diesel::allow_tables_to_appear_in_same_query!(password_states, password_history);
+
+diesel::table! {
+    legacy_passwords (identifier) {
+        identifier -> Text,
+        holder -> Text,
+        migrated_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}

@@ -48,6 +48,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/hooks/kratos/settings/password/after",
             web::post().to(settings_password_after),
+        )
+        .route(
+            "/hooks/kratos/password-migration",
+            web::post().to(super::migration::migrate_password),
         );
 }
 
@@ -166,7 +170,7 @@ struct Call {
     trigger: Option<IdempotencyKey>,
 }
 
-fn authenticate(req: &HttpRequest, settings: &KratosSettings) -> Result<(), AuthError> {
+pub(super) fn authenticate(req: &HttpRequest, settings: &KratosSettings) -> Result<(), AuthError> {
     match settings.auth {
         KratosAuth::ApiKey => {
             auth::check_api_key(req.headers(), &settings.api_key_header, &settings.api_keys)

@@ -7,11 +7,13 @@
 //! The wiring an integrator copies is in `config/kratos/`.
 //!
 //! - `payload.rs`: what Kratos sends; `response.rs`: the answers Kratos parses; `messages.rs`: our UI
-//!   message ids; `hooks.rs`: the handlers; `admin.rs`: the admin API client.
+//!   message ids; `hooks.rs`: the handlers; `migration.rs`: the password
+//!   migration hook (hashes imported by `reclaim import hashes`); `admin.rs`: the admin API client.
 
 pub mod admin;
 mod hooks;
 pub mod messages;
+mod migration;
 pub mod payload;
 pub mod response;
 
