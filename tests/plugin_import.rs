@@ -49,6 +49,26 @@ async fn migrate(app: &TestApp, body: Value, key: Option<&str>) -> (u16, Value) 
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// KDF runs so far, from the plugin's `/metrics`.
+async fn kdf_runs(app: &TestApp) -> f64 {
+    let text = app
+        .client
+        .get(app.plugin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix("reclaim_plugin_kdf_duration_seconds_count")?
+                .strip_prefix(' ')
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn reclaim() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_reclaim"));
     command.env_remove("RECLAIM_CONFIG");
@@ -131,7 +151,10 @@ async fn a_matching_password_migrates_by_identity_id_and_is_then_refused_as_reus
     let id = new_id();
     let summary = import(
         &app,
-        &format!("{id},{}\n", legacy_hash("legacy passphrase one")),
+        &format!(
+            "{id},{},2025-06-01T00:00:00Z\n",
+            legacy_hash("legacy passphrase one")
+        ),
     )
     .await;
     assert_eq!((summary.imported, summary.errors.len()), (1, 0));
@@ -148,6 +171,10 @@ async fn a_matching_password_migrates_by_identity_id_and_is_then_refused_as_reus
     assert_eq!(
         state["history_entries"], 1,
         "the foreign entry was replaced: {state}"
+    );
+    assert_eq!(
+        state["changed_at"], "2025-06-01T00:00:00Z",
+        "dated as imported: {state}"
     );
     // The legacy hash is gone: Kratos stores the password itself now, and a second call matches nothing.
     let (status, _) = migrate(&app, body, Some(KRATOS_KEY)).await;
@@ -216,9 +243,12 @@ async fn a_wrong_password_or_an_unknown_identifier_gets_403_and_the_hash_stays()
         json!({"identifier": "nobody@example.org", "password": "legacy passphrase one"}),
         json!({"identifier": "nobody@example.org", "identity_id": new_id(), "password": "legacy passphrase one"}),
     ] {
+        let before = kdf_runs(&app).await;
         let (status, answer) = migrate(&app, body.clone(), Some(KRATOS_KEY)).await;
         assert_eq!(status, 403, "{body}: {answer}");
         assert_eq!(answer["error"]["code"], "password_mismatch");
+        // Known or not, a refusal costs one KDF run, so its timing does not tell which it was.
+        assert_eq!(kdf_runs(&app).await - before, 1.0, "{body}");
     }
     let (status, _) = migrate(
         &app,
@@ -269,4 +299,32 @@ async fn a_malformed_migration_body_gets_400_naming_the_field() {
         assert_eq!(status, 400, "{body}: {answer}");
         assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
     }
+}
+
+#[tokio::test]
+async fn a_login_identifier_match_without_identity_id_passes_once_and_seeds_no_history() {
+    let app = import_app().await;
+    import(
+        &app,
+        &format!(
+            "someone@example.org,{}\n",
+            legacy_hash("legacy passphrase three")
+        ),
+    )
+    .await;
+    let body = json!({"identifier": "someone@example.org", "password": "legacy passphrase three"});
+    let (status, answer) = migrate(&app, body.clone(), Some(KRATOS_KEY)).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, _) = migrate(&app, body, Some(KRATOS_KEY)).await;
+    assert_eq!(status, 403, "the hash was deleted");
+    let entries: i64 = app
+        .db
+        .run(|conn| {
+            use diesel::prelude::*;
+            use reclaim_plugin::schema::password_history::dsl as h;
+            Ok(h::password_history.count().get_result(conn)?)
+        })
+        .await
+        .expect("count");
+    assert_eq!(entries, 0, "no history without an identity id");
 }
