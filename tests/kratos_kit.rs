@@ -123,3 +123,46 @@ fn every_hook_in_the_snippet_points_at_a_reclaim_route_with_our_template() {
         ]
     );
 }
+
+/// The `migrate_hook` snippet the README shows under "Importing existing passwords", as YAML.
+fn readme_migration_snippet() -> Value {
+    let readme = std::fs::read_to_string("README.md").expect("README");
+    let block = readme
+        .split("```yaml")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .find(|block| block.contains("migrate_hook:"))
+        .expect("the README shows a migrate_hook snippet");
+    let text: String = block
+        .lines()
+        .map(|line| line.strip_prefix("   ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join("\n");
+    serde_yaml_ng::from_str(&text).expect("the snippet is YAML")
+}
+
+#[test]
+fn the_readme_password_migration_snippet_validates_and_points_at_our_hook() {
+    let validator = kratos_schema();
+    let snippet = readme_migration_snippet();
+    let hook = &snippet["selfservice"]["methods"]["password"]["config"]["migrate_hook"];
+    assert_eq!(hook["enabled"], true);
+    assert_eq!(
+        hook["config"]["url"],
+        "http://reclaim:4470/hooks/kratos/password-migration"
+    );
+    let mut config = base_config();
+    merge(&mut config, snippet.clone());
+    let errors: Vec<String> = validator
+        .iter_errors(&config)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    // The check can fail: Kratos's schema allows only POST.
+    let mut broken = snippet;
+    broken["selfservice"]["methods"]["password"]["config"]["migrate_hook"]["config"]["method"] =
+        Value::String("GET".into());
+    let mut config = base_config();
+    merge(&mut config, broken);
+    assert!(!validator.is_valid(&config));
+}
