@@ -7,6 +7,7 @@ use reclaim_common::{telemetry, Db};
 use reclaim_gateway::RunMode;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Exit code for configuration problems, distinct from runtime failures (1).
 const EXIT_CONFIG: u8 = 2;
@@ -175,6 +176,7 @@ async fn serve(settings: Settings, service: Service, mode: RunMode) -> anyhow::R
         let settings = settings.clone();
         tokio::task::spawn_blocking(move || migrate(&settings)).await??
     };
+    let pool = db.clone();
     let plugin = match service {
         Service::All | Service::Plugin => {
             Some(reclaim_plugin::Application::build(&settings, db.clone()).await?)
@@ -213,7 +215,12 @@ async fn serve(settings: Settings, service: Service, mode: RunMode) -> anyhow::R
             None => Ok(()),
         }
     };
-    tokio::try_join!(plugin, gateway)?;
+    let stopped = tokio::try_join!(plugin, gateway);
+    let settle = Duration::from_millis(settings.database.connect_timeout_ms.saturating_add(1_000));
+    if !tokio::task::spawn_blocking(move || pool.settle(settle)).await? {
+        tracing::warn!("a database connection was still being opened at exit");
+    }
+    stopped?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -773,5 +773,10 @@ listen = "127.0.0.1:0"
     let warning: Value = serde_json::from_str(&warning).expect("json");
     assert_eq!(warning["level"], "WARN", "{warning}");
     reclaim.terminate();
-    assert!(reclaim.exit().await.success());
+    let status = reclaim.exit().await;
+    assert!(
+        status.success(),
+        "{status}:\n{}",
+        reclaim.lines().join("\n")
+    );
 }

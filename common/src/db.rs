@@ -11,6 +11,8 @@ use diesel::r2d2::{ManageConnection, Pool, PooledConnection, R2D2Connection};
 use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
@@ -60,6 +62,24 @@ pub struct Manager {
     backend: Backend,
     target: String,
     busy_timeout_ms: u64,
+    /// Connections being opened right now, on the pool's own threads (see [`Db::settle`]).
+    opening: Arc<AtomicUsize>,
+}
+
+/// Counts a connection attempt for as long as it runs, however it ends.
+struct Opening(Arc<AtomicUsize>);
+
+impl Opening {
+    fn start(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl ManageConnection for Manager {
@@ -67,6 +87,7 @@ impl ManageConnection for Manager {
     type Error = diesel::r2d2::Error;
 
     fn connect(&self) -> Result<AnyConnection, Self::Error> {
+        let _opening = Opening::start(&self.opening);
         match self.backend {
             Backend::Postgres => PgConnection::establish(&self.target)
                 .map(AnyConnection::Postgresql)
@@ -108,6 +129,7 @@ impl ManageConnection for Manager {
 pub struct Db {
     pool: Pool<Manager>,
     backend: Backend,
+    opening: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Db {
@@ -133,10 +155,12 @@ impl Db {
         } else {
             (Backend::Postgres, url.to_string())
         };
+        let opening = Arc::new(AtomicUsize::new(0));
         let manager = Manager {
             backend,
             target,
             busy_timeout_ms: settings.busy_timeout_ms,
+            opening: opening.clone(),
         };
         let pool = Pool::builder()
             .max_size(settings.pool_size)
@@ -145,7 +169,26 @@ impl Db {
             .connection_timeout(Duration::from_millis(settings.connect_timeout_ms.max(1)))
             .build(manager)
             .map_err(|e| DbError::Connect(format!("{} ({e})", settings.url.redacted())))?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            opening,
+        })
+    }
+
+    /// Waits (up to `limit`) until no connection is being opened. The pool opens connections on threads of
+    /// its own that nobody joins; a process that exits while one of them is inside libpq's TLS handshake can
+    /// crash in OpenSSL's exit handlers (seen as SIGSEGV after a SIGTERM during start-up). Call it after the
+    /// services stopped, when nothing asks for new connections any more.
+    pub fn settle(&self, limit: Duration) -> bool {
+        let until = std::time::Instant::now() + limit;
+        while self.opening.load(Ordering::SeqCst) > 0 {
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 
     pub fn backend(&self) -> Backend {
