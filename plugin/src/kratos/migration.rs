@@ -8,7 +8,6 @@ use super::KratosHooks;
 use crate::identity::IdentityId;
 use crate::password::Password;
 use crate::passwords::{LegacyIdentifier, LegacyMigration, PasswordsError};
-use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use reclaim_common::auth::AuthError;
@@ -73,19 +72,7 @@ impl actix_web::ResponseError for MigratePasswordError {
                 "the password does not match",
                 None,
             ),
-            Self::Saturated(retry_after) => {
-                let mut response = error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
-                    "too many password checks at once; retry after the indicated delay",
-                    None,
-                );
-                let seconds = retry_after.as_secs().max(1).to_string();
-                if let Ok(value) = HeaderValue::from_str(&seconds) {
-                    response.headers_mut().insert(RETRY_AFTER, value);
-                }
-                response
-            }
+            Self::Saturated(retry_after) => crate::routes::busy_response(*retry_after),
             Self::Unexpected(error) => {
                 tracing::error!(error = ?error, "password migration failed");
                 error_response(

@@ -121,7 +121,7 @@ fn identity_id_from_path(raw: &str) -> Result<IdentityId, FieldError> {
 }
 
 /// 503 with `Retry-After` when the KDF pool is saturated.
-fn busy_response(retry_after: Duration) -> HttpResponse {
+pub(crate) fn busy_response(retry_after: Duration) -> HttpResponse {
     let mut response = error_response(
         StatusCode::SERVICE_UNAVAILABLE,
         "busy",
