@@ -9,7 +9,11 @@
 //!   of UTF-8, `Debug` masked), [`PasswordDigest`] (`history`).
 //! - [`policy`]: the pure engine (profiles, selection, decisions with stable codes, expiry, en/es messages).
 //! - [`history`]: keyed digests, the bounded KDF pool, foreign hashes, history rows.
-//! - [`state`]: the per-identity `password_states` row.
+//! - [`state`]: the per-identity `password_states` row, how it changes (transitions inside a write
+//!   transaction, the profile an identity falls under) and [`PasswordState`], the view callers get.
+//! - [`kratos`]: the Ory Kratos adapter (hook calls authenticated and parsed, handlers, admin-API sync, the
+//!   password migration hook).
+//! - [`import`]: `reclaim import hashes`.
 //!
 //! The HTTP service (generic API in `routes`) is built by [`Application::build`] and served by
 //! [`Application::run_until_stopped`].

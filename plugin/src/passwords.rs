@@ -1,17 +1,21 @@
 //! [`Passwords`]: the one facade adapters call (generic API, Kratos hooks and edge guard, ZITADEL, Supabase).
 //!
-//! It ties the pure policy engine to the history store and the state table. Database work runs through
-//! `Db::run` (blocking pool), KDF work through the bounded [`Kdf`] pool; neither blocks an HTTP worker.
+//! It ties the pure policy engine to the history store and the state table: each method reads or changes them
+//! through `history` and `state` (whose transitions and view live there) and logs and counts the outcome.
+//! Database work runs through `Db::run` (blocking pool), KDF work through the bounded [`Kdf`] pool; neither
+//! blocks an HTTP worker.
 
 use crate::history::{self, foreign, store, Kdf, KdfError, KdfParams, PasswordDigest};
 use crate::identity::{Identity, IdentityId};
 use crate::metrics::PluginMetrics;
 use crate::password::Password;
 use crate::policy::{
-    ChangeContext, ChangeFacts, Decision, IdentityTraits, Locale, LoginFacts, LoginOutcome,
-    LoginStatus, MustChangeReason, Policy, Profile,
+    ChangeContext, Decision, Locale, LoginOutcome, LoginStatus, MustChangeReason, Policy, Profile,
 };
-use crate::state::{self, StateRow};
+use crate::state::{
+    self, apply_change, change_facts, change_row, login_facts, refresh_identity, resolve_in,
+    staged_is_fresh, view, StateRow,
+};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -20,12 +24,11 @@ use reclaim_common::idempotency::{self, Claim, Remembered};
 use reclaim_common::sealed::Keyring;
 use reclaim_common::settings::Environment;
 use reclaim_common::{Db, Settings};
-use serde::Serialize;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 mod legacy;
+pub use crate::state::PasswordState;
 pub use legacy::{LegacyIdentifier, LegacyImported, LegacyMigration};
 
 #[derive(Debug, thiserror::Error)]
@@ -79,39 +82,6 @@ pub struct CheckOptions {
     /// Language of messages; `None` = `plugin.policy.default_locale`.
     pub locale: Option<Locale>,
 }
-
-/// The state of an identity's password as callers see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct PasswordState {
-    pub identity_id: String,
-    pub profile: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub schema_id: Option<String>,
-    /// `None` when the plugin has not seen a change yet.
-    pub changed_at: Option<DateTime<Utc>>,
-    /// `None` = never expires by age.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// Whole days until expiry, rounded up; 0 once expired.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub days_left: Option<i64>,
-    pub expired: bool,
-    /// True when a change is required before the password may be used again (under this profile).
-    pub must_change: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub must_change_reason: Option<MustChangeReason>,
-    pub grace_logins_used: u32,
-    pub history_entries: usize,
-    /// A digest staged by the edge guard awaits its commit.
-    pub staged: bool,
-    /// Contacts for notices; never part of API answers.
-    #[serde(skip)]
-    pub email: Option<String>,
-    #[serde(skip)]
-    pub phone: Option<String>,
-}
-
-/// How long a digest staged by the edge guard waits for the IdP to save the password it belongs to.
-const STAGED_TTL_MINUTES: i64 = 10;
 
 /// The verdict on a change whose plaintext the plugin never sees (Kratos's settings hook).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -749,140 +719,4 @@ impl Passwords {
             })
             .await?)
     }
-}
-
-/// Inside a transaction: hands the identity's row (created if new) and its profile to `change`, then saves
-/// the row, prunes the history to what the profile keeps, and returns the resulting state.
-fn change_row<F>(
-    c: &mut AnyConnection,
-    policy: &Policy,
-    identity: &Identity,
-    now: DateTime<Utc>,
-    change: F,
-) -> Result<PasswordState, DbError>
-where
-    F: FnOnce(&mut AnyConnection, &mut StateRow, &Profile, DateTime<Utc>) -> Result<(), DbError>,
-{
-    let mut row = state::ensure(c, identity.id.as_str(), now)?;
-    let profile = resolve_in(policy, None, identity, Some(&row));
-    change(c, &mut row, profile, now)?;
-    row.updated_at = now.naive_utc();
-    state::save(c, &row)?;
-    store::prune(c, identity.id.as_str(), profile, now)?;
-    view(policy, c, row, now)
-}
-
-/// A digest staged by the edge guard that still waits for its password to be saved.
-fn staged_is_fresh(row: &StateRow, now: DateTime<Utc>) -> bool {
-    row.staged_at
-        .is_some_and(|at| at.and_utc() + chrono::Duration::minutes(STAGED_TTL_MINUTES) > now)
-}
-
-/// Profile for an identity: what its traits select, else what its stored schema selects or its stored
-/// profile names.
-fn resolve_in<'p>(
-    policy: &'p Policy,
-    explicit: Option<&str>,
-    identity: &Identity,
-    row: Option<&StateRow>,
-) -> &'p Profile {
-    if let Some(profile) = explicit.and_then(|n| policy.profile(n)) {
-        return profile;
-    }
-    if identity.has_traits() {
-        return policy.select(&identity.traits());
-    }
-    let empty = BTreeMap::new();
-    let stored_traits = IdentityTraits {
-        schema_id: row.and_then(|r| r.schema_id.as_deref()),
-        metadata: Some(&empty),
-    };
-    policy.stored_or_select(row.and_then(|r| r.profile.as_deref()), &stored_traits)
-}
-
-fn refresh_identity(row: &mut StateRow, profile: &Profile, identity: &Identity) {
-    row.profile = Some(profile.name.clone());
-    if identity.schema_id.is_some() {
-        row.schema_id.clone_from(&identity.schema_id);
-    }
-    if identity.email.is_some() {
-        row.email.clone_from(&identity.email);
-    }
-    if identity.phone.is_some() {
-        row.phone.clone_from(&identity.phone);
-    }
-}
-
-/// A new current password: the clock restarts, marks and grace logins are cleared, a staged digest dropped.
-fn apply_change(
-    row: &mut StateRow,
-    profile: &Profile,
-    identity: &Identity,
-    changed_at: DateTime<Utc>,
-) {
-    refresh_identity(row, profile, identity);
-    row.changed_at = Some(changed_at.naive_utc());
-    row.expires_at = profile.expires_at(changed_at).map(|e| e.naive_utc());
-    row.must_change_reason = None;
-    row.grace_logins_used = 0;
-    row.staged_digest = None;
-    row.staged_params = None;
-    row.staged_at = None;
-}
-
-fn must_change_of(row: &StateRow) -> Option<MustChangeReason> {
-    row.must_change_reason
-        .as_deref()
-        .and_then(MustChangeReason::parse)
-}
-
-fn change_facts(row: &StateRow) -> ChangeFacts {
-    ChangeFacts {
-        changed_at: row.changed_at.map(|c| c.and_utc()),
-        must_change: must_change_of(row),
-    }
-}
-
-fn login_facts(row: &StateRow) -> LoginFacts {
-    LoginFacts {
-        changed_at: row.changed_at.map(|c| c.and_utc()),
-        must_change: must_change_of(row),
-        grace_logins_used: u32::try_from(row.grace_logins_used).unwrap_or(0),
-    }
-}
-
-fn view(
-    policy: &Policy,
-    conn: &mut AnyConnection,
-    row: StateRow,
-    now: DateTime<Utc>,
-) -> Result<PasswordState, DbError> {
-    use crate::schema::password_history::dsl as h;
-    let entries: i64 = h::password_history
-        .filter(h::identity_id.eq(&row.identity_id))
-        .count()
-        .get_result(conn)?;
-    let identity = Identity::new(
-        IdentityId::parse(&row.identity_id).map_err(|e| DbError::Task(e.to_string()))?,
-    );
-    let profile = resolve_in(policy, None, &identity, Some(&row));
-    let changed_at = row.changed_at.map(|c| c.and_utc());
-    let expires_at = changed_at.and_then(|c| profile.expires_at(c));
-    let reason = must_change_of(&row);
-    Ok(PasswordState {
-        identity_id: row.identity_id,
-        profile: profile.name.clone(),
-        schema_id: row.schema_id,
-        changed_at,
-        expires_at,
-        days_left: expires_at.map(|e| Profile::days_left(e, now)),
-        expired: expires_at.is_some_and(|e| now >= e),
-        must_change: reason.is_some_and(|r| profile.enforces(r)),
-        must_change_reason: reason,
-        grace_logins_used: u32::try_from(row.grace_logins_used).unwrap_or(0),
-        history_entries: usize::try_from(entries).unwrap_or(0),
-        staged: row.staged_digest.is_some(),
-        email: row.email,
-        phone: row.phone,
-    })
 }
