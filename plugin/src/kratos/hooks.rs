@@ -1,24 +1,21 @@
-//! The hook handlers. Each authenticates Kratos, parses the body, answers a retry (same
-//! `Ory-Webhook-Trigger-ID`) with the first answer, and otherwise decides with the password service.
+//! The hook handlers. Each has its call authenticated and parsed (`call.rs`), answers a retry (same
+//! `Ory-Webhook-Trigger-ID`) with the first answer, and otherwise decides with the password service, syncing
+//! with Kratos's admin API where needed (`sync.rs`).
 
 use super::admin::KratosAdmin;
+use super::call::{parse_call, Call, HookError};
 use super::messages::{self, AdapterMessage};
-use super::payload::HookBody;
 use super::response::{self, Target, UiMessage};
-use crate::identity::{Identity, IdentityId};
+use super::sync::{self, import_current_hash, publish_state};
 use crate::passwords::{Passwords, PasswordsError};
-use crate::policy::{check_change_time, ChangeContext, Locale};
+use crate::policy::{ChangeContext, Locale};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
-use reclaim_common::auth::{self, AuthError};
-use reclaim_common::idempotency::{self, IdempotencyKey, Waited};
-use reclaim_common::settings::{FailurePolicy, KratosAuth, KratosSettings};
+use reclaim_common::idempotency::{self, Waited};
+use reclaim_common::settings::{FailurePolicy, KratosSettings};
 use reclaim_common::Db;
 use serde_json::{Map, Value};
-
-/// Kratos's idempotency header.
-const TRIGGER_ID: &str = "Ory-Webhook-Trigger-ID";
 
 /// How long a retry waits for the first call with its trigger id to answer before it gets the failure answer
 /// of `plugin.kratos.on_error`; bounded so that a stuck first call never holds its retries.
@@ -93,41 +90,6 @@ impl Reply {
     }
 }
 
-/// Why a hook call could not be handled as asked.
-#[derive(Debug, thiserror::Error)]
-pub enum HookError {
-    #[error("not authenticated: {0}")]
-    Unauthorized(AuthError),
-    #[error("bad request: {0}")]
-    BadRequest(String, Locale),
-}
-
-impl actix_web::ResponseError for HookError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::BadRequest(..) => StatusCode::BAD_REQUEST,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        match self {
-            // No `messages`: there is nothing Kratos should show the user.
-            Self::Unauthorized(_) => reclaim_common::json::error_response(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong Kratos credentials",
-                None,
-            ),
-            Self::BadRequest(_, locale) => response::interrupt(
-                StatusCode::BAD_REQUEST,
-                Target::Global,
-                &[AdapterMessage::InvalidRequest.ui(*locale)],
-            ),
-        }
-    }
-}
-
 /// Which hook: names the idempotency scope, the failure policy and the log lines.
 #[derive(Debug, Clone, Copy)]
 enum Hook {
@@ -159,72 +121,6 @@ impl Hook {
             Self::SettingsPassword | Self::SettingsPasswordAfter => settings.on_error.settings,
         }
     }
-}
-
-/// A parsed, authenticated hook call.
-struct Call {
-    body: HookBody,
-    identity: Identity,
-    locale: Locale,
-    /// `Ory-Webhook-Trigger-ID`: constant across Kratos's retries of one hook call.
-    trigger: Option<IdempotencyKey>,
-}
-
-pub(super) fn authenticate(req: &HttpRequest, settings: &KratosSettings) -> Result<(), AuthError> {
-    match settings.auth {
-        KratosAuth::ApiKey => {
-            auth::check_api_key(req.headers(), &settings.api_key_header, &settings.api_keys)
-        }
-        KratosAuth::Basic => auth::check_basic(
-            req.headers(),
-            &settings.basic_user,
-            &settings.basic_password,
-        ),
-    }
-}
-
-fn parse_call(req: &HttpRequest, bytes: &[u8], hooks: &KratosHooks) -> Result<Call, HookError> {
-    authenticate(req, &hooks.settings).map_err(|e| {
-        tracing::warn!(reason = %e, "Kratos hook refused: credentials");
-        HookError::Unauthorized(e)
-    })?;
-    let fallback = hooks.passwords.policy().default_locale();
-    let header_locale = req
-        .headers()
-        .get(actix_web::http::header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok());
-    let body: HookBody = reclaim_common::json::parse(bytes).map_err(|e| {
-        tracing::warn!(field = %e.field, "Kratos hook body refused");
-        HookError::BadRequest(e.to_string(), Locale::negotiate(header_locale, fallback))
-    })?;
-    let locale = Locale::negotiate(body.accept_language().or(header_locale), fallback);
-    let identity = identity_of(&body, &hooks.settings)
-        .map_err(|message| HookError::BadRequest(format!("identity.id: {message}"), locale))?;
-    let trigger = IdempotencyKey::from_headers(req.headers(), TRIGGER_ID)
-        .map_err(|e| HookError::BadRequest(e.to_string(), locale))?;
-    Ok(Call {
-        body,
-        identity,
-        locale,
-        trigger,
-    })
-}
-
-fn identity_of(body: &HookBody, settings: &KratosSettings) -> Result<Identity, String> {
-    let kratos = &body.identity;
-    let mut identity = Identity::new(IdentityId::parse(&kratos.id)?);
-    identity.schema_id = kratos.schema_id.clone().filter(|s| !s.is_empty());
-    identity.email = kratos.trait_at(&settings.email_pointer);
-    identity.phone = kratos.trait_at(&settings.phone_pointer);
-    for (key, value) in kratos.metadata_public_object() {
-        let text = match value {
-            Value::String(text) => text,
-            Value::Bool(_) | Value::Number(_) => value.to_string(),
-            _ => continue,
-        };
-        identity.metadata.insert(key, text);
-    }
-    Ok(identity)
 }
 
 /// Runs `decide` once per trigger id: the id is claimed before deciding, so a retry, even a concurrent one,
@@ -321,91 +217,21 @@ fn password_metadata(
     ours
 }
 
-/// First contact with an identity that registered before Reclaim was wired in: create its state (from
-/// `metadata_public.password_changed_at` when we stamped it earlier and it is a time a change can have
-/// happened, else now) and import its current password hash.
+/// [`sync::ensure_known`] for the identity a hook call names.
 async fn ensure_known(
     hooks: &KratosHooks,
     call: &Call,
     now: DateTime<Utc>,
 ) -> Result<(), PasswordsError> {
-    if hooks.passwords.state(&call.identity.id).await?.is_some() {
-        return Ok(());
-    }
-    let changed_at = call
-        .body
-        .identity
-        .metadata_public_object()
-        .get("password_changed_at")
-        .and_then(Value::as_str)
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .and_then(|t| check_change_time(t.with_timezone(&Utc), now).ok())
-        .unwrap_or(now);
-    hooks
-        .passwords
-        .initialise(&call.identity, changed_at)
-        .await?;
-    import_current_hash(hooks, &call.identity, changed_at).await;
-    Ok(())
-}
-
-/// Best effort: without the import, history starts with the next change.
-async fn import_current_hash(hooks: &KratosHooks, identity: &Identity, changed_at: DateTime<Utc>) {
-    let (Some(admin), true) = (&hooks.admin, hooks.settings.import_password_hash) else {
-        return;
-    };
-    let Ok(uuid) = uuid::Uuid::parse_str(identity.id.as_str()) else {
-        return;
-    };
-    match admin.identity(&uuid).await {
-        Ok(Some(found)) => {
-            if let Some(phc) = found.hashed_password {
-                if let Err(error) = hooks
-                    .passwords
-                    .import_foreign_hash(identity, &phc, changed_at)
-                    .await
-                {
-                    tracing::warn!(identity.id = %identity.id, error = %error, "password hash not imported");
-                }
-            }
-        }
-        Ok(None) => {
-            tracing::warn!(identity.id = %identity.id, "Kratos does not know this identity")
-        }
-        Err(error) => {
-            tracing::warn!(identity.id = %identity.id, error = %error, "Kratos admin API failed")
-        }
-    }
-}
-
-/// Best effort: mirrors the password state into `metadata_admin.reclaim`, so admins see it in Kratos's own
-/// tools (admin API, Ory Console) without asking Reclaim.
-async fn publish_state(hooks: &KratosHooks, state: &crate::PasswordState) {
-    let Some(admin) = &hooks.admin else { return };
-    let Ok(uuid) = uuid::Uuid::parse_str(&state.identity_id) else {
-        return;
-    };
-    let summary = serde_json::json!({
-        "profile": state.profile,
-        "password_changed_at": state.changed_at,
-        "password_expires_at": state.expires_at,
-        "must_change": state.must_change,
-        "must_change_reason": state.must_change_reason,
-    });
-    let existing = match admin.identity(&uuid).await {
-        Ok(Some(found)) => found.metadata_admin,
-        Ok(None) => return,
-        Err(error) => {
-            tracing::warn!(identity.id = %state.identity_id, error = %error, "Kratos admin API failed");
-            return;
-        }
-    };
-    if let Err(error) = admin
-        .set_metadata_admin(&uuid, existing, "reclaim", summary)
-        .await
-    {
-        tracing::warn!(identity.id = %state.identity_id, error = %error, "metadata_admin not updated");
-    }
+    sync::ensure_known(
+        &hooks.passwords,
+        hooks.admin.as_ref(),
+        &hooks.settings,
+        &call.identity,
+        &call.body.identity.metadata_public_object(),
+        now,
+    )
+    .await
 }
 
 /// Authenticates and parses a hook call, then decides it once per trigger id.
@@ -419,7 +245,8 @@ async fn respond<F>(
 where
     F: AsyncFnOnce(&Call, DateTime<Utc>) -> Result<Reply, PasswordsError>,
 {
-    let call = parse_call(req, bytes, hooks)?;
+    let fallback = hooks.passwords.policy().default_locale();
+    let call = parse_call(req, bytes, &hooks.settings, fallback)?;
     Ok(once(hooks, hook, &call, bytes, Utc::now(), decide).await)
 }
 
@@ -459,7 +286,14 @@ async fn registration_after(
         &hooks,
         async |call: &Call, now| {
             hooks.passwords.initialise(&call.identity, now).await?;
-            import_current_hash(&hooks, &call.identity, now).await;
+            import_current_hash(
+                &hooks.passwords,
+                hooks.admin.as_ref(),
+                &hooks.settings,
+                &call.identity,
+                now,
+            )
+            .await;
             Ok(Reply::proceed())
         },
     )
@@ -497,7 +331,7 @@ async fn recovery(
         async |call: &Call, now| {
             ensure_known(&hooks, call, now).await?;
             let state = hooks.passwords.mark_recovered(&call.identity.id).await?;
-            publish_state(&hooks, &state).await;
+            publish_state(hooks.admin.as_ref(), &state).await;
             Ok(Reply::proceed())
         },
     )

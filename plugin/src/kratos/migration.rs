@@ -3,7 +3,7 @@
 //! kit's body template adds `identity_id`) and lets the user in on `200 {"status":"password_match"}`; any other
 //! answer refuses the login. Hashes come from `reclaim import hashes`.
 
-use super::hooks::authenticate;
+use super::call::authenticate;
 use super::KratosHooks;
 use crate::identity::IdentityId;
 use crate::password::Password;
