@@ -3,12 +3,14 @@
 //! What lives here: configuration loading and validation (`settings`), the database layer over SQLite and
 //! PostgreSQL (`db`), telemetry, the per-service metrics registry and HTTP metrics (`metrics`), the HTTP
 //! server bootstrap with health and metrics endpoints (`http`), webhook and API authentication (`auth`),
-//! JSON body parsing with field-naming errors (`json`), secret handling (`secret`), encryption at rest (`sealed`) and request
-//! idempotency records (`idempotency`).
+//! JSON body parsing with field-naming errors (`json`), secret handling (`secret`), encryption at rest
+//! (`sealed`), request idempotency records (`idempotency`) and the clock the plugin decides by, which tests
+//! can move (`clock`).
 //!
 //! What does not: any password policy (in `reclaim-plugin`) or message delivery (in `reclaim-gateway`).
 
 pub mod auth;
+pub mod clock;
 pub mod db;
 pub mod http;
 pub mod idempotency;

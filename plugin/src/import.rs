@@ -56,7 +56,7 @@ pub async fn import_hashes(
     text: &[u8],
 ) -> Result<ImportSummary, PasswordsError> {
     let mut summary = ImportSummary::default();
-    let now = Utc::now();
+    let now = passwords.clock().now();
     for parsed in parse(text, now) {
         let row = match parsed {
             Ok(row) => row,

@@ -16,7 +16,9 @@
 //! - [`import`]: `reclaim import hashes`.
 //!
 //! The HTTP service (generic API in `routes`) is built by [`Application::build`] and served by
-//! [`Application::run_until_stopped`].
+//! [`Application::run_until_stopped`]. Every "now" the plugin decides by comes from the facade's
+//! [`Clock`](reclaim_common::clock::Clock) (`Passwords::clock`); `Application::build_with_clock` and
+//! `Passwords::with_clock` take one that tests can advance.
 
 pub mod history;
 pub mod identity;

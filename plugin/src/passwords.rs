@@ -19,6 +19,7 @@ use crate::state::{
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use reclaim_common::clock::Clock;
 use reclaim_common::db::{write_transaction, AnyConnection, DbError};
 use reclaim_common::idempotency::{self, Claim, Remembered};
 use reclaim_common::sealed::Keyring;
@@ -106,14 +107,26 @@ pub struct Passwords {
     foreign_memory_cap_kib: u32,
     /// Seals imported foreign hashes (`plugin.storage.keys`).
     keyring: Keyring,
+    /// Every "now" the facade decides by; tests move it instead of editing stored times.
+    clock: Clock,
 }
 
 impl Passwords {
-    /// Builds the facade; metrics are registered on `registry`.
+    /// Builds the facade on the system clock; metrics are registered on `registry`.
     pub fn new(
         settings: &Settings,
         db: Db,
         registry: &prometheus::Registry,
+    ) -> anyhow::Result<Self> {
+        Self::with_clock(settings, db, registry, Clock::system())
+    }
+
+    /// [`Passwords::new`] deciding by `clock`.
+    pub fn with_clock(
+        settings: &Settings,
+        db: Db,
+        registry: &prometheus::Registry,
+        clock: Clock,
     ) -> anyhow::Result<Self> {
         let metrics = PluginMetrics::register(registry).context("registering plugin metrics")?;
         let history = &settings.plugin.history;
@@ -156,6 +169,7 @@ impl Passwords {
                 &settings.plugin.storage.keys,
                 settings.environment != Environment::Production,
             )?,
+            clock,
         })
     }
 
@@ -175,6 +189,11 @@ impl Passwords {
     /// The bounded KDF pool every argon2 run goes through.
     pub fn kdf(&self) -> &Kdf {
         &self.kdf
+    }
+
+    /// The clock the facade decides by; adapters take their "now" from it too.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The idempotency scope of `record` requests for an identity, so erasure can forget them too.
@@ -207,7 +226,7 @@ impl Passwords {
                 Ok((row, entries))
             })
             .await?;
-        let now = Utc::now();
+        let now = self.clock.now();
         let profile = self.resolve(options.profile.as_deref(), identity, row.as_ref())?;
         let (facts, reuse) = match &row {
             Some(row) if !entries.is_empty() => {
@@ -285,7 +304,7 @@ impl Passwords {
         let salt = self.ensure_salt(identity).await?;
         let params = self.kdf.params();
         let digest = self.kdf.digest(password, &salt, params).await?;
-        let changed_at = changed_at.unwrap_or_else(Utc::now);
+        let changed_at = changed_at.unwrap_or_else(|| self.clock.now());
         let recorded = self
             .write_entry(identity.clone(), params, digest, changed_at, receipt)
             .await?;
@@ -306,14 +325,16 @@ impl Passwords {
         let params = self.kdf.params();
         let digest = self.kdf.digest(password, &salt, params).await?;
         let identity = identity.clone();
+        let clock = self.clock.clone();
         self.db
             .run(move |conn| {
                 write_transaction(conn, |c| {
-                    let mut row = state::ensure(c, identity.id.as_str(), Utc::now())?;
+                    let now = clock.now();
+                    let mut row = state::ensure(c, identity.id.as_str(), now)?;
                     row.staged_digest = Some(digest.as_bytes().to_vec());
                     row.staged_params = Some(params.encode());
-                    row.staged_at = Some(Utc::now().naive_utc());
-                    row.updated_at = Utc::now().naive_utc();
+                    row.staged_at = Some(now.naive_utc());
+                    row.updated_at = now.naive_utc();
                     state::save(c, &row)
                 })
             })
@@ -329,6 +350,7 @@ impl Passwords {
         let policy = self.policy.clone();
         let id = identity_id.clone();
         let identity = Identity::new(id.clone());
+        let clock = self.clock.clone();
         let committed = self
             .db
             .run(move |conn| {
@@ -349,7 +371,7 @@ impl Passwords {
                         state::save(c, &row)?;
                         return Ok(None);
                     };
-                    let now = Utc::now();
+                    let now = clock.now();
                     let profile = resolve_in(&policy, None, &identity, Some(&row));
                     store::insert_keyed(c, id.as_str(), params, &digest, now)?;
                     apply_change(&mut row, profile, &identity, now);
@@ -472,10 +494,11 @@ impl Passwords {
     ) -> Result<Option<PasswordState>, PasswordsError> {
         let policy = self.policy.clone();
         let id = identity_id.clone();
+        let clock = self.clock.clone();
         Ok(self
             .db
             .run(move |conn| match state::find(conn, id.as_str())? {
-                Some(row) => Ok(Some(view(&policy, conn, row, Utc::now())?)),
+                Some(row) => Ok(Some(view(&policy, conn, row, clock.now())?)),
                 None => Ok(None),
             })
             .await?)
@@ -612,9 +635,10 @@ impl Passwords {
 
     async fn ensure_salt(&self, identity: &Identity) -> Result<Vec<u8>, PasswordsError> {
         let id = identity.id.as_str().to_string();
+        let clock = self.clock.clone();
         Ok(self
             .db
-            .run(move |conn| Ok(state::ensure(conn, &id, Utc::now())?.history_salt))
+            .run(move |conn| Ok(state::ensure(conn, &id, clock.now())?.history_salt))
             .await?)
     }
 
@@ -627,11 +651,12 @@ impl Passwords {
         receipt: Option<Receipt>,
     ) -> Result<Recorded, PasswordsError> {
         let policy = self.policy.clone();
+        let clock = self.clock.clone();
         Ok(self
             .db
             .run(move |conn| {
                 write_transaction(conn, |c| {
-                    let now = Utc::now();
+                    let now = clock.now();
                     if let Some(r) = &receipt {
                         match idempotency::claim(c, r, now.naive_utc())? {
                             Claim::Claimed => {}
@@ -710,11 +735,12 @@ impl Passwords {
             + 'static,
     {
         let policy = self.policy.clone();
+        let clock = self.clock.clone();
         Ok(self
             .db
             .run(move |conn| {
                 write_transaction(conn, |c| {
-                    change_row(c, &policy, &identity, Utc::now(), change)
+                    change_row(c, &policy, &identity, clock.now(), change)
                 })
             })
             .await?)

@@ -4,6 +4,7 @@ use crate::history::Kdf;
 use crate::kratos::{self, admin::KratosAdmin, KratosHooks};
 use crate::routes::{self, ApiDoc};
 use crate::Passwords;
+use reclaim_common::clock::Clock;
 use reclaim_common::http::{self, ServiceSpec};
 use reclaim_common::shutdown::Shutdown;
 use reclaim_common::{Db, Settings};
@@ -17,8 +18,17 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `plugin.listen` (port 0 picks a free one) and prepares the routes.
+    /// Binds `plugin.listen` (port 0 picks a free one) and prepares the routes, on the system clock.
     pub async fn build(settings: &Settings, db: Db) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, db, Clock::system()).await
+    }
+
+    /// [`Application::build`] deciding by `clock` (tests advance it to see passwords expire).
+    pub async fn build_with_clock(
+        settings: &Settings,
+        db: Db,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
         let listener = http::bind(&settings.plugin.listen).map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on plugin.listen = {}: {e}",
@@ -27,7 +37,7 @@ impl Application {
         })?;
         let port = listener.local_addr()?.port();
         let registry = prometheus::Registry::new();
-        let passwords = Passwords::new(settings, db.clone(), &registry)?;
+        let passwords = Passwords::with_clock(settings, db.clone(), &registry, clock)?;
         let kdf = passwords.kdf().clone();
         let api_tokens = settings.plugin.api.tokens.clone();
         let admin_tokens = settings.plugin.admin.tokens.clone();

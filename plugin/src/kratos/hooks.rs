@@ -247,7 +247,8 @@ where
 {
     let fallback = hooks.passwords.policy().default_locale();
     let call = parse_call(req, bytes, &hooks.settings, fallback)?;
-    Ok(once(hooks, hook, &call, bytes, Utc::now(), decide).await)
+    let now = hooks.passwords.clock().now();
+    Ok(once(hooks, hook, &call, bytes, now, decide).await)
 }
 
 async fn registration(

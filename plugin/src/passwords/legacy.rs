@@ -97,6 +97,7 @@ impl Passwords {
         self.import_foreign_hash(&Identity::new(holder_id), hash, changed_at)
             .await?;
         let key = identifier.as_str().to_string();
+        let now = self.clock.now();
         self.db
             .run(move |conn| {
                 diesel::insert_into(l::legacy_passwords)
@@ -104,7 +105,7 @@ impl Passwords {
                         l::identifier.eq(key),
                         l::holder.eq(holder),
                         l::migrated_at.eq(None::<chrono::NaiveDateTime>),
-                        l::created_at.eq(Utc::now().naive_utc()),
+                        l::created_at.eq(now.naive_utc()),
                     ))
                     .execute(conn)?;
                 Ok(())
@@ -203,6 +204,7 @@ impl Passwords {
         }
         let entry_id = entry.id;
         let dropped_holder = holder.clone();
+        let clock = self.clock.clone();
         self.db
             .run(move |conn| {
                 write_transaction(conn, |c| {
@@ -218,7 +220,7 @@ impl Passwords {
                         state::erase(c, &dropped_holder)?;
                     }
                     diesel::update(l::legacy_passwords.find(&identifier))
-                        .set(l::migrated_at.eq(Some(Utc::now().naive_utc())))
+                        .set(l::migrated_at.eq(Some(clock.now().naive_utc())))
                         .execute(c)?;
                     Ok(())
                 })

@@ -110,7 +110,7 @@ pub async fn record_password(
     let reason = body.reason.unwrap_or_default();
     let changed_at = body
         .changed_at
-        .map(|at| check_change_time(at, Utc::now()))
+        .map(|at| check_change_time(at, passwords.clock().now()))
         .transpose()
         .map_err(|m| FieldError::new("changed_at", m))?;
     let Some(key) = key else {
