@@ -6,7 +6,7 @@ use crate::support::kratos::{
     registered, send_raw, settings_hook, KRATOS_KEY,
 };
 use crate::support::plugin::{
-    changed_days_ago, check_password, drop_password_tables, new_id, password_state,
+    changed_days_ago, check_password, drop_password_tables, new_id, password_state, post_json,
 };
 use crate::support::{spawn_app_with, TestApp, ADMIN_TOKEN, API_TOKEN};
 use reclaim_common::Secret;
@@ -125,6 +125,41 @@ async fn a_staff_login_after_max_age_is_blocked_and_a_warn_profile_login_is_allo
     let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
     // Allowed with the warning: Kratos shows nothing on an allowed login, so no body at all.
     assert_eq!((answer.status, &answer.body), (204, &Value::Null));
+}
+
+#[tokio::test]
+async fn a_password_recorded_through_the_api_expires_when_the_clock_passes_max_age() {
+    let app = kratos_app().await;
+    let id = new_id();
+    let (status, recorded) = post_json(
+        &app,
+        "/v1/passwords/record",
+        serde_json::json!({"identity_id": id, "schema_id": "staff", "password": "a staff password 1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{recorded}");
+    let login = for_identity(contract("webhook-login-password.json"), &id, "staff");
+    let state = password_state(&app, &id).await;
+    assert_eq!(
+        (&state["profile"], &state["expired"], &state["days_left"]),
+        (&Value::from("staff"), &Value::Bool(false), &Value::from(90)),
+        "{state}"
+    );
+    call_hook(&app, "/hooks/kratos/login", &login, &new_id())
+        .await
+        .assert_proceeds();
+
+    // The staff profile's max_age is 90 days; nothing stored is touched, only the plugin's clock moves.
+    app.clock.advance(chrono::Duration::days(91));
+    let state = password_state(&app, &id).await;
+    assert_eq!(
+        (&state["expired"], &state["days_left"], &state["changed_at"]),
+        (&Value::Bool(true), &Value::from(0), &recorded["changed_at"]),
+        "{state}"
+    );
+    let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert_eq!(answer.message_ids(), vec![("#/".to_string(), 4_470_003)]);
 }
 
 #[tokio::test]

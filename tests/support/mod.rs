@@ -17,6 +17,7 @@ pub mod twilio_faults;
 
 pub use database::{expected_backend, TestDatabase};
 
+use reclaim_common::clock::Clock;
 use reclaim_common::settings::{self, Settings};
 use reclaim_common::shutdown::Shutdown;
 use reclaim_common::{Db, Secret};
@@ -38,6 +39,8 @@ pub struct TestApp {
     pub delivery: reclaim_gateway::Delivery,
     /// The plugin's KDF pool, to hold its slots in overload tests.
     pub kdf: reclaim_plugin::history::Kdf,
+    /// The clock the in-process plugin decides by: `advance` it to let time pass without sleeping.
+    pub clock: Clock,
 }
 
 impl TestApp {
@@ -93,9 +96,11 @@ pub async fn spawn_app_in(mode: RunMode, customize: impl FnOnce(&mut Settings)) 
             .expect("join")
             .expect("migrate");
     }
-    let plugin = reclaim_plugin::Application::build(&settings, db.clone())
-        .await
-        .expect("build plugin");
+    let clock = Clock::system();
+    let plugin =
+        reclaim_plugin::Application::build_with_clock(&settings, db.clone(), clock.clone())
+            .await
+            .expect("build plugin");
     let gateway = reclaim_gateway::Application::build(&settings, db.clone(), mode)
         .await
         .expect("build gateway");
@@ -118,5 +123,6 @@ pub async fn spawn_app_in(mode: RunMode, customize: impl FnOnce(&mut Settings)) 
         database,
         delivery,
         kdf,
+        clock,
     }
 }
