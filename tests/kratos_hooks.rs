@@ -139,11 +139,11 @@ async fn a_password_recorded_through_the_api_expires_when_the_clock_passes_max_a
     .await;
     assert_eq!(status, 200, "{recorded}");
     let login = for_identity(contract("webhook-login-password.json"), &id, "staff");
-    let state = password_state(&app, &id).await;
+    let fresh = password_state(&app, &id).await;
     assert_eq!(
-        (&state["profile"], &state["expired"], &state["days_left"]),
+        (&fresh["profile"], &fresh["expired"], &fresh["days_left"]),
         (&Value::from("staff"), &Value::Bool(false), &Value::from(90)),
-        "{state}"
+        "{fresh}"
     );
     call_hook(&app, "/hooks/kratos/login", &login, &new_id())
         .await
@@ -154,7 +154,7 @@ async fn a_password_recorded_through_the_api_expires_when_the_clock_passes_max_a
     let state = password_state(&app, &id).await;
     assert_eq!(
         (&state["expired"], &state["days_left"], &state["changed_at"]),
-        (&Value::Bool(true), &Value::from(0), &recorded["changed_at"]),
+        (&Value::Bool(true), &Value::from(0), &fresh["changed_at"]),
         "{state}"
     );
     let answer = call_hook(&app, "/hooks/kratos/login", &login, &new_id()).await;
