@@ -64,9 +64,12 @@ enum Import {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Service {
+    /// The plugin (with the Kratos edge guard when plugin.kratos.guard.listen is set) and the gateway.
     All,
     Plugin,
     Gateway,
+    /// The Kratos edge guard alone (health and metrics on plugin.kratos.guard.ops_listen).
+    Guard,
 }
 
 pub fn run() -> ExitCode {
@@ -178,22 +181,46 @@ async fn serve(settings: Settings, service: Service, mode: RunMode) -> anyhow::R
     };
     let pool = db.clone();
     let plugin = match service {
-        Service::All | Service::Plugin => {
-            Some(reclaim_plugin::Application::build(&settings, db.clone()).await?)
+        Service::All => Some(reclaim_plugin::Application::build(&settings, db.clone()).await?),
+        Service::Plugin => {
+            // The guard runs with `serve all` or on its own (`serve guard`), never twice.
+            let mut alone = settings.clone();
+            alone.plugin.kratos.guard.listen.clear();
+            Some(reclaim_plugin::Application::build(&alone, db.clone()).await?)
         }
-        Service::Gateway => None,
+        Service::Gateway | Service::Guard => None,
+    };
+    let guard = match service {
+        Service::Guard => {
+            Some(reclaim_plugin::GuardApplication::build(&settings, db.clone()).await?)
+        }
+        _ => None,
     };
     let gateway = match service {
         Service::All | Service::Gateway => {
             Some(reclaim_gateway::Application::build(&settings, db, mode).await?)
         }
-        Service::Plugin => None,
+        Service::Plugin | Service::Guard => None,
     };
     if let Some(app) = &plugin {
         tracing::info!(
             "plugin listening on http://{}:{}",
             host(&settings.plugin.listen),
             app.port()
+        );
+        if let Some(port) = app.guard_port() {
+            tracing::info!(
+                "Kratos edge guard listening on http://{}:{port}",
+                host(&settings.plugin.kratos.guard.listen)
+            );
+        }
+    }
+    if let Some(app) = &guard {
+        tracing::info!(
+            "Kratos edge guard listening on http://{}:{} (health and metrics on port {})",
+            host(&settings.plugin.kratos.guard.listen),
+            app.port(),
+            app.ops_port()
         );
     }
     if let Some(app) = &gateway {
@@ -215,7 +242,13 @@ async fn serve(settings: Settings, service: Service, mode: RunMode) -> anyhow::R
             None => Ok(()),
         }
     };
-    let stopped = tokio::try_join!(plugin, gateway);
+    let guard = async {
+        match guard {
+            Some(app) => app.run_until_stopped(stop.clone()).await,
+            None => Ok(()),
+        }
+    };
+    let stopped = tokio::try_join!(plugin, gateway, guard);
     let settle = Duration::from_millis(settings.database.connect_timeout_ms.saturating_add(1_000));
     if !tokio::task::spawn_blocking(move || pool.settle(settle)).await? {
         tracing::warn!("a database connection was still being opened at exit");

@@ -13,6 +13,7 @@ mod gateway_smtp;
 mod gateway_twilio;
 mod gateway_twilio_outbox;
 mod hardening_data;
+mod kratos_guard;
 mod kratos_hooks;
 mod kratos_kit;
 mod logs;

@@ -32,6 +32,7 @@ mod routes;
 pub mod schema;
 mod startup;
 pub mod state;
+pub mod verdicts;
 
 pub use history::PasswordDigest;
 pub use identity::{Identity, IdentityId};
@@ -40,4 +41,4 @@ pub use passwords::{
     CheckOptions, LegacyIdentifier, LegacyImported, LegacyMigration, PasswordState, Passwords,
     PasswordsError, Receipt, Recorded, UnseenChange,
 };
-pub use startup::Application;
+pub use startup::{Application, GuardApplication};

@@ -16,6 +16,7 @@ use crate::state::{
     self, apply_change, change_facts, change_row, login_facts, refresh_identity, resolve_in,
     staged_is_fresh, view, StateRow,
 };
+use crate::verdicts::{self, FlowId};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -30,7 +31,9 @@ use std::time::Duration;
 
 mod legacy;
 pub use crate::state::PasswordState;
+mod staging;
 pub use legacy::{LegacyIdentifier, LegacyImported, LegacyMigration};
+pub use staging::Submission;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordsError {
@@ -408,25 +411,31 @@ impl Passwords {
         })
     }
 
-    /// The IdP saved a new password: the staged digest, if a fresh one waits, becomes the current history
-    /// entry; either way the clock restarts and marks and grace logins are cleared.
+    /// The IdP saved a new password: the digest the edge guard staged for this flow and identity, when the
+    /// pre-persist hook accepted one, becomes the current history entry; either way the clock restarts and
+    /// marks and grace logins are cleared.
     pub async fn password_changed(
         &self,
         identity: &Identity,
         changed_at: DateTime<Utc>,
+        flow: Option<&FlowId>,
     ) -> Result<PasswordState, PasswordsError> {
         let saved = identity.clone();
+        let flow = flow.cloned();
         let state = self
-            .change_state(identity.clone(), move |c, row, profile, now| {
-                let fresh = staged_is_fresh(row, now);
-                let staged = match (fresh, &row.staged_digest, &row.staged_params) {
-                    (true, Some(bytes), Some(params)) => {
-                        PasswordDigest::from_slice(bytes).zip(KdfParams::decode(params))
-                    }
-                    _ => None,
+            .change_state(identity.clone(), move |c, row, profile, _| {
+                let staged = match &flow {
+                    Some(flow) => verdicts::take_accepted(c, flow, saved.id.as_str())?,
+                    None => None,
                 };
-                if let Some((digest, params)) = &staged {
-                    store::insert_keyed(c, saved.id.as_str(), *params, digest, changed_at)?;
+                if let Some(staged) = &staged {
+                    store::insert_keyed(
+                        c,
+                        saved.id.as_str(),
+                        staged.params,
+                        &staged.digest,
+                        changed_at,
+                    )?;
                 }
                 apply_change(row, profile, &saved, changed_at);
                 Ok(())

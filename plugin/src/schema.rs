@@ -43,3 +43,20 @@ diesel::table! {
         created_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    guard_verdicts (kind, flow_id) {
+        kind -> Text,
+        flow_id -> Text,
+        identity_id -> Nullable<Text>,
+        allowed -> Bool,
+        codes -> Text,
+        messages -> Text,
+        digest -> Nullable<Binary>,
+        params -> Nullable<Text>,
+        salt -> Nullable<Binary>,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        accepted_at -> Nullable<Timestamp>,
+    }
+}

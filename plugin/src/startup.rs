@@ -1,6 +1,7 @@
 //! Wiring: settings and database in, a running HTTP server out.
 
 use crate::history::Kdf;
+use crate::kratos::guard::Guard;
 use crate::kratos::{self, admin::KratosAdmin, KratosHooks};
 use crate::routes::{self, ApiDoc};
 use crate::Passwords;
@@ -15,6 +16,8 @@ pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
     kdf: Kdf,
+    /// The Kratos edge guard, when `plugin.kratos.guard.listen` is set.
+    guard: Option<Guard>,
 }
 
 impl Application {
@@ -41,10 +44,21 @@ impl Application {
         let kdf = passwords.kdf().clone();
         let api_tokens = settings.plugin.api.tokens.clone();
         let admin_tokens = settings.plugin.admin.tokens.clone();
+        let admin = KratosAdmin::from_settings(&settings.plugin.kratos)?;
+        let guard = if settings.plugin.kratos.guard.listen.is_empty() {
+            None
+        } else {
+            Some(Guard::build(
+                settings,
+                passwords.clone(),
+                admin.clone(),
+                &registry,
+            )?)
+        };
         let kratos_hooks = actix_web::web::Data::new(KratosHooks {
             passwords: passwords.clone(),
             settings: settings.plugin.kratos.clone(),
-            admin: KratosAdmin::from_settings(&settings.plugin.kratos)?,
+            admin,
             db: db.clone(),
         });
         let spec = ServiceSpec {
@@ -64,11 +78,21 @@ impl Application {
             );
             cfg.app_data(kratos_hooks.clone()).configure(kratos::routes);
         })?;
-        Ok(Self { port, server, kdf })
+        Ok(Self {
+            port,
+            server,
+            kdf,
+            guard,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The edge guard's port, when it runs in this process.
+    pub fn guard_port(&self) -> Option<u16> {
+        self.guard.as_ref().map(Guard::port)
     }
 
     /// The KDF pool the service runs argon2 on; tests occupy its slots to see the 503 deterministically.
@@ -79,6 +103,72 @@ impl Application {
     /// Serves until `stop` triggers (the binary triggers it on SIGINT/SIGTERM), then lets in-flight
     /// requests finish.
     pub async fn run_until_stopped(self, stop: Shutdown) -> std::io::Result<()> {
-        http::run_until(self.server, stop).await
+        match self.guard {
+            None => http::run_until(self.server, stop).await,
+            Some(guard) => {
+                let (plugin, guard) = tokio::join!(
+                    http::run_until(self.server, stop.clone()),
+                    guard.run_until_stopped(stop)
+                );
+                plugin.and(guard)
+            }
+        }
+    }
+}
+
+/// `reclaim serve guard`: the Kratos edge guard alone, with its own /health and /metrics on
+/// `plugin.kratos.guard.ops_listen` (clients reach Kratos through the guard's own listener, so those paths
+/// there belong to Kratos).
+pub struct GuardApplication {
+    guard: Guard,
+    ops: actix_web::dev::Server,
+    ops_port: u16,
+}
+
+impl GuardApplication {
+    pub async fn build(settings: &Settings, db: Db) -> anyhow::Result<Self> {
+        let kratos = &settings.plugin.kratos;
+        if kratos.guard.listen.is_empty() {
+            anyhow::bail!("plugin.kratos.guard.listen is empty: set where the guard listens");
+        }
+        let registry = prometheus::Registry::new();
+        let passwords = Passwords::new(settings, db.clone(), &registry)?;
+        let admin = KratosAdmin::from_settings(kratos)?;
+        let guard = Guard::build(settings, passwords, admin, &registry)?;
+        let listen = &kratos.guard.ops_listen;
+        let listener = http::bind(listen).map_err(|e| {
+            anyhow::anyhow!("cannot listen on plugin.kratos.guard.ops_listen = {listen}: {e}")
+        })?;
+        let ops_port = listener.local_addr()?.port();
+        let spec = ServiceSpec {
+            name: "guard",
+            listener,
+            http: settings.http.clone(),
+            db,
+            registry,
+            openapi: utoipa::openapi::OpenApi::default(),
+        };
+        let ops = http::serve(spec, |_| {})?;
+        Ok(Self {
+            guard,
+            ops,
+            ops_port,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.guard.port()
+    }
+
+    pub fn ops_port(&self) -> u16 {
+        self.ops_port
+    }
+
+    pub async fn run_until_stopped(self, stop: Shutdown) -> std::io::Result<()> {
+        let (guard, ops) = tokio::join!(
+            self.guard.run_until_stopped(stop.clone()),
+            http::run_until(self.ops, stop)
+        );
+        guard.and(ops)
     }
 }

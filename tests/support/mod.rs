@@ -14,6 +14,7 @@ pub mod prism;
 pub mod smtp;
 pub mod twilio_callbacks;
 pub mod twilio_faults;
+pub mod upstream;
 
 pub use database::{expected_backend, TestDatabase};
 
@@ -41,6 +42,8 @@ pub struct TestApp {
     pub kdf: reclaim_plugin::history::Kdf,
     /// The clock the in-process plugin decides by: `advance` it to let time pass without sleeping.
     pub clock: Clock,
+    /// The Kratos edge guard's base URL, when the test set `plugin.kratos.guard.listen`.
+    pub guard: Option<String>,
 }
 
 impl TestApp {
@@ -108,6 +111,9 @@ pub async fn spawn_app_in(mode: RunMode, customize: impl FnOnce(&mut Settings)) 
     let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
     let delivery = gateway.delivery();
     let kdf = plugin.kdf();
+    let guard = plugin
+        .guard_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     // Never triggered: a test's services live as long as its runtime.
     tokio::spawn(plugin.run_until_stopped(Shutdown::default()));
     tokio::spawn(gateway.run_until_stopped(Shutdown::default()));
@@ -124,5 +130,6 @@ pub async fn spawn_app_in(mode: RunMode, customize: impl FnOnce(&mut Settings)) 
         delivery,
         kdf,
         clock,
+        guard,
     }
 }

@@ -1,6 +1,6 @@
 //! The `[plugin.kratos]` section: how Ory Kratos reaches our hooks and how we reach Kratos's admin API.
 
-use super::{check_range, Environment, Problem, MAX_TIMEOUT_MS};
+use super::{check_listen, check_range, Environment, Problem, MAX_TIMEOUT_MS};
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,41 @@ pub struct KratosSettings {
     pub require_staged_verdict: bool,
     /// What each hook answers when our database is unavailable: `open` lets the flow go on, `closed` refuses it.
     pub on_error: KratosOnError,
+    /// Kratos's public API base URL (e.g. http://kratos:4433): where the edge guard forwards requests and asks
+    /// `/sessions/whoami`. Required when `guard.listen` is set.
+    pub public_url: String,
+    /// The edge guard: a reverse proxy in front of Kratos's public API that checks password submissions.
+    pub guard: GuardSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardSettings {
+    /// Where the guard listens (clients and the UI talk to it instead of Kratos). Empty = no guard.
+    pub listen: String,
+    /// `reclaim serve guard` only: where the guard's own /health and /metrics listen (with `serve all` they
+    /// are on the plugin's listener).
+    pub ops_listen: String,
+    /// How long a staged verdict can be used: at least as long as Kratos can resume a paused settings
+    /// submission (privileged session refresh).
+    pub verdict_ttl_seconds: u64,
+    /// The largest password submission body the guard reads to find the password; larger ones are passed
+    /// through unchecked and Kratos's settings hook decides by `require_staged_verdict`.
+    pub max_submission_bytes: u64,
+    /// Time allowed for Kratos to answer a forwarded request (and `/sessions/whoami`).
+    pub upstream_timeout_ms: u64,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            ops_listen: "127.0.0.1:4473".into(),
+            verdict_ttl_seconds: 3_600,
+            max_submission_bytes: 64 * 1024,
+            upstream_timeout_ms: 30_000,
+        }
+    }
 }
 
 impl Default for KratosSettings {
@@ -50,6 +85,8 @@ impl Default for KratosSettings {
             phone_pointer: "/phone".into(),
             require_staged_verdict: false,
             on_error: KratosOnError::default(),
+            public_url: String::new(),
+            guard: GuardSettings::default(),
         }
     }
 }
@@ -131,11 +168,60 @@ impl KratosSettings {
                 problems.push(Problem::new(key, "must be a JSON pointer starting with /"));
             }
         }
+        self.validate_guard(problems);
         if self.auth == KratosAuth::Basic && self.basic_password.is_empty() {
             problems.push(Problem::new(
                 "plugin.kratos.basic_password",
                 "is required when auth = \"basic\"",
             ));
+        }
+    }
+}
+
+impl KratosSettings {
+    fn validate_guard(&self, problems: &mut Vec<Problem>) {
+        let guard = &self.guard;
+        check_range(
+            "plugin.kratos.guard.verdict_ttl_seconds",
+            guard.verdict_ttl_seconds,
+            // Kratos resumes a paused settings submission for up to 15 minutes; a day is plenty.
+            900..=86_400,
+            problems,
+        );
+        check_range(
+            "plugin.kratos.guard.max_submission_bytes",
+            guard.max_submission_bytes,
+            1_024..=1_048_576,
+            problems,
+        );
+        check_range(
+            "plugin.kratos.guard.upstream_timeout_ms",
+            guard.upstream_timeout_ms,
+            1..=MAX_TIMEOUT_MS,
+            problems,
+        );
+        if !guard.listen.is_empty() {
+            check_listen("plugin.kratos.guard.listen", &guard.listen, problems);
+            if self.public_url.is_empty() {
+                problems.push(Problem::new(
+                    "plugin.kratos.public_url",
+                    "is required when plugin.kratos.guard.listen is set",
+                ));
+            }
+        }
+        check_listen(
+            "plugin.kratos.guard.ops_listen",
+            &guard.ops_listen,
+            problems,
+        );
+        if !self.public_url.is_empty() {
+            match url::Url::parse(&self.public_url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+                _ => problems.push(Problem::new(
+                    "plugin.kratos.public_url",
+                    "is not an http(s) URL",
+                )),
+            }
         }
     }
 }

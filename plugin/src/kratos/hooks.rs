@@ -9,6 +9,7 @@ use super::response::{self, Target, UiMessage};
 use super::sync::{self, import_current_hash, publish_state};
 use crate::passwords::{Passwords, PasswordsError};
 use crate::policy::{ChangeContext, Locale};
+use crate::verdicts::{FlowId, Verdict};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -72,6 +73,14 @@ impl Reply {
         Self {
             status,
             body: Some(response),
+        }
+    }
+
+    /// A refusal with messages the edge guard rendered when it checked the password.
+    fn refuse_staged(target: Target, messages: Value) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            body: Some(response::interrupt_body_staged(target, messages)),
         }
     }
 
@@ -199,6 +208,15 @@ fn failure_reply(hook: Hook, settings: &KratosSettings, locale: Locale) -> Reply
     }
 }
 
+/// The flow id of the hook call (`ctx.flow.id`), which keys the guard's verdicts.
+fn flow_of(call: &Call) -> Option<FlowId> {
+    call.body
+        .flow
+        .as_ref()
+        .and_then(|f| f.id.as_deref())
+        .and_then(FlowId::parse)
+}
+
 fn timestamp(at: DateTime<Utc>) -> Value {
     Value::String(at.to_rfc3339_opts(SecondsFormat::Secs, true))
 }
@@ -287,14 +305,27 @@ async fn registration_after(
         &hooks,
         async |call: &Call, now| {
             hooks.passwords.initialise(&call.identity, now).await?;
-            import_current_hash(
-                &hooks.passwords,
-                hooks.admin.as_ref(),
-                &hooks.settings,
-                &call.identity,
-                now,
-            )
-            .await;
+            // The guard saw the password of this registration: its digest is the first history entry, and
+            // Kratos's hash need not be imported.
+            let committed = match flow_of(call) {
+                Some(flow) => {
+                    hooks
+                        .passwords
+                        .commit_registration(&flow, &call.identity, now)
+                        .await?
+                }
+                None => false,
+            };
+            if !committed {
+                import_current_hash(
+                    &hooks.passwords,
+                    hooks.admin.as_ref(),
+                    &hooks.settings,
+                    &call.identity,
+                    now,
+                )
+                .await;
+            }
             Ok(Reply::proceed())
         },
     )
@@ -351,6 +382,19 @@ async fn settings_password(
         &hooks,
         async |call: &Call, now| {
             ensure_known(&hooks, call, now).await?;
+            let staged = match flow_of(call) {
+                Some(flow) => {
+                    hooks
+                        .passwords
+                        .take_settings_verdict(&flow, &call.identity.id)
+                        .await?
+                }
+                None => None,
+            };
+            if let Some(Verdict::Refused { codes, messages }) = staged {
+                tracing::info!(identity.id = %call.identity.id, codes = ?codes, "Kratos settings change refused by the guard's verdict");
+                return Ok(Reply::refuse_staged(Target::Password, messages));
+            }
             let context = if call.body.session_from_recovery() {
                 ChangeContext::Recovery
             } else {
@@ -373,7 +417,7 @@ async fn settings_password(
                     &refusals,
                 ));
             }
-            if hooks.settings.require_staged_verdict && !verdict.staged {
+            if hooks.settings.require_staged_verdict && staged.is_none() {
                 return Ok(Reply::refuse(
                     StatusCode::BAD_REQUEST,
                     Target::Password,
@@ -401,9 +445,10 @@ async fn settings_password_after(
         &hooks,
         async |call: &Call, now| {
             ensure_known(&hooks, call, now).await?;
+            let flow = flow_of(call);
             hooks
                 .passwords
-                .password_changed(&call.identity, now)
+                .password_changed(&call.identity, now, flow.as_ref())
                 .await?;
             Ok(Reply::proceed())
         },

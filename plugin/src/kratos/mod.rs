@@ -18,6 +18,7 @@
 
 pub mod admin;
 mod call;
+pub mod guard;
 mod hooks;
 pub mod messages;
 mod migration;

@@ -84,11 +84,18 @@ impl HookBody {
     /// True when the session was created by account recovery (code or link), so the password change that
     /// follows is not a voluntary one.
     pub fn session_from_recovery(&self) -> bool {
-        self.session.as_ref().is_some_and(|s| {
-            s.authentication_methods
-                .iter()
-                .any(|m| m.method == "code_recovery" || m.method == "link_recovery")
-        })
+        self.session
+            .as_ref()
+            .is_some_and(KratosSession::from_recovery)
+    }
+}
+
+impl KratosSession {
+    /// True when account recovery (code or link) authenticated this session.
+    pub fn from_recovery(&self) -> bool {
+        self.authentication_methods
+            .iter()
+            .any(|m| m.method == "code_recovery" || m.method == "link_recovery")
     }
 }
 

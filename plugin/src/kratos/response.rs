@@ -57,6 +57,11 @@ pub fn interrupt_body(target: Target, messages: &[UiMessage]) -> Value {
     .unwrap_or(Value::Null)
 }
 
+/// [`interrupt_body`] for messages kept as JSON (rendered by the edge guard when it checked the password).
+pub fn interrupt_body_staged(target: Target, messages: Value) -> Value {
+    serde_json::json!({"messages": [{"instance_ptr": target.pointer(), "messages": messages}]})
+}
+
 /// A refusal Kratos shows to the user. `status` must be a 4xx other than 429 (Kratos retries 429 and 5xx and
 /// then shows a generic error instead of our message).
 pub fn interrupt(status: StatusCode, target: Target, messages: &[UiMessage]) -> HttpResponse {
