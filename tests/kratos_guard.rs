@@ -739,3 +739,77 @@ async fn reclaim_serve_guard_runs_the_guard_alone_with_its_own_health_and_metric
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn a_paused_settings_submission_completed_ten_minutes_later_uses_its_verdict() {
+    let upstream = Upstream::start().await;
+    let app = guarded(&upstream).await;
+    let (id, token) = identity_with_history(&app, &upstream).await;
+    // Kratos pauses a submission whose privileged session is too old, sends the user to log in again and
+    // completes the change later, without the password: the hooks come with the same flow id.
+    let refused = new_id();
+    submit(
+        &app,
+        &upstream,
+        Format::Form,
+        &token,
+        &refused,
+        "first pass",
+    )
+    .await;
+    let allowed = new_id();
+    submit(
+        &app,
+        &upstream,
+        Format::Form,
+        &token,
+        &allowed,
+        "worth the wait",
+    )
+    .await;
+    app.clock.advance(chrono::Duration::minutes(10));
+    let answer = settings_hook(&app, &settings_ctx(&id, &refused)).await;
+    assert_eq!(
+        answer.message_ids(),
+        vec![("#/password".to_string(), REUSED)]
+    );
+    settings_hook(&app, &settings_ctx(&id, &allowed))
+        .await
+        .assert_proceeds();
+    call_hook(
+        &app,
+        "/hooks/kratos/settings/password/after",
+        &settings_ctx(&id, &allowed),
+        &new_id(),
+    )
+    .await
+    .assert_proceeds();
+    assert_eq!(
+        check_password(&app, &id, "worth the wait").await["allowed"],
+        false
+    );
+}
+
+#[tokio::test]
+async fn a_verdict_older_than_its_ttl_is_gone() {
+    let upstream = Upstream::start().await;
+    let app = guarded_with(&upstream, |s| s.plugin.kratos.require_staged_verdict = true).await;
+    let (id, token) = identity_with_history(&app, &upstream).await;
+    let flow = new_id();
+    submit(
+        &app,
+        &upstream,
+        Format::Json,
+        &token,
+        &flow,
+        "too late to use",
+    )
+    .await;
+    let ttl = i64::try_from(app.settings.plugin.kratos.guard.verdict_ttl_seconds).expect("ttl");
+    app.clock.advance(chrono::Duration::seconds(ttl + 1));
+    let answer = settings_hook(&app, &settings_ctx(&id, &flow)).await;
+    assert_eq!(
+        answer.message_ids(),
+        vec![("#/password".to_string(), 4_470_012)]
+    );
+}

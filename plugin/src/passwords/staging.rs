@@ -41,7 +41,7 @@ impl Passwords {
                 Ok((row, store::entries(conn, &id, &keyring)?))
             })
             .await?;
-        let now = Utc::now();
+        let now = self.clock.now();
         let profile = self.resolve(None, identity, row.as_ref())?;
         let findings = history::find(&self.kdf, &salt, &entries, password, now).await?;
         let params = self.kdf.params();
@@ -80,8 +80,9 @@ impl Passwords {
     ) -> Result<(), PasswordsError> {
         let flow = flow.clone();
         let id = identity_id.as_str().to_string();
+        let now = self.clock.now();
         self.db
-            .run(move |conn| verdicts::stage_settings(conn, &flow, &id, &verdict, Utc::now(), ttl))
+            .run(move |conn| verdicts::stage_settings(conn, &flow, &id, &verdict, now, ttl))
             .await?;
         Ok(())
     }
@@ -99,10 +100,11 @@ impl Passwords {
         let params = self.kdf.params();
         let digest = self.kdf.digest(password, &salt, params).await?;
         let flow = flow.clone();
+        let now = self.clock.now();
         self.db
             .run(move |conn| {
                 let staged = StagedDigest { digest, params };
-                verdicts::stage_registration(conn, &flow, &staged, &salt, Utc::now(), ttl)
+                verdicts::stage_registration(conn, &flow, &staged, &salt, now, ttl)
             })
             .await?;
         Ok(())
@@ -117,11 +119,12 @@ impl Passwords {
     ) -> Result<Option<Verdict>, PasswordsError> {
         let flow = flow.clone();
         let id = identity_id.as_str().to_string();
+        let now = self.clock.now();
         Ok(self
             .db
             .run(move |conn| {
                 reclaim_common::db::write_transaction(conn, |c| {
-                    verdicts::take_for_settings(c, &flow, &id, Utc::now())
+                    verdicts::take_for_settings(c, &flow, &id, now)
                 })
             })
             .await?)
@@ -141,11 +144,11 @@ impl Passwords {
         let keyring = self.keyring.clone();
         let policy = self.policy.clone();
         let identity = identity.clone();
+        let now = self.clock.now();
         Ok(self
             .db
             .run(move |conn| {
                 reclaim_common::db::write_transaction(conn, |c| {
-                    let now = Utc::now();
                     let Some((staged, salt)) = verdicts::take_registration(c, &flow, now)? else {
                         return Ok(false);
                     };

@@ -344,7 +344,7 @@ async fn stage_settings(
         &guard.settings,
         &identity,
         &metadata_public,
-        chrono::Utc::now(),
+        guard.passwords.clock().now(),
     )
     .await?;
     let context = if who.session.from_recovery() {
