@@ -457,42 +457,6 @@ async fn imported_bcrypt_argon2_pbkdf2_and_scrypt_hashes_are_matched_and_rekeyed
 }
 
 #[tokio::test]
-async fn a_staged_digest_becomes_history_only_when_committed() {
-    let (_app, passwords) = facade(ProfileSettings::default()).await;
-    let who = identity("gina");
-    passwords
-        .record(&who, &pw("old"), None, ChangeContext::Voluntary)
-        .await
-        .expect("record");
-    passwords.stage(&who, &pw("new")).await.expect("stage");
-    let state = passwords
-        .state(&who.id)
-        .await
-        .expect("state")
-        .expect("known");
-    assert!(state.staged);
-    assert!(codes(&passwords, &who, "new", ChangeContext::Voluntary)
-        .await
-        .is_empty());
-    let committed = passwords
-        .commit_staged(&who.id)
-        .await
-        .expect("commit")
-        .expect("something was staged");
-    assert!(!committed.staged);
-    assert_eq!(committed.history_entries, 2);
-    assert_eq!(
-        codes(&passwords, &who, "new", ChangeContext::Voluntary).await,
-        vec!["password_reused"]
-    );
-    assert!(passwords
-        .commit_staged(&who.id)
-        .await
-        .expect("commit")
-        .is_none());
-}
-
-#[tokio::test]
 async fn registration_starts_the_clock_without_history() {
     let (_app, passwords) = facade(ProfileSettings::default()).await;
     let mut who = identity("hank");
@@ -526,7 +490,6 @@ async fn erasure_leaves_no_row_behind() {
         .import_foreign_hash(&who, FOREIGN[2], Utc::now() - Duration::days(9))
         .await
         .expect("import");
-    passwords.stage(&who, &pw("two")).await.expect("stage");
     {
         let mut conn = app.db.get().expect("conn");
         // An answer remembered before answers named their identity: found by its scope.
@@ -539,11 +502,28 @@ async fn erasure_leaves_no_row_behind() {
         idempotency::claim(&mut conn, &request, Utc::now().naive_utc()).expect("claim");
         idempotency::complete(&mut conn, &request, 200, "{}").expect("complete");
     }
+    // A verdict the edge guard staged for one of its settings flows.
+    let submitted = passwords
+        .check_submission(&who, &pw("two"), ChangeContext::Voluntary, None)
+        .await
+        .expect("check");
+    let flow =
+        reclaim_plugin::verdicts::FlowId::parse(&uuid::Uuid::new_v4().to_string()).expect("flow");
+    passwords
+        .stage_settings_verdict(
+            &flow,
+            &who.id,
+            reclaim_plugin::verdicts::Verdict::Allowed(submitted.staged),
+            Duration::hours(1),
+        )
+        .await
+        .expect("stage");
     assert!(passwords.erase(&who.id).await.expect("erase"));
     let p = placeholder(&app);
     for sql in [
         format!("SELECT COUNT(*) AS n FROM password_history WHERE identity_id = {p}"),
         format!("SELECT COUNT(*) AS n FROM password_states WHERE identity_id = {p}"),
+        format!("SELECT COUNT(*) AS n FROM guard_verdicts WHERE identity_id = {p}"),
         format!("SELECT COUNT(*) AS n FROM idempotency_keys WHERE scope = 'plugin.record:' || {p}"),
     ] {
         assert_eq!(count(&app, &sql, "ivy"), 0, "{sql}");

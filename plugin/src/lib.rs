@@ -2,7 +2,8 @@
 //!
 //! What adapters use, without HTTP:
 //! - [`Passwords`] (`passwords`): the facade — `check`, `record` (`record_once` with a [`Receipt`] for
-//!   idempotency), `stage`/`commit_staged`, `initialise`,
+//!   idempotency), `initialise`, `check_submission`/`stage_settings_verdict`/`stage_registration`
+//!   (the Kratos edge guard's verdicts, `verdicts`),
 //!   `import_foreign_hash`, `import_legacy_hash`/`migrate_legacy` (passwords kept elsewhere until first
 //!   login), `state`, `force_change`, `mark_recovered`, `on_login`, `erase`.
 //! - Domain types: [`IdentityId`] and [`Identity`] (`identity`), [`Password`] (`password`, 1..=1024 bytes

@@ -13,8 +13,8 @@ use crate::policy::{
     ChangeContext, Decision, Locale, LoginOutcome, LoginStatus, MustChangeReason, Policy, Profile,
 };
 use crate::state::{
-    self, apply_change, change_facts, change_row, login_facts, refresh_identity, resolve_in,
-    staged_is_fresh, view, StateRow,
+    self, apply_change, change_facts, change_row, login_facts, refresh_identity, resolve_in, view,
+    StateRow,
 };
 use crate::verdicts::{self, FlowId};
 use anyhow::Context;
@@ -91,8 +91,6 @@ pub struct CheckOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnseenChange {
     pub decision: Decision,
-    /// The edge guard staged a digest for this change within the last few minutes (its history check passed).
-    pub staged: bool,
     /// When the new password will expire under the identity's profile.
     pub expires_at: Option<DateTime<Utc>>,
 }
@@ -317,76 +315,6 @@ impl Passwords {
         Ok(recorded)
     }
 
-    /// Computes the candidate's digest now and keeps it until [`Passwords::commit_staged`] (the Kratos edge
-    /// guard stages before Kratos saves; a post-persist hook commits).
-    pub async fn stage(
-        &self,
-        identity: &Identity,
-        password: &Password,
-    ) -> Result<(), PasswordsError> {
-        let salt = self.ensure_salt(identity).await?;
-        let params = self.kdf.params();
-        let digest = self.kdf.digest(password, &salt, params).await?;
-        let identity = identity.clone();
-        let clock = self.clock.clone();
-        self.db
-            .run(move |conn| {
-                write_transaction(conn, |c| {
-                    let now = clock.now();
-                    let mut row = state::ensure(c, identity.id.as_str(), now)?;
-                    row.staged_digest = Some(digest.as_bytes().to_vec());
-                    row.staged_params = Some(params.encode());
-                    row.staged_at = Some(now.naive_utc());
-                    row.updated_at = now.naive_utc();
-                    state::save(c, &row)
-                })
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Moves a staged digest into the history as the new current password. `None` when nothing was staged.
-    pub async fn commit_staged(
-        &self,
-        identity_id: &IdentityId,
-    ) -> Result<Option<PasswordState>, PasswordsError> {
-        let policy = self.policy.clone();
-        let id = identity_id.clone();
-        let identity = Identity::new(id.clone());
-        let clock = self.clock.clone();
-        let committed = self
-            .db
-            .run(move |conn| {
-                write_transaction(conn, |c| {
-                    let Some(mut row) = state::find_for_update(c, id.as_str())? else {
-                        return Ok(None);
-                    };
-                    let (Some(bytes), Some(params)) =
-                        (row.staged_digest.take(), row.staged_params.take())
-                    else {
-                        return Ok(None);
-                    };
-                    let (Some(digest), Some(params)) = (
-                        PasswordDigest::from_slice(&bytes),
-                        KdfParams::decode(&params),
-                    ) else {
-                        row.staged_at = None;
-                        state::save(c, &row)?;
-                        return Ok(None);
-                    };
-                    let now = clock.now();
-                    let profile = resolve_in(&policy, None, &identity, Some(&row));
-                    store::insert_keyed(c, id.as_str(), params, &digest, now)?;
-                    apply_change(&mut row, profile, &identity, now);
-                    state::save(c, &row)?;
-                    store::prune(c, id.as_str(), profile, now)?;
-                    Ok(Some(view(&policy, c, row, now)?))
-                })
-            })
-            .await?;
-        Ok(committed)
-    }
-
     /// May the identity change its password now, when the plugin cannot see the new one? The minimum age and
     /// pending marks decide here; the history was checked by the edge guard, which says so by staging a digest.
     pub async fn check_change_without_password(
@@ -402,11 +330,9 @@ impl Passwords {
         let profile = resolve_in(&self.policy, None, identity, row.as_ref());
         let facts = row.as_ref().map(change_facts).unwrap_or_default();
         let decision = profile.check_change(&facts, context, None, now, locale);
-        let staged = row.as_ref().is_some_and(|r| staged_is_fresh(r, now));
         self.count_change_decision(&decision);
         Ok(UnseenChange {
             decision,
-            staged,
             expires_at: profile.expires_at(now),
         })
     }
@@ -597,10 +523,11 @@ impl Passwords {
                 write_transaction(conn, |c| {
                     let history = store::erase(c, id.as_str())?;
                     let states = state::erase(c, id.as_str())?;
+                    let staged = verdicts::erase(c, id.as_str())?;
                     let answers = idempotency::forget_subject(c, id.as_str())?
                         // Answers remembered before they named their identity.
                         + idempotency::forget_scope(c, &scope)?;
-                    Ok(history + states + answers)
+                    Ok(history + states + staged + answers)
                 })
             })
             .await?;

@@ -12,9 +12,6 @@ diesel::table! {
         grace_logins_used -> Integer,
         email -> Nullable<Text>,
         phone -> Nullable<Text>,
-        staged_digest -> Nullable<Binary>,
-        staged_params -> Nullable<Text>,
-        staged_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
     }

@@ -24,3 +24,8 @@ CREATE TABLE guard_verdicts (
     PRIMARY KEY (kind, flow_id)
 );
 CREATE INDEX guard_verdicts_expires ON guard_verdicts (expires_at);
+
+-- Verdicts replace the one digest a row could stage, which knew no flow.
+ALTER TABLE password_states DROP COLUMN staged_digest;
+ALTER TABLE password_states DROP COLUMN staged_params;
+ALTER TABLE password_states DROP COLUMN staged_at;

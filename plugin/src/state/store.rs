@@ -1,5 +1,5 @@
 //! The `password_states` table: one row per identity with its history salt and the state of its current
-//! password (changed, expires, must change and why, grace logins used, profile, contacts, staged digest).
+//! password (changed, expires, must change and why, grace logins used, profile, contacts).
 
 use crate::history::kdf::SALT_LEN;
 use crate::schema::password_states::{self, dsl};
@@ -23,9 +23,6 @@ pub struct StateRow {
     pub grace_logins_used: i32,
     pub email: Option<String>,
     pub phone: Option<String>,
-    pub staged_digest: Option<Vec<u8>>,
-    pub staged_params: Option<String>,
-    pub staged_at: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }
@@ -45,9 +42,6 @@ impl StateRow {
             grace_logins_used: 0,
             email: None,
             phone: None,
-            staged_digest: None,
-            staged_params: None,
-            staged_at: None,
             created_at: now.naive_utc(),
             updated_at: now.naive_utc(),
         }

@@ -10,9 +10,6 @@ use chrono::{DateTime, Utc};
 use reclaim_common::db::{AnyConnection, DbError};
 use std::collections::BTreeMap;
 
-/// How long a digest staged by the edge guard waits for the IdP to save the password it belongs to.
-const STAGED_TTL_MINUTES: i64 = 10;
-
 /// Inside a transaction: hands the identity's row (created if new) and its profile to `change`, then saves
 /// the row, prunes the history to what the profile keeps, and returns the resulting state.
 pub(crate) fn change_row<F>(
@@ -32,12 +29,6 @@ where
     store::save(c, &row)?;
     history::store::prune(c, identity.id.as_str(), profile, now)?;
     view(policy, c, row, now)
-}
-
-/// A digest staged by the edge guard that still waits for its password to be saved.
-pub(crate) fn staged_is_fresh(row: &StateRow, now: DateTime<Utc>) -> bool {
-    row.staged_at
-        .is_some_and(|at| at.and_utc() + chrono::Duration::minutes(STAGED_TTL_MINUTES) > now)
 }
 
 /// Profile for an identity: what its traits select, else what its stored schema selects or its stored
@@ -75,7 +66,7 @@ pub(crate) fn refresh_identity(row: &mut StateRow, profile: &Profile, identity: 
     }
 }
 
-/// A new current password: the clock restarts, marks and grace logins are cleared, a staged digest dropped.
+/// A new current password: the clock restarts, marks and grace logins are cleared.
 pub(crate) fn apply_change(
     row: &mut StateRow,
     profile: &Profile,
@@ -87,9 +78,6 @@ pub(crate) fn apply_change(
     row.expires_at = profile.expires_at(changed_at).map(|e| e.naive_utc());
     row.must_change_reason = None;
     row.grace_logins_used = 0;
-    row.staged_digest = None;
-    row.staged_params = None;
-    row.staged_at = None;
 }
 
 pub(crate) fn must_change_of(row: &StateRow) -> Option<MustChangeReason> {

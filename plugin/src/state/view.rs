@@ -30,8 +30,6 @@ pub struct PasswordState {
     pub must_change_reason: Option<MustChangeReason>,
     pub grace_logins_used: u32,
     pub history_entries: usize,
-    /// A digest staged by the edge guard awaits its commit.
-    pub staged: bool,
     /// Contacts for notices; never part of API answers.
     #[serde(skip)]
     pub email: Option<String>,
@@ -70,7 +68,6 @@ pub(crate) fn view(
         must_change_reason: reason,
         grace_logins_used: u32::try_from(row.grace_logins_used).unwrap_or(0),
         history_entries: usize::try_from(entries).unwrap_or(0),
-        staged: row.staged_digest.is_some(),
         email: row.email,
         phone: row.phone,
     })
