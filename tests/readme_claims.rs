@@ -124,7 +124,7 @@ async fn every_kratos_refusal_has_its_full_body_in_kratos_interrupt_shape() {
         interrupt(
             "#/",
             4_470_003,
-            "Your password has expired. Choose a new password to continue.",
+            "Your password has expired. Set a new one through account recovery.",
             Some(json!({"code": "password_expired"})),
         )
     );

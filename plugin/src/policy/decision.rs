@@ -124,8 +124,8 @@ impl Violation {
 
     pub fn expired(locale: Locale) -> Self {
         let message = match locale {
-            Locale::En => "Your password has expired. Choose a new password to continue.",
-            Locale::Es => "Su contraseña ha caducado. Elija una contraseña nueva para continuar.",
+            Locale::En => "Your password has expired. Set a new one through account recovery.",
+            Locale::Es => "Su contraseña ha caducado. Establezca una nueva mediante la recuperación de la cuenta.",
         };
         Self::bare(ViolationCode::PasswordExpired, message.into())
     }
@@ -463,11 +463,11 @@ mod tests {
             ),
             (
                 Violation::expired(Locale::Es),
-                "Su contraseña ha caducado. Elija una contraseña nueva para continuar.",
+                "Su contraseña ha caducado. Establezca una nueva mediante la recuperación de la cuenta.",
             ),
             (
                 Violation::expired(Locale::En),
-                "Your password has expired. Choose a new password to continue.",
+                "Your password has expired. Set a new one through account recovery.",
             ),
             (
                 Violation::change_required(MustChangeReason::Recovery, Locale::Es),
