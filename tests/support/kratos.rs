@@ -112,27 +112,39 @@ fn python() -> String {
 
 /// Evaluates `config/kratos/reclaim.jsonnet` on `ctx` with the jsonnet implementation from PyPI.
 pub fn render_body(ctx: &Value) -> Value {
+    let output = render_template(std::path::Path::new("config/kratos/reclaim.jsonnet"), ctx)
+        .unwrap_or_else(|e| panic!("{e}"));
+    serde_json::from_slice(&output).expect("jsonnet output is JSON")
+}
+
+/// Evaluates a Kratos body template on `ctx` as Kratos does (`ctx` as a top-level argument) and returns the
+/// bytes jsonnet printed, which is the body Kratos sends.
+pub fn render_template(template: &std::path::Path, ctx: &Value) -> Result<Vec<u8>, String> {
     let mut child = Command::new(python())
         .arg("tests/tools/jsonnet_eval.py")
-        .arg("config/kratos/reclaim.jsonnet")
+        .arg(template)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start jsonnet");
+        .map_err(|e| format!("start jsonnet: {e}"))?;
     child
         .stdin
         .take()
-        .expect("stdin")
+        .ok_or("jsonnet has no stdin")?
         .write_all(ctx.to_string().as_bytes())
-        .expect("write ctx");
-    let output = child.wait_with_output().expect("jsonnet runs");
-    assert!(
-        output.status.success(),
-        "jsonnet failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("jsonnet output is JSON")
+        .map_err(|e| format!("write ctx: {e}"))?;
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("jsonnet runs: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "jsonnet failed on {}: {}",
+            template.display(),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(output.stdout)
 }
 
 /// What a hook call returned.

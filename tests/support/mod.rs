@@ -12,6 +12,7 @@ pub mod plugin;
 pub mod ports;
 pub mod prism;
 pub mod smtp;
+pub mod standin_kratos;
 pub mod twilio_callbacks;
 pub mod twilio_faults;
 pub mod upstream;
