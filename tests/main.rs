@@ -15,6 +15,7 @@ mod gateway_twilio_outbox;
 mod hardening_data;
 mod kratos_guard;
 mod kratos_hooks;
+mod kratos_journey;
 mod kratos_kit;
 mod logs;
 mod plugin_api;
