@@ -4,7 +4,7 @@
 //! journey relies on.
 
 use crate::support::kratos::KRATOS_KEY;
-use crate::support::plugin::{check_password, password_state, post_json};
+use crate::support::plugin::{check_password, password_state};
 use crate::support::ports::closed_port;
 use crate::support::standin_kratos::{
     Browser, Format, HookConfig, KratosClient, StandinKratos, ALL_FORMATS,
@@ -12,30 +12,28 @@ use crate::support::standin_kratos::{
 use crate::support::{spawn_app_with, TestApp};
 use reclaim_common::settings::{ExpiryMode, OnExpired, Settings};
 use reclaim_common::Secret;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-/// The base URL clients use. The edge guard (issue 9) will sit between clients and Kratos; until it is
-/// built, clients talk to the stand-in directly.
-fn through(_app: &TestApp, kratos: &StandinKratos) -> String {
-    kratos.public_url.clone()
+/// The base URL clients use: the edge guard in front of the stand-in's public API.
+fn through(app: &TestApp) -> String {
+    app.guard.clone().expect("the guard runs")
 }
-
-/// Whether password submissions are checked against the history on their way to Kratos. Only the edge guard
-/// can do that (Kratos hands no password to a hook); the steps that need it run when this is true. Turn it
-/// on together with `through`.
-const HISTORY_CHECKED_AT_THE_EDGE: bool = false;
 
 const REUSE_REFUSED: &str =
     "You cannot reuse any of your last 5 passwords. Choose a password you have not used before.";
 
-/// The plugin with Kratos hooks on, a 90-day `max_age` that blocks expired logins, a history of 5, and the
-/// stand-in's admin API for the hash import at registration; the stand-in runs our kit's hooks against it.
+/// The plugin with Kratos hooks on, a 90-day `max_age` that blocks expired logins, a history of 5, the
+/// stand-in's admin API for the hash import, and the edge guard in front of the stand-in's public API; the
+/// stand-in runs our kit's hooks against the plugin and sends browsers back through the guard.
 async fn journey_app(customize: impl FnOnce(&mut Settings)) -> (TestApp, StandinKratos) {
     let kratos = StandinKratos::start().await;
     let admin_url = kratos.admin_url.clone();
+    let public_url = kratos.public_url.clone();
     let app = spawn_app_with(|settings| {
         settings.plugin.kratos.api_keys = vec![Secret::new(KRATOS_KEY)];
         settings.plugin.kratos.admin_url = admin_url;
+        settings.plugin.kratos.public_url = public_url;
+        settings.plugin.kratos.guard.listen = "127.0.0.1:0".into();
         let default = settings
             .plugin
             .policy
@@ -53,6 +51,7 @@ async fn journey_app(customize: impl FnOnce(&mut Settings)) -> (TestApp, Standin
     })
     .await;
     kratos.use_kit(&app);
+    kratos.set_public_base_url(&through(&app));
     (app, kratos)
 }
 
@@ -73,12 +72,13 @@ fn email() -> String {
 #[tokio::test]
 async fn a_user_whose_password_expired_recovers_the_account_and_sets_a_password_not_used_before() {
     let (app, kratos) = journey_app(|_| {}).await;
-    let client = KratosClient::new(&through(&app, &kratos));
+    let client = KratosClient::new(&through(&app));
     let email = email();
     let first = "first secret of jane";
 
-    // Registration: the pre-persist hook stamps the change time into metadata_public, the post-persist hook
-    // creates the password state and imports the new hash from Kratos's admin API.
+    // Registration through the guard, which keeps the new password's digest under the flow id: the
+    // pre-persist hook stamps the change time into metadata_public, the post-persist hook creates the password
+    // state with that digest as its first history entry.
     let registered = client.register(&email, first).await;
     assert_eq!(registered.status, 200, "{}", registered.body);
     let id = identity_id(&registered.body);
@@ -92,28 +92,28 @@ async fn a_user_whose_password_expired_recovers_the_account_and_sets_a_password_
     assert_eq!(state["history_entries"], 1, "{state}");
     assert_eq!(state["expired"], false, "{state}");
 
-    // A login with the password works.
+    // A login with the password works, and the user changes it in the settings: through the guard, which
+    // checks it and leaves the verdict the settings hooks commit.
     let login = client.login(&email, first).await;
     assert_eq!(login.status, 200, "{}", login.body);
-    assert!(login.body["session_token"].is_string(), "{}", login.body);
+    let session = login.body["session_token"]
+        .as_str()
+        .expect("session token")
+        .to_string();
+    let second = "second secret of jane";
+    let changed = client.change_password_anew(&session, second).await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    kratos.settle().await;
+    assert_eq!(password_state(&app, &id).await["history_entries"], 2);
 
-    // The password reaches max_age.
-    // clock: once TestApp has `app.clock`, replace this with `app.clock.advance(chrono::Duration::days(91))`
-    // and `kratos.advance(chrono::Duration::days(91))`. Until then the change time is recorded 91 days back
-    // through the generic API (which also adds that older password to the history).
-    let back = chrono::Utc::now() - chrono::Duration::days(91);
-    let (status, body) = post_json(
-        &app,
-        "/v1/passwords/record",
-        json!({"identity_id": id, "password": "older secret of jane", "changed_at": back}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    // The password reaches max_age: 91 days pass for the plugin and for Kratos.
+    app.clock.advance(chrono::Duration::days(91));
+    kratos.advance(chrono::Duration::days(91));
     assert_eq!(password_state(&app, &id).await["expired"], true);
 
     // The login is refused above the form, and the message sends the user to account recovery: a login
     // page cannot offer a password change.
-    let refused = client.login(&email, first).await;
+    let refused = client.login(&email, second).await;
     assert_eq!(refused.status, 400, "{}", refused.body);
     assert_eq!(
         refused.global_messages(),
@@ -140,7 +140,7 @@ async fn a_user_whose_password_expired_recovers_the_account_and_sets_a_password_
         whoami.body
     );
 
-    // The registration password is history from day one (imported at registration), whatever the edge.
+    // The registration password is history from day one (committed from the guard's registration verdict).
     let reused = check_password(&app, &id, first).await;
     assert_eq!(reused["allowed"], false, "{reused}");
     assert_eq!(
@@ -148,8 +148,9 @@ async fn a_user_whose_password_expired_recovers_the_account_and_sets_a_password_
         "{reused}"
     );
 
-    // needs the guard: one of the last 5 passwords is refused on the password field.
-    if HISTORY_CHECKED_AT_THE_EDGE {
+    // One of the last 5 passwords (not the current one, which Kratos refuses itself) is refused on the
+    // password field: the guard checked it on its way to Kratos and the settings hook shows its verdict.
+    {
         let answer = client
             .change_password(
                 &recovered.session_token,
@@ -185,7 +186,7 @@ async fn a_user_whose_password_expired_recovers_the_account_and_sets_a_password_
     let changed_at = state["changed_at"].as_str().expect("changed_at");
     let changed_at = chrono::DateTime::parse_from_rfc3339(changed_at).expect("time");
     assert!(
-        chrono::Utc::now() - changed_at.to_utc() < chrono::Duration::minutes(5),
+        app.clock.now() - changed_at.to_utc() < chrono::Duration::minutes(5),
         "{state}"
     );
     let identity = kratos.identity_by_email(&email).expect("identity");
@@ -201,11 +202,11 @@ async fn a_user_whose_password_expired_recovers_the_account_and_sets_a_password_
         .as_str()
         .expect("token")
         .to_string();
-    assert_eq!(client.login(&email, first).await.status, 400);
+    assert_eq!(client.login(&email, second).await.status, 400);
 
-    // needs the guard: the history now holds the fresh password too (committed from the guard's verdict),
-    // and the earlier ones still count through Kratos.
-    if HISTORY_CHECKED_AT_THE_EDGE {
+    // The history now holds the fresh password too (committed from the guard's verdict), and the earlier
+    // ones still count when the change goes through Kratos.
+    {
         let reused = check_password(&app, &id, fresh).await;
         assert_eq!(reused["allowed"], false, "{reused}");
         assert_eq!(
@@ -239,8 +240,8 @@ async fn signed_in(client: &KratosClient) -> (String, String, String) {
 
 #[tokio::test]
 async fn whoami_finds_the_session_by_token_bearer_and_cookie() {
-    let (app, kratos) = journey_app(|_| {}).await;
-    let client = KratosClient::new(&through(&app, &kratos));
+    let (app, _kratos) = journey_app(|_| {}).await;
+    let client = KratosClient::new(&through(&app));
     let (email, password, token) = signed_in(&client).await;
 
     for headers in [
@@ -299,7 +300,7 @@ fn hook_flow_ids(kratos: &StandinKratos, hook_id: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_settings_submission_reaches_both_settings_hooks_in_every_body_format_and_by_get() {
     let (app, kratos) = journey_app(|_| {}).await;
-    let client = KratosClient::new(&through(&app, &kratos));
+    let client = KratosClient::new(&through(&app));
     let (email, _, token) = signed_in(&client).await;
 
     for (n, format) in ALL_FORMATS.into_iter().enumerate() {
@@ -346,7 +347,7 @@ async fn a_hook_refusal_shows_on_the_password_field_and_keeps_the_old_password()
         }
     })
     .await;
-    let client = KratosClient::new(&through(&app, &kratos));
+    let client = KratosClient::new(&through(&app));
     let (email, password, token) = signed_in(&client).await;
 
     let answer = client
@@ -394,7 +395,7 @@ async fn hooks_that_ignore_their_answer_do_not_block_a_flow_when_the_plugin_is_d
         "the kit's post-persist settings hook ignores its answer: {ignored:?}"
     );
     kratos.use_hooks(hooks);
-    let client = KratosClient::new(&through(&app, &kratos));
+    let client = KratosClient::new(&through(&app));
     let (email, _, token) = signed_in(&client).await;
 
     let answer = client
@@ -416,7 +417,7 @@ async fn hooks_that_ignore_their_answer_do_not_block_a_flow_when_the_plugin_is_d
 async fn hooks_that_read_or_await_their_answer_fail_the_flow_when_the_plugin_is_down() {
     let (app, kratos) = journey_app(|_| {}).await;
     let down = closed_port();
-    let client = KratosClient::new(&through(&app, &kratos));
+    let client = KratosClient::new(&through(&app));
     let (email, password, token) = signed_in(&client).await;
     let hook = |parse: bool| {
         format!(
@@ -471,7 +472,7 @@ selfservice:
 #[tokio::test]
 async fn an_api_settings_change_on_an_old_session_needs_a_refresh_and_the_password_again() {
     let (app, kratos) = journey_app(|_| {}).await;
-    let client = KratosClient::new(&through(&app, &kratos));
+    let client = KratosClient::new(&through(&app));
     let (email, password, token) = signed_in(&client).await;
     kratos.advance(chrono::Duration::minutes(61));
     let flow = client.start("settings", Some(&token)).await;
@@ -511,7 +512,7 @@ async fn an_api_settings_change_on_an_old_session_needs_a_refresh_and_the_passwo
 async fn a_browser_settings_change_on_an_old_session_is_paused_and_completed_after_reauthentication(
 ) {
     let (app, kratos) = journey_app(|_| {}).await;
-    let base = through(&app, &kratos);
+    let base = through(&app);
     let client = KratosClient::new(&base);
     let email = email();
     let password = "the browser user's password";
@@ -565,7 +566,7 @@ async fn a_browser_settings_change_on_an_old_session_is_paused_and_completed_aft
 #[tokio::test]
 async fn a_paused_browser_submission_is_forgotten_after_fifteen_minutes() {
     let (app, kratos) = journey_app(|_| {}).await;
-    let base = through(&app, &kratos);
+    let base = through(&app);
     let client = KratosClient::new(&base);
     let email = email();
     let password = "the browser user's password";
