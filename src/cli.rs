@@ -1,10 +1,13 @@
-//! Command-line interface: `serve`, `migrate`, `check-config`, `import hashes`.
+//! Command-line interface: `serve`, `migrate`, `check-config`, `import hashes`, `import kratos`.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
 use reclaim_common::settings::{self, Settings};
 use reclaim_common::shutdown::Shutdown;
 use reclaim_common::{telemetry, Db};
 use reclaim_gateway::RunMode;
+use reclaim_plugin::import::kratos::KratosImportOptions;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -60,6 +63,19 @@ enum Import {
         /// The CSV file.
         file: PathBuf,
     },
+    /// Walk Kratos's admin API (`plugin.kratos.admin_url`, `admin_token`) and store each identity's current
+    /// password hash as its first history entry; identities with history are skipped. An interrupted run goes
+    /// on from the first page it had not finished.
+    Kratos {
+        /// Identities per page (Kratos allows at most 500).
+        #[arg(long, default_value_t = reclaim_plugin::import::kratos::DEFAULT_PAGE_SIZE,
+              value_parser = clap::value_parser!(u32)
+                  .range(1..=i64::from(reclaim_plugin::kratos::admin::MAX_PAGE_SIZE)))]
+        page_size: u32,
+        /// Start from the first page, ignoring where an interrupted run stopped.
+        #[arg(long)]
+        restart: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -101,6 +117,13 @@ pub fn run() -> ExitCode {
         } => {
             telemetry::init(&settings.telemetry);
             report(import_hashes(&settings, &file))
+        }
+        Command::Import {
+            what: Import::Kratos { page_size, restart },
+        } => {
+            telemetry::init(&settings.telemetry);
+            let options = KratosImportOptions { page_size, restart };
+            report(import_kratos(&settings, options))
         }
         Command::Serve {
             service,
@@ -158,6 +181,45 @@ fn import_hashes(settings: &Settings, file: &Path) -> anyhow::Result<()> {
     }
     println!("{summary}");
     Ok(())
+}
+
+fn import_kratos(settings: &Settings, options: KratosImportOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut import =
+        runtime.block_on(reclaim_plugin::import::kratos::prepare(settings, options))?;
+    // Drawn only for a person watching: hidden when stderr is a file or a pipe (CI, logs).
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {pos} identities: {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let mut announced = false;
+    let result = runtime.block_on(import.run(|summary| {
+        if summary.resumed && !announced {
+            announced = true;
+            bar.suspend(|| {
+                eprintln!(
+                    "reclaim: going on from where an earlier run stopped (--restart starts from the first page)"
+                );
+            });
+        }
+        bar.set_position(summary.identities() as u64);
+        bar.set_message(summary.to_string());
+    }));
+    bar.finish_and_clear();
+    let summary = import.summary();
+    for failed in &summary.failed {
+        eprintln!("identity {:?}: {}", failed.id, failed.problem);
+    }
+    println!("{summary}");
+    Ok(result?)
 }
 
 fn migrate(settings: &Settings) -> anyhow::Result<Db> {

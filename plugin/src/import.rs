@@ -5,6 +5,12 @@
 //! identifier (an email...), the hash a PHC string our foreign verifier accepts, `changed_at` RFC 3339 (now when
 //! absent). A hash may be quoted or not (its commas are put back). A first line `identifier,...` is a header. Bad rows are reported with their line and skipped;
 //! identifiers imported before are skipped, so importing a file twice imports nothing new the second time.
+//!
+//! `reclaim import kratos` (the current hashes of Kratos's identities, page by page) lives in [`kratos`], its
+//! resume point in `checkpoint`.
+
+mod checkpoint;
+pub mod kratos;
 
 use crate::passwords::{LegacyIdentifier, LegacyImported, Passwords, PasswordsError};
 use crate::policy::check_change_time;

@@ -1,4 +1,5 @@
-//! Tables owned by the plugin (migrations `2026-11-22-0001NN_*`, and `2026-11-29-000701_legacy_passwords`).
+//! Tables owned by the plugin (migrations `2026-11-22-0001NN_*`, `2026-11-29-000701_legacy_passwords` and
+//! `2026-11-29-000902_import_checkpoints`).
 
 diesel::table! {
     password_states (identity_id) {
@@ -55,5 +56,13 @@ diesel::table! {
         created_at -> Timestamp,
         expires_at -> Timestamp,
         accepted_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    import_checkpoints (source) {
+        source -> Text,
+        page_token -> Text,
+        updated_at -> Timestamp,
     }
 }

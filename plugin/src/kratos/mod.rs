@@ -14,10 +14,10 @@
 //! - `sync.rs`: the admin-API side of a hook: first contact with an identity (`ensure_known`, importing its
 //!   current hash) and the state mirrored into `metadata_admin` (`publish_state`).
 //! - `migration.rs`: the password migration hook (hashes imported by `reclaim import hashes`).
-//! - `admin.rs`: the admin API client.
+//! - `admin.rs`: the admin API client (also the identity list `reclaim import kratos` walks).
 
 pub mod admin;
-mod call;
+pub(crate) mod call;
 pub mod guard;
 mod hooks;
 pub mod messages;
