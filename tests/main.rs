@@ -20,6 +20,7 @@ mod kratos_kit;
 mod logs;
 mod plugin_api;
 mod plugin_import;
+mod plugin_import_kratos;
 mod plugin_passwords;
 mod proptest_inputs;
 mod readme_claims;
