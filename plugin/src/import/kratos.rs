@@ -197,9 +197,10 @@ impl KratosImport {
                 }
                 Some(next) => {
                     let saved = next.clone();
+                    let now = self.passwords.clock().now();
                     self.passwords
                         .db()
-                        .run(move |conn| checkpoint::save(conn, &source, &saved, Utc::now()))
+                        .run(move |conn| checkpoint::save(conn, &source, &saved, now))
                         .await?;
                     token = Some(next);
                 }
@@ -235,7 +236,7 @@ impl KratosImport {
         if self.has_history(&identity).await? {
             return Ok(Outcome::AlreadyKnown);
         }
-        let changed_at = change_time(&listed, Utc::now());
+        let changed_at = change_time(&listed, self.passwords.clock().now());
         match self
             .passwords
             .import_foreign_hash(&identity, hash, changed_at)
