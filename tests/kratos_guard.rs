@@ -74,6 +74,30 @@ fn settings_ctx(id: &str, flow: &str) -> Value {
     ctx
 }
 
+/// Kratos saved the password of `flow`: its settings post-persist hook.
+async fn saved(app: &TestApp, id: &str, flow: &str) {
+    call_hook(
+        app,
+        "/hooks/kratos/settings/password/after",
+        &settings_ctx(id, flow),
+        &new_id(),
+    )
+    .await
+    .assert_proceeds();
+}
+
+/// The plugin's `/metrics` text (the guard's metrics are registered there).
+async fn metrics(app: &TestApp) -> String {
+    app.client
+        .get(app.plugin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Format {
     Json,
@@ -184,14 +208,7 @@ async fn settings_submissions_in_every_format_are_checked_and_the_hooks_follow_t
         settings_hook(&app, &settings_ctx(&id, &flow))
             .await
             .assert_proceeds();
-        call_hook(
-            &app,
-            "/hooks/kratos/settings/password/after",
-            &settings_ctx(&id, &flow),
-            &new_id(),
-        )
-        .await
-        .assert_proceeds();
+        saved(&app, &id, &flow).await;
         let check = check_password(&app, &id, &fresh).await;
         assert_eq!(
             check["allowed"], false,
@@ -260,14 +277,7 @@ async fn a_verdict_is_not_usable_for_another_flow_or_identity() {
     settings_hook(&app, &settings_ctx(&id, &flow))
         .await
         .assert_proceeds();
-    call_hook(
-        &app,
-        "/hooks/kratos/settings/password/after",
-        &settings_ctx(&other, &flow),
-        &new_id(),
-    )
-    .await
-    .assert_proceeds();
+    saved(&app, &other, &flow).await;
     assert_eq!(
         check_password(&app, &other, "a brand new one").await["allowed"],
         true
@@ -277,14 +287,7 @@ async fn a_verdict_is_not_usable_for_another_flow_or_identity() {
         true,
         "not committed yet"
     );
-    call_hook(
-        &app,
-        "/hooks/kratos/settings/password/after",
-        &settings_ctx(&id, &flow),
-        &new_id(),
-    )
-    .await
-    .assert_proceeds();
+    saved(&app, &id, &flow).await;
     assert_eq!(
         check_password(&app, &id, "a brand new one").await["allowed"],
         false
@@ -446,15 +449,7 @@ async fn everything_else_passes_through_as_it_came() {
         .await
         .expect("answer");
     assert_eq!(answer.status(), 502);
-    let metrics = down
-        .client
-        .get(down.plugin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics(&down).await;
     assert!(
         metrics.contains(
             r#"reclaim_guard_requests_total{outcome="kratos_unreachable",route="other"} 1"#
@@ -497,15 +492,7 @@ async fn refusals_are_counted_by_code() {
         "whatever",
     )
     .await;
-    let metrics = app
-        .client
-        .get(app.plugin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics(&app).await;
     for line in [
         r#"reclaim_guard_verdicts_total{code="password_reused"} 1"#,
         r#"reclaim_guard_verdicts_total{code="allowed"} 1"#,
@@ -776,14 +763,7 @@ async fn a_paused_settings_submission_completed_ten_minutes_later_uses_its_verdi
     settings_hook(&app, &settings_ctx(&id, &allowed))
         .await
         .assert_proceeds();
-    call_hook(
-        &app,
-        "/hooks/kratos/settings/password/after",
-        &settings_ctx(&id, &allowed),
-        &new_id(),
-    )
-    .await
-    .assert_proceeds();
+    saved(&app, &id, &allowed).await;
     assert_eq!(
         check_password(&app, &id, "worth the wait").await["allowed"],
         false
@@ -812,4 +792,25 @@ async fn a_verdict_older_than_its_ttl_is_gone() {
         answer.message_ids(),
         vec![("#/password".to_string(), 4_470_012)]
     );
+}
+
+#[tokio::test]
+async fn a_failing_whoami_is_a_check_that_cannot_be_made() {
+    use crate::support::upstream::WHOAMI_FAILS;
+    let upstream = Upstream::start().await;
+    let app = guarded(&upstream).await;
+    let answer = app
+        .client
+        .post(guard_url(
+            &app,
+            &format!("/self-service/settings?flow={}", new_id()),
+        ))
+        .header("x-session-token", WHOAMI_FAILS)
+        .json(&json!({"method": "password", "password": "whoever I am"}))
+        .send()
+        .await
+        .expect("answer");
+    // on_error.settings is closed by default: nothing reaches Kratos.
+    assert_eq!(answer.status(), 503);
+    assert!(upstream.seen("/self-service/settings").is_empty());
 }

@@ -7,6 +7,9 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// A session token for which `/sessions/whoami` answers 500 (Kratos failing).
+pub const WHOAMI_FAILS: &str = "whoami-fails";
+
 /// One request as the upstream received it.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -148,6 +151,9 @@ async fn whoami(req: HttpRequest, shared: web::Data<Arc<Mutex<Shared>>>) -> Http
         });
     let mut shared = shared.lock().expect("lock");
     shared.seen.push(seen);
+    if token.as_deref() == Some(WHOAMI_FAILS) {
+        return HttpResponse::InternalServerError().json(json!({"error": {"code": 500}}));
+    }
     match token.and_then(|t| shared.sessions.get(&t).cloned()) {
         Some(session) => HttpResponse::Ok().json(session),
         None => HttpResponse::Unauthorized()
