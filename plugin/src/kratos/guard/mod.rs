@@ -68,7 +68,7 @@ impl Guard {
             Duration::from_millis(kratos.guard.upstream_timeout_ms),
         )
         .map_err(|e| anyhow::anyhow!("plugin.kratos.public_url: {e}"))?;
-        let state = web::Data::new(GuardState {
+        let shared = GuardState {
             upstream,
             passwords,
             admin,
@@ -76,10 +76,17 @@ impl Guard {
             ttl: chrono::Duration::seconds(i64::try_from(kratos.guard.verdict_ttl_seconds)?),
             max_submission_bytes: usize::try_from(kratos.guard.max_submission_bytes)?,
             metrics: GuardMetrics::register(registry)?,
-        });
+        };
         let mut server = HttpServer::new(move || {
+            // Each worker gets its own connection pool: workers are separate single-threaded runtimes and a
+            // pooled connection is driven on the runtime that opened it, so one shared pool hands most
+            // requests from one worker thread to another and back.
+            let state = web::Data::new(GuardState {
+                upstream: shared.upstream.for_worker(),
+                ..shared.clone()
+            });
             App::new()
-                .app_data(state.clone())
+                .app_data(state)
                 // The guard reads bodies itself, bounded by max_submission_bytes; everything else streams.
                 .default_service(web::to(handle))
         })

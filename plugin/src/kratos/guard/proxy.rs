@@ -30,6 +30,7 @@ const BODY_CHANNEL_CHUNKS: usize = 16;
 #[derive(Clone)]
 pub struct Upstream {
     base: url::Url,
+    timeout: Duration,
     client: reqwest::Client,
 }
 
@@ -58,13 +59,20 @@ impl Upstream {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .read_timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()?;
-        Ok(Self { base, client })
+        Ok(Self {
+            client: client(timeout)?,
+            base,
+            timeout,
+        })
+    }
+
+    /// The same upstream with a connection pool of its own, for one guard worker. Building the client
+    /// again cannot fail where the first build succeeded; if it ever did, the worker shares this pool.
+    pub fn for_worker(&self) -> Self {
+        Self {
+            client: client(self.timeout).unwrap_or_else(|_| self.client.clone()),
+            ..self.clone()
+        }
     }
 
     fn url(&self, path_and_query: &str) -> url::Url {
@@ -120,6 +128,15 @@ impl Upstream {
     }
 }
 
+fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .read_timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+}
+
 /// The client's headers as Kratos should see them.
 fn forwarded_headers(req: &HttpRequest) -> reqwest::header::HeaderMap {
     let connection_named = named_by_connection(req.headers());
@@ -128,7 +145,7 @@ fn forwarded_headers(req: &HttpRequest) -> reqwest::header::HeaderMap {
         let lower = name.as_str();
         if lower == "host"
             || HOP_BY_HOP.contains(&lower)
-            || connection_named.contains(&lower.to_string())
+            || connection_named.iter().any(|n| n == lower)
         {
             continue;
         }
