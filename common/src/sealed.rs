@@ -6,6 +6,9 @@
 //! the row, e.g. `gateway_messages.data:<message id>`) that is authenticated but not stored: a value copied
 //! into another row or column does not open.
 //!
+//! The same keys also give keyed digests ([`Keyring::digest`]): HMAC-SHA256 under a MAC key derived from each
+//! key, for values that are only ever compared (one-time codes) or looked up (rate-limit keys), never read.
+//!
 //! Configuration: a list of `<key id>:<key>` entries, the key as 64 hex digits or base64 of 32 bytes. The
 //! **last** entry is the newest: it seals, all entries open. An empty list means the public development key
 //! (logged at start-up, refused in production).
@@ -14,9 +17,14 @@ use crate::secret::{constant_time_eq, Secret};
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 const VERSION: &str = "v1";
 const NONCE_LEN: usize = 24;
+const DIGEST_VERSION: &str = "d1";
+/// Separates the MAC keys from the encryption keys: both come from the same configured 32 bytes.
+const MAC_KEY_LABEL: &[u8] = b"reclaim keyed digest v1";
 /// The key id of the development key, so that values sealed with it are recognisable in a database dump.
 pub const DEVELOPMENT_KEY_ID: &str = "dev";
 
@@ -25,6 +33,32 @@ pub const DEVELOPMENT_KEY_ID: &str = "dev";
 struct Key {
     id: String,
     cipher: XChaCha20Poly1305,
+    mac: [u8; 32],
+}
+
+impl Key {
+    fn new(id: String, bytes: &[u8; 32]) -> Self {
+        Self {
+            cipher: XChaCha20Poly1305::new(bytes.into()),
+            mac: hmac_sha256(bytes, &[MAC_KEY_LABEL]),
+            id,
+        }
+    }
+
+    fn digest(&self, context: &str, value: &[u8]) -> [u8; 32] {
+        hmac_sha256(&self.mac, &[context.as_bytes(), &[0], value])
+    }
+}
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC takes keys of any length.
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) else {
+        return [0; 32];
+    };
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
 }
 
 /// The keys of one service. Cheap to clone.
@@ -82,10 +116,7 @@ impl Keyring {
                         });
                         continue;
                     }
-                    keys.push(Key {
-                        cipher: XChaCha20Poly1305::new((&bytes).into()),
-                        id,
-                    });
+                    keys.push(Key::new(id, &bytes));
                 }
                 Err(message) => problems.push(KeyError { index, message }),
             }
@@ -110,10 +141,7 @@ impl Keyring {
     pub fn development() -> Self {
         let bytes: [u8; 32] = *b"reclaim-development-key-public!!";
         Self {
-            keys: std::sync::Arc::new(vec![Key {
-                id: DEVELOPMENT_KEY_ID.into(),
-                cipher: XChaCha20Poly1305::new((&bytes).into()),
-            }]),
+            keys: std::sync::Arc::new(vec![Key::new(DEVELOPMENT_KEY_ID.into(), &bytes)]),
             development: true,
         }
     }
@@ -217,6 +245,41 @@ impl Keyring {
         String::from_utf8(bytes).map_err(|_| OpenError::Rejected(self.id_of(sealed)))
     }
 
+    /// A keyed digest of `value` for `context` under the newest key: `d1:<key id>:<base64 HMAC-SHA256>`.
+    /// The same value, context and key always give the same text, so digests can be looked up; without the
+    /// key, a digest of a 6-digit code cannot be reversed by trying every code.
+    pub fn digest(&self, context: &str, value: &[u8]) -> String {
+        let Some(key) = self.keys.last() else {
+            return String::new();
+        };
+        format!(
+            "{DIGEST_VERSION}:{}:{}",
+            key.id,
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(key.digest(context, value))
+        )
+    }
+
+    /// Whether `stored` (from [`Keyring::digest`], under any configured key) is the digest of `value` for
+    /// `context`. Compared in constant time; a digest under an unknown key matches nothing.
+    pub fn digest_matches(&self, context: &str, value: &[u8], stored: &str) -> bool {
+        let mut parts = stored.splitn(3, ':');
+        let (Some(DIGEST_VERSION), Some(id), Some(data)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let Some(key) = self
+            .keys
+            .iter()
+            .find(|k| constant_time_eq(k.id.as_bytes(), id.as_bytes()))
+        else {
+            return false;
+        };
+        let Ok(expected) = base64::engine::general_purpose::STANDARD_NO_PAD.decode(data) else {
+            return false;
+        };
+        constant_time_eq(&key.digest(context, value), &expected)
+    }
+
     /// The key id a sealed value names (for logs and rotation reports), or an empty string.
     pub fn id_of(&self, sealed: &str) -> String {
         sealed.split(':').nth(1).unwrap_or_default().to_string()
@@ -312,6 +375,27 @@ mod tests {
         assert!(errors[1].message.contains("key `short` must be 32 bytes"));
         assert!(!format!("{errors:?}").contains(&hex::encode([2u8; 32])));
         assert!(Keyring::from_entries(&[]).is_err());
+    }
+
+    #[test]
+    fn digests_are_keyed_stable_and_bound_to_their_context() {
+        let ring = Keyring::from_entries(&[entry("k1", 1)]).expect("keyring");
+        let digest = ring.digest("verification.code:1", b"123456");
+        assert!(digest.starts_with("d1:k1:"), "{digest}");
+        assert_eq!(digest, ring.digest("verification.code:1", b"123456"));
+        assert!(!digest.contains("123456"));
+        assert!(ring.digest_matches("verification.code:1", b"123456", &digest));
+        assert!(!ring.digest_matches("verification.code:1", b"123457", &digest));
+        assert!(!ring.digest_matches("verification.code:2", b"123456", &digest));
+        let other = Keyring::from_entries(&[entry("k1", 2)]).expect("other key");
+        assert_ne!(other.digest("verification.code:1", b"123456"), digest);
+        assert!(!other.digest_matches("verification.code:1", b"123456", &digest));
+        let rotated = Keyring::from_entries(&[entry("k1", 1), entry("k2", 3)]).expect("rotated");
+        assert!(rotated.digest_matches("verification.code:1", b"123456", &digest));
+        assert!(rotated.digest("verification.code:1", b"123456").starts_with("d1:k2:"));
+        for garbage in ["", "d1", "d1:k1", "d1:k1:!!", "v1:k1:AAAA", "d1:nokey:AAAA"] {
+            assert!(!ring.digest_matches("c", b"x", garbage), "{garbage}");
+        }
     }
 
     #[test]
