@@ -1,6 +1,7 @@
 //! Gateway: the retention janitor deletes finished messages with their attempts after
-//! `gateway.retention.message_days` and idempotency records after `gateway.retention.idempotency_hours`,
-//! never a live message, and counts what it deleted. The clock is passed to `run_once`, so nothing waits.
+//! `gateway.retention.message_days`, verifications that long after they expired, and idempotency records
+//! after `gateway.retention.idempotency_hours`; never a live message; and counts what it deleted. The clock
+//! is passed to `run_once`, so nothing waits.
 
 use crate::gateway_messages::{count_messages, enqueue, get_message, post_message, spawn_gateway};
 use crate::support::{TestApp, API_TOKEN};
@@ -79,7 +80,8 @@ async fn the_janitor_deletes_what_is_past_its_retention_and_never_a_live_message
             .expect("run"),
         Swept {
             messages: 0,
-            idempotency_records: 1
+            idempotency_records: 1,
+            ..Swept::default()
         }
     );
     assert_eq!(
@@ -90,7 +92,8 @@ async fn the_janitor_deletes_what_is_past_its_retention_and_never_a_live_message
         janitor.run_once(at(Duration::days(31))).await.expect("run"),
         Swept {
             messages: 3,
-            idempotency_records: 0
+            idempotency_records: 0,
+            ..Swept::default()
         }
     );
     assert_eq!(count_messages(&app), 1);
@@ -108,6 +111,58 @@ async fn the_janitor_deletes_what_is_past_its_retention_and_never_a_live_message
     );
     assert!(
         text.contains(r#"reclaim_gateway_retention_deleted_total{kind="idempotency_records"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_janitor_deletes_verifications_message_days_after_they_expired() {
+    let (app, _dir) = spawn_gateway(|s| s.gateway.retention.message_days = 30).await;
+    let response = app
+        .client
+        .post(app.gateway_url("/v1/verifications"))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"channel": "sms", "to": "+14155550100", "purpose": "login"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 201);
+    let id = response.json::<serde_json::Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let registry = prometheus::Registry::new();
+    let metrics = GatewayMetrics::register(&registry, app.db.clone()).expect("metrics");
+    let janitor = Janitor::new(
+        app.db.clone(),
+        app.settings.gateway.retention.clone(),
+        metrics,
+    );
+    // SMS codes live 20 minutes.
+    let expired_at = Utc::now() + Duration::minutes(20);
+    let swept = janitor
+        .run_once(expired_at + Duration::days(29))
+        .await
+        .expect("run");
+    assert_eq!(swept.verifications, 0);
+    let shown = |app: &TestApp| {
+        app.client
+            .get(app.gateway_url(&format!("/v1/verifications/{id}")))
+            .bearer_auth(API_TOKEN)
+            .send()
+    };
+    assert_eq!(shown(&app).await.expect("request").status(), 200);
+    let swept = janitor
+        .run_once(expired_at + Duration::days(31))
+        .await
+        .expect("run");
+    assert_eq!(swept.verifications, 1);
+    assert_eq!(shown(&app).await.expect("request").status(), 404);
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .expect("encode");
+    assert!(
+        text.contains(r#"reclaim_gateway_retention_deleted_total{kind="verifications"} 1"#),
         "{text}"
     );
 }

@@ -12,6 +12,7 @@ mod gateway_retries;
 mod gateway_smtp;
 mod gateway_twilio;
 mod gateway_twilio_outbox;
+mod gateway_verifications;
 mod hardening_data;
 mod kratos_guard;
 mod kratos_hooks;

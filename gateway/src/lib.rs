@@ -2,7 +2,7 @@
 //!
 //! What lives here: the outbox (`outbox`, `schema`), the delivery worker (`delivery`, `retry`), the
 //! retention janitor (`retention`), providers (`providers`), templates (`templates`), destination validation
-//! (`address`), the HTTP handlers (`routes`) and metrics (`metrics`). The service is built by
+//! (`address`), verifications (`verifications`: codes and links with a lifecycle), the HTTP handlers (`routes`) and metrics (`metrics`). The service is built by
 //! [`Application::build`] and served by
 //! [`Application::run_until_stopped`].
 
@@ -18,6 +18,7 @@ mod routes;
 pub mod schema;
 mod startup;
 pub mod templates;
+pub mod verifications;
 
 pub use delivery::Delivery;
 pub use startup::{Application, RunMode};

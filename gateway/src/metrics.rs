@@ -23,7 +23,7 @@ pub struct GatewayMetrics {
     pub fallbacks: IntCounterVec,
     /// Delivery workers started again after a panic.
     pub worker_restarts: IntCounter,
-    /// Rows deleted by the retention janitor, by kind (`messages`, `idempotency_records`).
+    /// Rows deleted by the retention janitor, by kind (`messages`, `idempotency_records`, `verifications`).
     pub retention_deleted: IntCounterVec,
 }
 

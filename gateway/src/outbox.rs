@@ -309,6 +309,35 @@ fn wipe_spent_data(conn: &mut AnyConnection, message_id: &str) -> Result<(), DbE
     Ok(())
 }
 
+/// Cancels those of `ids` that are still queued (not being sent, not finished), e.g. the older message of a
+/// verification that was resent or ended; their data (the code) is wiped. A message a worker holds is left
+/// to finish. Returns how many were canceled.
+pub fn cancel_queued(
+    conn: &mut AnyConnection,
+    ids: &[String],
+    reason: &str,
+    now: NaiveDateTime,
+) -> Result<usize, DbError> {
+    use gateway_messages::dsl as m;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(diesel::update(
+        m::gateway_messages.filter(
+            m::id
+                .eq_any(ids)
+                .and(m::status.eq(MessageStatus::Queued.as_str())),
+        ),
+    )
+    .set((
+        m::status.eq(MessageStatus::Canceled.as_str()),
+        m::data.eq(""),
+        m::last_error.eq(reason),
+        m::updated_at.eq(now),
+    ))
+    .execute(conn)?)
+}
+
 /// One batch of a re-seal: see [`reseal_batch`].
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ResealBatch {

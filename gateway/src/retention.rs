@@ -16,6 +16,8 @@ use std::time::Duration;
 pub struct Swept {
     pub messages: usize,
     pub idempotency_records: usize,
+    /// Verifications (with their sends) that expired `message_days` ago.
+    pub verifications: usize,
 }
 
 #[derive(Clone)]
@@ -46,6 +48,7 @@ impl Janitor {
                 Ok::<_, reclaim_common::db::DbError>(Swept {
                     messages: outbox::delete_finished(conn, messages_before)?,
                     idempotency_records: idempotency::prune(conn, records_before)?,
+                    verifications: crate::verifications::delete_expired(conn, messages_before)?,
                 })
             })
             .await?;
@@ -56,6 +59,9 @@ impl Janitor {
         deleted
             .with_label_values(&["idempotency_records"])
             .inc_by(swept.idempotency_records as u64);
+        deleted
+            .with_label_values(&["verifications"])
+            .inc_by(swept.verifications as u64);
         Ok(swept)
     }
 

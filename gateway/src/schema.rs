@@ -1,4 +1,5 @@
-//! The gateway's tables (migrations `2026-11-22-0002NN_*` and `2026-11-29-000501_delivery_steps`).
+//! The gateway's tables (migrations `2026-11-22-0002NN_*`, `2026-11-29-000501_delivery_steps` and
+//! `2026-11-29-001101_verifications`).
 
 diesel::table! {
     gateway_messages (id) {
@@ -42,5 +43,39 @@ diesel::table! {
         provider_message_id -> Nullable<Text>,
         latency_ms -> BigInt,
         started_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    gateway_verifications (id) {
+        id -> Text,
+        purpose -> Text,
+        channel -> Text,
+        destination -> Text,
+        locale -> Text,
+        kind -> Text,
+        secret_digest -> Text,
+        secret_sealed -> Text,
+        superseded_digests -> Text,
+        link_url -> Nullable<Text>,
+        identity_id -> Nullable<Text>,
+        known -> Bool,
+        status -> Text,
+        checks -> Integer,
+        sends -> Integer,
+        last_sent_at -> Timestamp,
+        expires_at -> Timestamp,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    gateway_verification_sends (verification_id, number) {
+        verification_id -> Text,
+        number -> Integer,
+        channel -> Text,
+        message_id -> Nullable<Text>,
+        created_at -> Timestamp,
     }
 }

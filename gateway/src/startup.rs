@@ -6,7 +6,9 @@ use crate::providers::Providers;
 use crate::retention::Janitor;
 use crate::routes::{self, ApiState};
 use crate::templates::Templates;
+use crate::verifications::Verifications;
 use actix_web::web;
+use reclaim_common::clock::Clock;
 use reclaim_common::http::{self, ServiceSpec};
 use reclaim_common::sealed::Keyring;
 use reclaim_common::settings::Environment;
@@ -27,7 +29,12 @@ use utoipa::{Modify, OpenApi};
         routes::messages::enqueue_message,
         routes::messages::get_message,
         routes::admin::reseal_storage,
-        routes::twilio_status::receive_twilio_status
+        routes::twilio_status::receive_twilio_status,
+        routes::verifications::start_verification,
+        routes::verifications::show_verification,
+        routes::verifications::resend_verification,
+        routes::verifications::check_verification,
+        routes::verifications::cancel_verification
     ),
     modifiers(&BearerAuth)
 )]
@@ -70,6 +77,17 @@ impl Application {
     /// Binds `gateway.listen` (port 0 picks a free one), loads and checks the templates, builds the
     /// providers, and prepares routes and workers. A broken template stops here, naming its file.
     pub async fn build(settings: &Settings, db: Db, mode: RunMode) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, db, mode, Clock::system()).await
+    }
+
+    /// Like [`Application::build`], deciding verification lifetimes and resend intervals by `clock` (tests
+    /// move it forward instead of sleeping).
+    pub async fn build_with_clock(
+        settings: &Settings,
+        db: Db,
+        mode: RunMode,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
         let gateway = &settings.gateway;
         let templates = Arc::new(
             Templates::load(
@@ -98,6 +116,13 @@ impl Application {
             metrics.clone(),
             keyring.clone(),
         );
+        let verifications = web::Data::new(Verifications::new(
+            db.clone(),
+            keyring.clone(),
+            templates.clone(),
+            gateway.clone(),
+            clock,
+        ));
         let janitor = Janitor::new(db.clone(), gateway.retention.clone(), metrics.clone());
         let state = web::Data::new(ApiState {
             settings: gateway.clone(),
@@ -117,6 +142,7 @@ impl Application {
         let server = http::serve(spec, move |cfg| {
             if mode != RunMode::WorkerOnly {
                 cfg.app_data(state.clone());
+                cfg.app_data(verifications.clone());
                 routes::configure(cfg, &route_settings);
             }
         })?;

@@ -155,6 +155,26 @@ impl Templates {
             .is_some_and(|parts| parts.contains(main_part(channel)))
     }
 
+    /// The configured fallback chain of a channel (`gateway.channels.<channel>.fallback`), keeping only the
+    /// channels this template has a version for; every step goes to the same destination.
+    pub fn fallback_chain(
+        &self,
+        configured: &[String],
+        template: &str,
+        locale: &str,
+        destination: &str,
+    ) -> Vec<crate::outbox::FallbackStep> {
+        configured
+            .iter()
+            .filter_map(|name| Channel::parse(name))
+            .filter(|channel| self.supports(template, locale, *channel))
+            .map(|channel| crate::outbox::FallbackStep {
+                channel,
+                to: destination.to_string(),
+            })
+            .collect()
+    }
+
     /// Renders the message for `channel`; missing variables are named as `data.<name>`.
     pub fn render(
         &self,
@@ -261,6 +281,19 @@ fn spoken_digits(data: &Value) -> Option<String> {
         _ => return None,
     };
     (!code.is_empty() && code.bytes().all(|b| b.is_ascii_digit())).then_some(code)
+}
+
+/// Checks a requested locale: a BCP 47 tag such as `en` or `es-MX` (letters and digits in parts of 1 to 8).
+pub fn check_locale(locale: &str) -> Result<(), &'static str> {
+    let well_formed = (2..=35).contains(&locale.len())
+        && locale.split('-').all(|part| {
+            (1..=8).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_alphanumeric())
+        });
+    if well_formed {
+        Ok(())
+    } else {
+        Err("must be a BCP 47 tag such as en or es-MX")
+    }
 }
 
 #[cfg(test)]

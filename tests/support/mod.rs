@@ -41,7 +41,8 @@ pub struct TestApp {
     pub delivery: reclaim_gateway::Delivery,
     /// The plugin's KDF pool, to hold its slots in overload tests.
     pub kdf: reclaim_plugin::history::Kdf,
-    /// The clock the in-process plugin decides by: `advance` it to let time pass without sleeping.
+    /// The clock the in-process plugin and the gateway's verifications decide by: `advance` it to let time
+    /// pass without sleeping.
     pub clock: Clock,
     /// The Kratos edge guard's base URL, when the test set `plugin.kratos.guard.listen`.
     pub guard: Option<String>,
@@ -105,9 +106,10 @@ pub async fn spawn_app_in(mode: RunMode, customize: impl FnOnce(&mut Settings)) 
         reclaim_plugin::Application::build_with_clock(&settings, db.clone(), clock.clone())
             .await
             .expect("build plugin");
-    let gateway = reclaim_gateway::Application::build(&settings, db.clone(), mode)
-        .await
-        .expect("build gateway");
+    let gateway =
+        reclaim_gateway::Application::build_with_clock(&settings, db.clone(), mode, clock.clone())
+            .await
+            .expect("build gateway");
     let plugin_url = format!("http://127.0.0.1:{}", plugin.port());
     let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
     let delivery = gateway.delivery();

@@ -2,7 +2,7 @@
 
 use super::{
     check_listen, check_range, AdminSettings, ApiSettings, Environment, Problem, StorageSettings,
-    TwilioSettings, MAX_TIMEOUT_MS,
+    TwilioSettings, VerificationSettings, MAX_TIMEOUT_MS,
 };
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,7 @@ pub struct GatewaySettings {
     pub file: FileProviderSettings,
     /// The Twilio REST client used by the SMS and voice channels.
     pub twilio: TwilioSettings,
+    pub verifications: VerificationSettings,
 }
 
 impl Default for GatewaySettings {
@@ -48,6 +49,7 @@ impl Default for GatewaySettings {
             smtp: SmtpSettings::default(),
             file: FileProviderSettings::default(),
             twilio: TwilioSettings::default(),
+            verifications: VerificationSettings::default(),
         }
     }
 }
@@ -123,7 +125,7 @@ impl Default for RetrySettings {
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionSettings {
     /// Finished messages (sent, delivered, undelivered, failed, expired, canceled) are deleted, with their
-    /// attempts, this many days after their last change.
+    /// attempts, this many days after their last change; verifications this many days after they expired.
     pub message_days: u32,
     /// Idempotency records (remembered answers to retried requests) are deleted this many hours after the
     /// first request.
@@ -476,6 +478,7 @@ impl GatewaySettings {
             problems.push(Problem::new("gateway.file.dir", "must not be empty"));
         }
         self.twilio.validate(environment, problems);
+        self.verifications.validate(problems);
         let sms_twilio = self.channels.sms.provider == ProviderKind::Twilio;
         let voice_twilio = self.channels.voice.provider == ProviderKind::Twilio;
         if sms_twilio {

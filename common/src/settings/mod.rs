@@ -12,12 +12,14 @@ mod kratos;
 mod load;
 mod plugin;
 mod twilio;
+mod verifications;
 
 pub use gateway::*;
 pub use kratos::*;
 pub use load::{env_var_for, from_value, load, ConfigError, Problem};
 pub use plugin::*;
 pub use twilio::*;
+pub use verifications::*;
 
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod messages;
 pub mod twilio_status;
+pub mod verifications;
 
 use crate::metrics::GatewayMetrics;
 use crate::templates::Templates;
@@ -30,7 +31,27 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &GatewaySettings) {
             .app_data(web::Data::new(BearerTokens(settings.api.tokens.clone())))
             .wrap(from_fn(require_bearer))
             .route("/messages", web::post().to(messages::enqueue_message))
-            .route("/messages/{id}", web::get().to(messages::get_message)),
+            .route("/messages/{id}", web::get().to(messages::get_message))
+            .route(
+                "/verifications",
+                web::post().to(verifications::start_verification),
+            )
+            .route(
+                "/verifications/{id}",
+                web::get().to(verifications::show_verification),
+            )
+            .route(
+                "/verifications/{id}/resend",
+                web::post().to(verifications::resend_verification),
+            )
+            .route(
+                "/verifications/{id}/check",
+                web::post().to(verifications::check_verification),
+            )
+            .route(
+                "/verifications/{id}/cancel",
+                web::post().to(verifications::cancel_verification),
+            ),
     )
     .service(
         web::scope("/admin")

@@ -1,0 +1,2 @@
+DROP TABLE gateway_verification_sends;
+DROP TABLE gateway_verifications;
