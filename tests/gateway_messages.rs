@@ -188,6 +188,18 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_is_queued() {
             json!({"channel": "sms", "to": "+14155550100", "template": "recovery_link", "data": {"link": "https://x.test"}, "fallback": [{"channel": "voice"}]}),
             "fallback[0].channel",
         ),
+        (
+            json!({"channel": "sms", "to": "+14155550100", "template": "recovery_code", "data": {"code": "1"}, "fallback": [{"channel": "voice", "to": "+14155550101"}]}),
+            "fallback[0].to",
+        ),
+        (
+            json!({"channel": "email", "to": "jane@example.com", "template": "recovery_code", "data": {"code": "1"}, "fallback": [{"channel": "sms", "to": "+14155550101"}]}),
+            "fallback[0].to",
+        ),
+        (
+            json!({"channel": "sms", "to": "+14155550100", "template": "recovery_code", "data": {"code": "1"}, "fallback": [{"channel": "voice"}, {"channel": "sms"}, {"channel": "voice"}, {"channel": "sms"}]}),
+            "fallback",
+        ),
     ];
     for (body, field) in cases {
         let response = post_message(&app, &body, None).await;

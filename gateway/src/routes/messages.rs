@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 const IDEMPOTENCY_SCOPE: &str = "gateway.messages";
+/// Longest fallback chain a request may give.
+const MAX_FALLBACK_STEPS: usize = 3;
 
 /// A templated notice to deliver.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -308,9 +310,28 @@ fn validate(
     };
     let fallback = match request.fallback {
         Some(steps) => {
+            // A chain fans one request out to several sends: keep it short, and keep phone steps on the
+            // message's own number, so that a chain cannot reach numbers the limits never saw.
+            if steps.len() > MAX_FALLBACK_STEPS {
+                return Err(FieldError::new(
+                    "fallback",
+                    format!("may have at most {MAX_FALLBACK_STEPS} steps"),
+                ));
+            }
             let mut resolved = Vec::with_capacity(steps.len());
             for (i, step) in steps.into_iter().enumerate() {
                 let to = match step.to {
+                    Some(to) if step.channel.uses_phone_numbers() => {
+                        let number = Destination::parse(step.channel, &to)
+                            .map_err(|m| FieldError::new(format!("fallback[{i}].to"), m))?;
+                        if !request.channel.uses_phone_numbers() || number != destination {
+                            return Err(FieldError::new(
+                                format!("fallback[{i}].to"),
+                                "an sms or voice step goes to the message's own number; leave `to` out",
+                            ));
+                        }
+                        number
+                    }
                     Some(to) => Destination::parse(step.channel, &to)
                         .map_err(|m| FieldError::new(format!("fallback[{i}].to"), m))?,
                     None if step.channel.uses_phone_numbers()
