@@ -7,6 +7,7 @@ use crate::retention::Janitor;
 use crate::routes::{self, ApiState};
 use crate::templates::Templates;
 use actix_web::web;
+use reclaim_common::clock::Clock;
 use reclaim_common::http::{self, ServiceSpec};
 use reclaim_common::sealed::Keyring;
 use reclaim_common::settings::Environment;
@@ -27,7 +28,8 @@ use utoipa::{Modify, OpenApi};
         routes::messages::enqueue_message,
         routes::messages::get_message,
         routes::admin::reseal_storage,
-        routes::twilio_status::receive_twilio_status
+        routes::twilio_status::receive_twilio_status,
+        routes::kratos_courier::receive_kratos_courier
     ),
     modifiers(&BearerAuth)
 )]
@@ -70,6 +72,16 @@ impl Application {
     /// Binds `gateway.listen` (port 0 picks a free one), loads and checks the templates, builds the
     /// providers, and prepares routes and workers. A broken template stops here, naming its file.
     pub async fn build(settings: &Settings, db: Db, mode: RunMode) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, db, mode, Clock::system()).await
+    }
+
+    /// [`Application::build`] with the handlers deciding by `clock` (tests advance it past a dedupe window).
+    pub async fn build_with_clock(
+        settings: &Settings,
+        db: Db,
+        mode: RunMode,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
         let gateway = &settings.gateway;
         let templates = Arc::new(
             Templates::load(
@@ -104,6 +116,7 @@ impl Application {
             templates,
             metrics,
             keyring,
+            clock,
         });
         let spec = ServiceSpec {
             name: "gateway",

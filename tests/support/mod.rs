@@ -105,9 +105,10 @@ pub async fn spawn_app_in(mode: RunMode, customize: impl FnOnce(&mut Settings)) 
         reclaim_plugin::Application::build_with_clock(&settings, db.clone(), clock.clone())
             .await
             .expect("build plugin");
-    let gateway = reclaim_gateway::Application::build(&settings, db.clone(), mode)
-        .await
-        .expect("build gateway");
+    let gateway =
+        reclaim_gateway::Application::build_with_clock(&settings, db.clone(), mode, clock.clone())
+            .await
+            .expect("build gateway");
     let plugin_url = format!("http://127.0.0.1:{}", plugin.port());
     let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
     let delivery = gateway.delivery();

@@ -276,11 +276,7 @@ fn validate(
     let locale = request
         .locale
         .unwrap_or_else(|| settings.messages.default_locale.clone());
-    let well_formed = (2..=35).contains(&locale.len())
-        && locale.split('-').all(|part| {
-            (1..=8).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_alphanumeric())
-        });
-    if !well_formed {
+    if !crate::templates::is_well_formed_locale(&locale) {
         return Err(FieldError::new(
             "locale",
             "must be a BCP 47 tag such as en or es-MX",
@@ -342,23 +338,14 @@ fn validate(
             }
             resolved
         }
-        None => {
-            let configured = match request.channel {
-                Channel::Email => &settings.channels.email.fallback,
-                Channel::Sms => &settings.channels.sms.fallback,
-                Channel::Voice => &settings.channels.voice.fallback,
-            };
-            // A configured chain only applies where the template has a version for the next channel.
-            configured
-                .iter()
-                .filter_map(|name| Channel::parse(name))
-                .filter(|channel| templates.supports(&request.template, &locale, *channel))
-                .map(|channel| FallbackStep {
-                    channel,
-                    to: destination.as_str().to_string(),
-                })
-                .collect()
-        }
+        None => crate::fallback::configured(
+            &settings.channels,
+            templates,
+            &request.template,
+            &locale,
+            request.channel,
+            &destination,
+        ),
     };
     Ok(NewMessage {
         id,
