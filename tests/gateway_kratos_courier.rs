@@ -119,7 +119,12 @@ async fn kratos_email_payloads_arrive_through_the_smtp_server_with_their_code_or
     }
     app.delivery.drain().await.expect("drain");
     for id in &ids {
-        assert_eq!(get_message(&app, id).await["status"], "sent");
+        let message = get_message(&app, id).await;
+        assert_eq!(message["status"], "sent");
+        // Kratos's expires_in_minutes (60) bounds the message's life.
+        let lifetime = crate::gateway_messages::time(&message["expires_at"])
+            - crate::gateway_messages::time(&message["created_at"]);
+        assert_eq!(lifetime, Duration::minutes(60), "{message}");
     }
     let mail = server.messages();
     assert_eq!(mail.len(), cases.len());
@@ -296,6 +301,21 @@ async fn without_own_templates_kratos_subject_and_bodies_are_sent_as_rendered() 
 }
 
 #[tokio::test]
+async fn kratos_test_stub_is_sent_as_kratos_rendered_it_even_with_own_templates() {
+    let (app, dir) = courier_app(|_| {}).await;
+    let stub = json!({
+        "recipient": EMAIL, "subject": "stub subject", "body": "stub body", "message_type": "email",
+        "template_type": "stub", "template_data": {"to": EMAIL, "body": "stub body"}, "request_headers": {},
+    });
+    queue(&app, &stub).await;
+    app.delivery.drain().await.expect("drain");
+    let sent = delivered(dir.path());
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["content"]["subject"], "stub subject");
+    assert_eq!(sent[0]["content"]["text"], "stub body");
+}
+
+#[tokio::test]
 async fn wrong_or_missing_kratos_credentials_are_refused_with_401_and_nothing_is_queued() {
     let (app, _dir) = courier_app(|_| {}).await;
     let payload = contract("courier-email-recovery_code_valid.json");
@@ -405,6 +425,13 @@ async fn unmappable_payloads_are_refused_with_400_naming_the_field_and_nothing_i
             "template_data.transient_payload.delivery",
         ),
         (edit(&email, &|b| b["recipient"] = json!(42)), "recipient"),
+        (
+            edit(&sms, &|b| {
+                b["template_type"] = json!("verifiable_address_changed");
+                b["template_data"]["transient_payload"] = json!({"delivery": "voice"});
+            }),
+            "template_data.transient_payload.delivery",
+        ),
     ];
     for (body, field) in &cases {
         let response = post_courier(&app, body).await;
