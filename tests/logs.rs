@@ -36,19 +36,19 @@ const TWILIO_TOKEN: &str = "log-test-twilio-auth-token-Hn3";
 const TWILIO_FROM: &str = "+14155552671";
 
 /// `reclaim serve` in a child process; every line it writes is kept, and waiters are woken on each.
-struct Reclaim {
+pub(crate) struct Reclaim {
     child: Option<Child>,
     pid: u32,
     readers: Vec<std::thread::JoinHandle<()>>,
     lines: Arc<Mutex<Vec<String>>>,
     new_line: Arc<Notify>,
-    plugin: String,
-    gateway: String,
+    pub(crate) plugin: String,
+    pub(crate) gateway: String,
     _dir: tempfile::TempDir,
 }
 
 impl Reclaim {
-    async fn start(config: &str) -> Self {
+    pub(crate) async fn start(config: &str) -> Self {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("reclaim.toml");
         std::fs::write(&path, config).expect("write config");
@@ -118,7 +118,7 @@ impl Reclaim {
     }
 
     /// Waits until a line satisfies `wanted` (bounded by [`EVENT_BOUND`]); returns the first such line.
-    async fn wait_for(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+    pub(crate) async fn wait_for(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
         let deadline = tokio::time::Instant::now() + EVENT_BOUND;
         loop {
             let notified = self.new_line.notified();
@@ -152,7 +152,7 @@ impl Reclaim {
         }
     }
 
-    fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         self.lines.lock().expect("lock").clone()
     }
 
@@ -165,12 +165,12 @@ impl Reclaim {
         assert!(status.success());
     }
 
-    fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         self.signal("-TERM");
     }
 
     /// Waits (bounded) for the process to exit and for its last lines to be read.
-    async fn exit(&mut self) -> ExitStatus {
+    pub(crate) async fn exit(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         let readers = std::mem::take(&mut self.readers);
         let waiting = tokio::task::spawn_blocking(move || {

@@ -340,6 +340,22 @@ pub fn forget_scope(conn: &mut AnyConnection, scope: &str) -> Result<usize, DbEr
     Ok(diesel::delete(dsl::idempotency_keys.filter(dsl::scope.eq(scope))).execute(conn)?)
 }
 
+/// Forgets the request's answer when it was first given before `before`, so that a key remembered only for
+/// a window (the Kratos courier's dedupe window) counts as new after it. Call it before [`claim`], in the
+/// same transaction.
+pub fn forget_if_older(
+    conn: &mut AnyConnection,
+    request: &Request,
+    before: NaiveDateTime,
+) -> Result<usize, DbError> {
+    Ok(diesel::delete(
+        this(request)
+            .filter(dsl::status_code.ne(PENDING))
+            .filter(dsl::created_at.lt(before)),
+    )
+    .execute(conn)?)
+}
+
 /// Forgets answers older than `before`.
 pub fn prune(conn: &mut AnyConnection, before: NaiveDateTime) -> Result<usize, DbError> {
     Ok(diesel::delete(dsl::idempotency_keys.filter(dsl::created_at.lt(before))).execute(conn)?)
@@ -437,6 +453,24 @@ mod tests {
             .await
             .expect("claims");
         assert_eq!(outcome, (Claim::Claimed, Claim::Claimed));
+    }
+
+    #[tokio::test]
+    async fn an_answer_older_than_a_window_is_forgotten_and_a_newer_one_kept() {
+        let (_dir, db) = test_sqlite();
+        let now = chrono::Utc::now().naive_utc();
+        let outcome = db
+            .run(move |conn| {
+                claim(conn, &request(b"a"), now)?;
+                complete(conn, &request(b"a"), 202, "{}")?;
+                let kept = forget_if_older(conn, &request(b"a"), now)?;
+                let forgotten =
+                    forget_if_older(conn, &request(b"a"), now + chrono::Duration::seconds(1))?;
+                Ok((kept, forgotten, claim(conn, &request(b"a"), now)?))
+            })
+            .await
+            .expect("forget");
+        assert_eq!(outcome, (0, 1, Claim::Claimed));
     }
 
     #[test]

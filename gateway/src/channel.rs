@@ -1,6 +1,5 @@
 //! The ways a message can reach a person.
 
-use reclaim_common::settings::{ChannelSettings, ChannelsSettings};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -24,15 +23,6 @@ impl Channel {
 
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.as_str() == text)
-    }
-
-    /// This channel's section of `gateway.channels`.
-    pub fn settings(self, channels: &ChannelsSettings) -> &ChannelSettings {
-        match self {
-            Channel::Email => &channels.email,
-            Channel::Sms => &channels.sms,
-            Channel::Voice => &channels.voice,
-        }
     }
 
     /// SMS and voice share phone numbers; email has addresses.

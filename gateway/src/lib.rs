@@ -2,13 +2,17 @@
 //!
 //! What lives here: the outbox (`outbox`, `schema`), the delivery worker (`delivery`, `retry`), the
 //! retention janitor (`retention`), providers (`providers`), templates (`templates`), destination validation
-//! (`address`), verifications (`verifications`: codes and links with a lifecycle), the HTTP handlers (`routes`) and metrics (`metrics`). The service is built by
+//! (`address`), configured fallback chains (`fallback`), verifications (`verifications`: codes and links with
+//! a lifecycle), identity provider couriers (`kratos`), the HTTP handlers (`routes`) and metrics (`metrics`).
+//! The service is built by
 //! [`Application::build`] and served by
 //! [`Application::run_until_stopped`].
 
 pub mod address;
 pub mod channel;
 pub mod delivery;
+pub mod fallback;
+pub mod kratos;
 pub mod metrics;
 pub mod outbox;
 pub mod providers;

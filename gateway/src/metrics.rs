@@ -25,6 +25,9 @@ pub struct GatewayMetrics {
     pub worker_restarts: IntCounter,
     /// Rows deleted by the retention janitor, by kind (`messages`, `idempotency_records`, `verifications`).
     pub retention_deleted: IntCounterVec,
+    /// Kratos courier calls by template type (`unknown` before it is read) and outcome (`queued`,
+    /// `duplicate`, `refused`, `invalid`).
+    pub kratos_courier: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -69,6 +72,14 @@ impl GatewayMetrics {
             ),
             &["kind"],
         )?;
+        let kratos_courier = IntCounterVec::new(
+            Opts::new(
+                "reclaim_gateway_kratos_courier_total",
+                "Kratos courier calls by template type and outcome",
+            ),
+            &["template_type", "outcome"],
+        )?;
+        registry.register(Box::new(kratos_courier.clone()))?;
         registry.register(Box::new(messages.clone()))?;
         registry.register(Box::new(worker_restarts.clone()))?;
         registry.register(Box::new(retention_deleted.clone()))?;
@@ -83,6 +94,7 @@ impl GatewayMetrics {
             fallbacks,
             worker_restarts,
             retention_deleted,
+            kratos_courier,
         })
     }
 

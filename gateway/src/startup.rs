@@ -34,7 +34,8 @@ use utoipa::{Modify, OpenApi};
         routes::verifications::show_verification,
         routes::verifications::resend_verification,
         routes::verifications::check_verification,
-        routes::verifications::cancel_verification
+        routes::verifications::cancel_verification,
+        routes::kratos_courier::receive_kratos_courier
     ),
     modifiers(&BearerAuth)
 )]
@@ -80,8 +81,8 @@ impl Application {
         Self::build_with_clock(settings, db, mode, Clock::system()).await
     }
 
-    /// Like [`Application::build`], deciding verification lifetimes and resend intervals by `clock` (tests
-    /// move it forward instead of sleeping).
+    /// Like [`Application::build`], with the handlers deciding by `clock` (verification lifetimes and resend
+    /// intervals, the courier's dedupe window): tests move it forward instead of sleeping.
     pub async fn build_with_clock(
         settings: &Settings,
         db: Db,
@@ -121,7 +122,7 @@ impl Application {
             keyring.clone(),
             templates.clone(),
             gateway.clone(),
-            clock,
+            clock.clone(),
         ));
         let janitor = Janitor::new(db.clone(), gateway.retention.clone(), metrics.clone());
         let state = web::Data::new(ApiState {
@@ -129,6 +130,7 @@ impl Application {
             templates,
             metrics,
             keyring,
+            clock,
         });
         let spec = ServiceSpec {
             name: "gateway",

@@ -1,6 +1,9 @@
 //! Message templates: `<templates_dir>/<template>/<locale>.toml`, each holding the parts of the channels the
 //! template supports (`subject`, `text`, `html` for email; `sms`; `voice` and `voice_outro`), written for
 //! minijinja. All are compiled at start-up so a broken file stops the service with its name.
+//!
+//! One template is built in: [`PASS_THROUGH`], a message an identity provider rendered itself (Kratos's
+//! courier with `gateway.kratos.use_own_templates = false`). Its data holds the finished parts.
 
 use crate::channel::Channel;
 use crate::providers::Content;
@@ -43,6 +46,21 @@ pub struct Templates {
     /// template → locale → parts present.
     index: BTreeMap<String, BTreeMap<String, BTreeSet<&'static str>>>,
     default_locale: String,
+}
+
+/// The built-in template of messages rendered by the identity provider: data `subject`, `text`, `html`
+/// (optional) for email, `sms` for SMS; no voice. Its name holds a `/`, which no template folder's name can,
+/// and it is not in [`Templates::names`], so the messages API cannot pick it: only the courier adapters,
+/// whose callers authenticated as the identity provider, send what they rendered.
+pub const PASS_THROUGH: &str = "idp/rendered";
+
+/// Whether `locale` looks like a BCP 47 tag (`en`, `es-MX`): 2 to 35 characters, alphanumeric subtags of 1
+/// to 8 separated by `-`.
+pub fn is_well_formed_locale(locale: &str) -> bool {
+    (2..=35).contains(&locale.len())
+        && locale.split('-').all(|part| {
+            (1..=8).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
 }
 
 const PARTS: [&str; 6] = ["subject", "text", "html", "sms", "voice", "voice_outro"];
@@ -150,29 +168,12 @@ impl Templates {
     }
 
     pub fn supports(&self, template: &str, locale: &str, channel: Channel) -> bool {
+        if template == PASS_THROUGH {
+            return channel != Channel::Voice;
+        }
         self.resolve_locale(template, locale)
             .and_then(|l| self.index.get(template).and_then(|m| m.get(&l)).cloned())
             .is_some_and(|parts| parts.contains(main_part(channel)))
-    }
-
-    /// The configured fallback chain of a channel (`gateway.channels.<channel>.fallback`), keeping only the
-    /// channels this template has a version for; every step goes to the same destination.
-    pub fn fallback_chain(
-        &self,
-        configured: &[String],
-        template: &str,
-        locale: &str,
-        destination: &str,
-    ) -> Vec<crate::outbox::FallbackStep> {
-        configured
-            .iter()
-            .filter_map(|name| Channel::parse(name))
-            .filter(|channel| self.supports(template, locale, *channel))
-            .map(|channel| crate::outbox::FallbackStep {
-                channel,
-                to: destination.to_string(),
-            })
-            .collect()
     }
 
     /// Renders the message for `channel`; missing variables are named as `data.<name>`.
@@ -183,6 +184,9 @@ impl Templates {
         channel: Channel,
         data: &Value,
     ) -> Result<Content, RenderError> {
+        if template == PASS_THROUGH {
+            return pass_through(channel, data);
+        }
         let Some(locales) = self.index.get(template) else {
             return Err(RenderError {
                 field: "template".into(),
@@ -243,6 +247,37 @@ impl Templates {
     }
 }
 
+/// A message as the identity provider rendered it. The HTML is sent as it came: it is the provider's own
+/// rendering (Kratos escapes the values it puts in), from a caller that authenticated as the provider, and
+/// escaping it again would show the markup to the reader.
+fn pass_through(channel: Channel, data: &Value) -> Result<Content, RenderError> {
+    let text = |name: &str| -> Result<String, RenderError> {
+        match data.get(name) {
+            Some(Value::String(value)) if !value.trim().is_empty() => Ok(value.clone()),
+            _ => Err(RenderError {
+                field: format!("data.{name}"),
+                message: "is required for a message rendered by the identity provider".into(),
+            }),
+        }
+    };
+    match channel {
+        Channel::Email => Ok(Content::Email {
+            subject: text("subject")?.trim().to_string(),
+            text: text("text")?,
+            html: text("html").ok(),
+        }),
+        Channel::Sms => Ok(Content::Sms {
+            body: text("sms")?.trim().to_string(),
+        }),
+        Channel::Voice => Err(RenderError {
+            field: "channel".into(),
+            message: "a message rendered by the identity provider cannot be read out; calls need our own \
+                      template"
+                .into(),
+        }),
+    }
+}
+
 /// The first variable (by name) that the template needs and `data` lacks. Templates may test optional
 /// variables with `is defined`, so a variable counts as required only if rendering still fails when every
 /// other missing one is supplied.
@@ -283,19 +318,6 @@ fn spoken_digits(data: &Value) -> Option<String> {
     (!code.is_empty() && code.bytes().all(|b| b.is_ascii_digit())).then_some(code)
 }
 
-/// Checks a requested locale: a BCP 47 tag such as `en` or `es-MX` (letters and digits in parts of 1 to 8).
-pub fn check_locale(locale: &str) -> Result<(), &'static str> {
-    let well_formed = (2..=35).contains(&locale.len())
-        && locale.split('-').all(|part| {
-            (1..=8).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_alphanumeric())
-        });
-    if well_formed {
-        Ok(())
-    } else {
-        Err("must be a BCP 47 tag such as en or es-MX")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +339,11 @@ mod tests {
             "recovery_link",
             "verification_code",
             "password_changed",
+            "registration_code",
+            "recovery_no_account",
+            "verification_no_account",
+            "address_changed",
+            "authenticator_added",
         ] {
             assert_eq!(
                 templates.resolve_locale(name, "es").as_deref(),
@@ -375,6 +402,37 @@ mod tests {
         };
         assert!(html.contains("&lt;2&gt;"), "{html}");
         assert!(text.contains("https://x.test/?a=1&b=<2>"), "{text}");
+    }
+
+    #[test]
+    fn a_message_rendered_by_the_provider_is_sent_as_it_came() {
+        let templates = shipped();
+        let data =
+            json!({"subject": "Code 1", "text": "a & b", "html": "<p>a &amp; b</p>", "sms": "1 "});
+        let email = templates
+            .render(PASS_THROUGH, "en", Channel::Email, &data)
+            .expect("email");
+        assert_eq!(
+            email,
+            Content::Email {
+                subject: "Code 1".into(),
+                text: "a & b".into(),
+                html: Some("<p>a &amp; b</p>".into()),
+            }
+        );
+        assert!(matches!(
+            templates.render(PASS_THROUGH, "en", Channel::Sms, &data),
+            Ok(Content::Sms { body }) if body == "1"
+        ));
+        assert!(templates
+            .render(PASS_THROUGH, "en", Channel::Voice, &data)
+            .is_err());
+        assert!(!templates.names().any(|n| n == PASS_THROUGH));
+        let missing = templates
+            .render(PASS_THROUGH, "en", Channel::Email, &json!({"text": "x"}))
+            .err()
+            .map(|e| e.field);
+        assert_eq!(missing.as_deref(), Some("data.subject"));
     }
 
     #[test]

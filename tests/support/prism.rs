@@ -102,3 +102,100 @@ impl Drop for Prism {
         let _ = self.child.wait();
     }
 }
+
+/// Prism behind a recorder: each request is kept and forwarded to Prism as it came, and Prism's answer goes
+/// back as it came, so a test sees what the gateway sent while Twilio's spec still judges it.
+pub struct RecordingPrism {
+    pub url: String,
+    pub prism: Prism,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<super::twilio_faults::Recorded>>>,
+}
+
+struct Forward {
+    to: String,
+    client: reqwest::Client,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<super::twilio_faults::Recorded>>>,
+}
+
+impl RecordingPrism {
+    pub async fn start() -> RecordingPrism {
+        use actix_web::{web, App, HttpServer};
+        let prism = Prism::start_twilio();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let forward = web::Data::new(Forward {
+            to: prism.url.clone(),
+            client: reqwest::Client::new(),
+            requests: requests.clone(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(forward.clone())
+                .default_service(web::to(forward_to_prism))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .expect("bind the recorder");
+        let port = server.addrs()[0].port();
+        tokio::spawn(server.run());
+        RecordingPrism {
+            url: format!("http://127.0.0.1:{port}"),
+            prism,
+            requests,
+        }
+    }
+
+    /// What the gateway sent, oldest first.
+    pub fn requests(&self) -> Vec<super::twilio_faults::Recorded> {
+        self.requests.lock().expect("lock").clone()
+    }
+}
+
+async fn forward_to_prism(
+    request: actix_web::HttpRequest,
+    body: actix_web::web::Bytes,
+    forward: actix_web::web::Data<Forward>,
+) -> actix_web::HttpResponse {
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
+    forward
+        .requests
+        .lock()
+        .expect("lock")
+        .push(super::twilio_faults::Recorded {
+            method: request.method().to_string(),
+            path: path.clone(),
+            headers: headers.clone(),
+            form: url::form_urlencoded::parse(&body).into_owned().collect(),
+        });
+    let method = reqwest::Method::from_bytes(request.method().as_str().as_bytes()).expect("method");
+    let mut outgoing = forward
+        .client
+        .request(method, format!("{}{path}", forward.to))
+        .body(body.to_vec());
+    for (name, value) in &headers {
+        if !name.eq_ignore_ascii_case("host") && !name.eq_ignore_ascii_case("content-length") {
+            outgoing = outgoing.header(name, value);
+        }
+    }
+    let answer = outgoing.send().await.expect("Prism answers");
+    let status = actix_web::http::StatusCode::from_u16(answer.status().as_u16()).expect("status");
+    let content_type = answer
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let bytes = answer.bytes().await.expect("Prism's body");
+    actix_web::HttpResponse::build(status)
+        .content_type(content_type)
+        .body(bytes.to_vec())
+}

@@ -1,13 +1,15 @@
 //! Authentication of API callers and webhook senders. Secrets are compared in constant time and the raw
 //! body is verified before it is parsed.
 //!
-//! `mod.rs` holds the header schemes (bearer, API key, Basic) and [`require_bearer`], the middleware that
-//! guards a scope with its own tokens; signature schemes live one per file.
+//! `mod.rs` holds the header schemes (bearer, API key, Basic), [`require_bearer`], the middleware that
+//! guards a scope with its own tokens, and [`HookCredentials`], what an IdP's hook calls must carry (Kratos
+//! web hooks and courier: an API key header or Basic); signature schemes live one per file.
 
 pub mod twilio;
 
 use crate::json::error_response;
 use crate::secret::{constant_time_eq, Secret};
+use crate::settings::KratosAuth;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
@@ -105,6 +107,29 @@ pub fn check_basic(headers: &HeaderMap, user: &str, password: &Secret) -> Result
         Ok(())
     } else {
         Err(AuthError::Wrong)
+    }
+}
+
+/// What an IdP's hook calls must carry, as its `request_config.auth` can send it (Kratos: `api_key` in a
+/// header, or `basic_auth`). Built from a settings section (`plugin.kratos`, `gateway.kratos`).
+#[derive(Clone, Debug)]
+pub struct HookCredentials {
+    pub scheme: KratosAuth,
+    /// Header carrying the API key.
+    pub api_key_header: String,
+    /// Accepted keys; none = every call is refused.
+    pub api_keys: Vec<Secret>,
+    pub basic_user: String,
+    pub basic_password: Secret,
+}
+
+impl HookCredentials {
+    /// Checks the request's credentials by the configured scheme, in constant time.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), AuthError> {
+        match self.scheme {
+            KratosAuth::ApiKey => check_api_key(headers, &self.api_key_header, &self.api_keys),
+            KratosAuth::Basic => check_basic(headers, &self.basic_user, &self.basic_password),
+        }
     }
 }
 

@@ -1,9 +1,10 @@
 //! The `[gateway]` section: the code and notice delivery service.
 
 use super::{
-    check_listen, check_range, AdminSettings, ApiSettings, Environment, Problem, StorageSettings,
-    TwilioSettings, VerificationSettings, MAX_TIMEOUT_MS,
+    check_listen, check_range, AdminSettings, ApiSettings, Environment, KratosAuth, Problem,
+    StorageSettings, TwilioSettings, VerificationSettings, MAX_TIMEOUT_MS,
 };
+use crate::auth::HookCredentials;
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,8 @@ pub struct GatewaySettings {
     /// The Twilio REST client used by the SMS and voice channels.
     pub twilio: TwilioSettings,
     pub verifications: VerificationSettings,
+    /// Kratos's HTTP courier (`POST /hooks/kratos/courier`).
+    pub kratos: CourierKratosSettings,
 }
 
 impl Default for GatewaySettings {
@@ -50,6 +53,85 @@ impl Default for GatewaySettings {
             file: FileProviderSettings::default(),
             twilio: TwilioSettings::default(),
             verifications: VerificationSettings::default(),
+            kratos: CourierKratosSettings::default(),
+        }
+    }
+}
+
+/// The `[gateway.kratos]` section: how Kratos's courier authenticates to `/hooks/kratos/courier` and what is
+/// sent for its messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CourierKratosSettings {
+    /// How Kratos authenticates (its `request_config.auth`): `api_key` (a header) or `basic` (HTTP Basic).
+    pub auth: KratosAuth,
+    /// Header carrying the API key (Kratos `auth.config.name` with `in: header`).
+    pub api_key_header: String,
+    /// Accepted API keys (several, so keys can be rotated); empty = every courier call is refused with 401.
+    /// Secret: also as api_keys_file.
+    pub api_keys: Vec<Secret>,
+    /// User for `auth = "basic"`.
+    pub basic_user: String,
+    /// Password for `auth = "basic"`. Secret: also as basic_password_file.
+    pub basic_password: Secret,
+    /// Send our own templates (`gateway.templates_dir`) for the Kratos template types we have one for; false =
+    /// send the subject and body Kratos rendered. Voice calls always use our own templates.
+    pub use_own_templates: bool,
+    /// A courier call with the same recipient, template type and code (or link, or body) as one queued this
+    /// recently is Kratos retrying it: answered 2xx, nothing queued. At most
+    /// `gateway.retention.idempotency_hours`.
+    pub dedupe_window_seconds: u64,
+}
+
+impl Default for CourierKratosSettings {
+    fn default() -> Self {
+        Self {
+            auth: KratosAuth::ApiKey,
+            api_key_header: "X-Reclaim-Key".into(),
+            api_keys: Vec::new(),
+            basic_user: "kratos".into(),
+            basic_password: Secret::default(),
+            use_own_templates: true,
+            dedupe_window_seconds: 3_600,
+        }
+    }
+}
+
+impl CourierKratosSettings {
+    /// The credentials Kratos's courier must present.
+    pub fn credentials(&self) -> HookCredentials {
+        HookCredentials {
+            scheme: self.auth,
+            api_key_header: self.api_key_header.clone(),
+            api_keys: self.api_keys.clone(),
+            basic_user: self.basic_user.clone(),
+            basic_password: self.basic_password.clone(),
+        }
+    }
+
+    fn validate(&self, retention: &RetentionSettings, problems: &mut Vec<Problem>) {
+        if actix_web::http::header::HeaderName::from_bytes(self.api_key_header.as_bytes()).is_err()
+        {
+            problems.push(Problem::new(
+                "gateway.kratos.api_key_header",
+                "is not a valid header name",
+            ));
+        }
+        if self.auth == KratosAuth::Basic && self.basic_password.is_empty() {
+            problems.push(Problem::new(
+                "gateway.kratos.basic_password",
+                "is required when auth = \"basic\"",
+            ));
+        }
+        // The dedupe record is an idempotency record: the janitor deletes it after idempotency_hours.
+        let longest = u64::from(retention.idempotency_hours) * 3_600;
+        if self.dedupe_window_seconds == 0 || self.dedupe_window_seconds > longest {
+            problems.push(Problem::new(
+                "gateway.kratos.dedupe_window_seconds",
+                format!(
+                    "must be between 1 and {longest} (gateway.retention.idempotency_hours, in seconds)"
+                ),
+            ));
         }
     }
 }
@@ -479,6 +561,7 @@ impl GatewaySettings {
         }
         self.twilio.validate(environment, problems);
         self.verifications.validate(problems);
+        self.kratos.validate(&self.retention, problems);
         let sms_twilio = self.channels.sms.provider == ProviderKind::Twilio;
         let voice_twilio = self.channels.voice.provider == ProviderKind::Twilio;
         if sms_twilio {
@@ -550,6 +633,24 @@ mod tests {
             vec!["gateway.smtp.ca_file".to_string()]
         );
         assert!(problems(json!({"gateway": {"smtp": {"ca_file": "ca.pem"}}})).is_empty());
+    }
+
+    #[test]
+    fn kratos_courier_keys_are_checked() {
+        assert_eq!(
+            problems(json!({"gateway": {"kratos": {
+                "auth": "basic", "api_key_header": "bad header", "dedupe_window_seconds": 90000,
+            }}})),
+            vec![
+                "gateway.kratos.api_key_header".to_string(),
+                "gateway.kratos.basic_password".to_string(),
+                "gateway.kratos.dedupe_window_seconds".to_string(),
+            ]
+        );
+        assert!(problems(json!({"gateway": {
+            "kratos": {"dedupe_window_seconds": 90000}, "retention": {"idempotency_hours": 25},
+        }}))
+        .is_empty());
     }
 
     #[test]

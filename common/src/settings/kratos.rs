@@ -127,6 +127,17 @@ impl Default for KratosOnError {
 }
 
 impl KratosSettings {
+    /// The credentials Kratos's web hooks must present.
+    pub fn credentials(&self) -> crate::auth::HookCredentials {
+        crate::auth::HookCredentials {
+            scheme: self.auth,
+            api_key_header: self.api_key_header.clone(),
+            api_keys: self.api_keys.clone(),
+            basic_user: self.basic_user.clone(),
+            basic_password: self.basic_password.clone(),
+        }
+    }
+
     pub(crate) fn validate(&self, environment: Environment, problems: &mut Vec<Problem>) {
         check_range(
             "plugin.kratos.admin_timeout_ms",

@@ -278,7 +278,12 @@ fn validate(
     let locale = request
         .locale
         .unwrap_or_else(|| settings.messages.default_locale.clone());
-    crate::templates::check_locale(&locale).map_err(|m| FieldError::new("locale", m))?;
+    if !crate::templates::is_well_formed_locale(&locale) {
+        return Err(FieldError::new(
+            "locale",
+            "must be a BCP 47 tag such as en or es-MX",
+        ));
+    }
     let data = serde_json::Value::Object(request.data);
     let render = |channel: Channel, prefix: &str| {
         templates
@@ -354,15 +359,14 @@ fn validate(
             }
             resolved
         }
-        None => {
-            // A configured chain only applies where the template has a version for the next channel.
-            templates.fallback_chain(
-                &request.channel.settings(&settings.channels).fallback,
-                &request.template,
-                &locale,
-                destination.as_str(),
-            )
-        }
+        None => crate::fallback::configured(
+            &settings.channels,
+            templates,
+            &request.template,
+            &locale,
+            request.channel,
+            &destination,
+        ),
     };
     Ok(NewMessage {
         id,

@@ -1,7 +1,9 @@
 //! HTTP handlers: the messages API (`/v1/messages`, `gateway.api.tokens`), operator actions (`/admin`,
-//! `gateway.admin.tokens`) and provider callbacks (`/providers/...`, signed by the provider).
+//! `gateway.admin.tokens`), identity provider couriers (`/hooks/kratos/courier`, Kratos's own credentials,
+//! `gateway.kratos`) and provider callbacks (`/providers/...`, signed by the provider).
 
 pub mod admin;
+pub mod kratos_courier;
 pub mod messages;
 pub mod twilio_status;
 pub mod verifications;
@@ -11,6 +13,7 @@ use crate::templates::Templates;
 use actix_web::middleware::from_fn;
 use actix_web::web;
 use reclaim_common::auth::{require_bearer, BearerTokens};
+use reclaim_common::clock::Clock;
 use reclaim_common::sealed::Keyring;
 use reclaim_common::settings::GatewaySettings;
 use std::sync::Arc;
@@ -22,6 +25,8 @@ pub struct ApiState {
     pub metrics: GatewayMetrics,
     /// Seals message data before it is stored.
     pub keyring: Keyring,
+    /// The time handlers decide by (tests move it past a dedupe window).
+    pub clock: Clock,
 }
 
 /// Mounts the routes. The bearer token is checked before any body is read.
@@ -58,6 +63,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &GatewaySettings) {
             .app_data(web::Data::new(BearerTokens(settings.admin.tokens.clone())))
             .wrap(from_fn(require_bearer))
             .route("/storage/reseal", web::post().to(admin::reseal_storage)),
+    )
+    // Kratos authenticates with its own key or Basic credentials, checked by the handler.
+    .route(
+        "/hooks/kratos/courier",
+        web::post().to(kratos_courier::receive_kratos_courier),
     )
     .route(
         "/providers/twilio/status",

@@ -125,7 +125,12 @@ fn validate(
     let destination =
         Destination::parse(request.channel, &request.to).map_err(|m| FieldError::new("to", m))?;
     let locale = request.locale.unwrap_or_else(|| default_locale.to_string());
-    crate::templates::check_locale(&locale).map_err(|m| FieldError::new("locale", m))?;
+    if !crate::templates::is_well_formed_locale(&locale) {
+        return Err(FieldError::new(
+            "locale",
+            "must be a BCP 47 tag such as en or es-MX",
+        ));
+    }
     let link_url = match request.link_url {
         None => None,
         Some(text) => match url::Url::parse(&text) {

@@ -246,15 +246,19 @@ impl Verifications {
                 Kind::Link => serde_json::json!({ "link": link(row, secret) }),
             };
             let id = uuid::Uuid::now_v7().to_string();
+            let destination = Destination::parse(channel, &row.destination)
+                .map_err(|e| DbError::Task(format!("the verification's destination: {e}")))?;
             let message = NewMessage {
                 id: id.clone(),
                 channel: channel.as_str().into(),
                 destination: row.destination.clone(),
-                fallback: serde_json::to_string(&self.templates.fallback_chain(
-                    &channel.settings(&self.settings.channels).fallback,
+                fallback: serde_json::to_string(&crate::fallback::configured(
+                    &self.settings.channels,
+                    &self.templates,
                     &template,
                     &row.locale,
-                    &row.destination,
+                    channel,
+                    &destination,
                 ))
                 .unwrap_or_else(|_| "[]".into()),
                 template,

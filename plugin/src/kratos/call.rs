@@ -8,9 +8,9 @@ use crate::identity::{Identity, IdentityId};
 use crate::policy::Locale;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
-use reclaim_common::auth::{self, AuthError};
+use reclaim_common::auth::AuthError;
 use reclaim_common::idempotency::IdempotencyKey;
-use reclaim_common::settings::{KratosAuth, KratosSettings};
+use reclaim_common::settings::KratosSettings;
 use serde_json::Value;
 
 /// Kratos's idempotency header.
@@ -62,16 +62,7 @@ pub(super) struct Call {
 
 /// Kratos's credentials on a hook request, as `plugin.kratos.auth` says (compared in constant time).
 pub(super) fn authenticate(req: &HttpRequest, settings: &KratosSettings) -> Result<(), AuthError> {
-    match settings.auth {
-        KratosAuth::ApiKey => {
-            auth::check_api_key(req.headers(), &settings.api_key_header, &settings.api_keys)
-        }
-        KratosAuth::Basic => auth::check_basic(
-            req.headers(),
-            &settings.basic_user,
-            &settings.basic_password,
-        ),
-    }
+    settings.credentials().check(req.headers())
 }
 
 /// Authenticates and parses a hook call; messages default to `fallback` when neither the body nor the request
