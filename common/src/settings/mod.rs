@@ -9,12 +9,14 @@
 
 mod gateway;
 mod kratos;
+mod limits;
 mod load;
 mod plugin;
 mod twilio;
 
 pub use gateway::*;
 pub use kratos::*;
+pub use limits::*;
 pub use load::{env_var_for, from_value, load, ConfigError, Problem};
 pub use plugin::*;
 pub use twilio::*;
