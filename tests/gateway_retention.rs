@@ -79,7 +79,8 @@ async fn the_janitor_deletes_what_is_past_its_retention_and_never_a_live_message
             .expect("run"),
         Swept {
             messages: 0,
-            idempotency_records: 1
+            idempotency_records: 1,
+            limit_records: 0,
         }
     );
     assert_eq!(
@@ -90,7 +91,8 @@ async fn the_janitor_deletes_what_is_past_its_retention_and_never_a_live_message
         janitor.run_once(at(Duration::days(31))).await.expect("run"),
         Swept {
             messages: 3,
-            idempotency_records: 0
+            idempotency_records: 0,
+            limit_records: 0,
         }
     );
     assert_eq!(count_messages(&app), 1);

@@ -263,7 +263,8 @@ impl Keyring {
     /// `context`. Compared in constant time; a digest under an unknown key matches nothing.
     pub fn digest_matches(&self, context: &str, value: &[u8], stored: &str) -> bool {
         let mut parts = stored.splitn(3, ':');
-        let (Some(DIGEST_VERSION), Some(id), Some(data)) = (parts.next(), parts.next(), parts.next())
+        let (Some(DIGEST_VERSION), Some(id), Some(data)) =
+            (parts.next(), parts.next(), parts.next())
         else {
             return false;
         };
@@ -392,7 +393,9 @@ mod tests {
         assert!(!other.digest_matches("verification.code:1", b"123456", &digest));
         let rotated = Keyring::from_entries(&[entry("k1", 1), entry("k2", 3)]).expect("rotated");
         assert!(rotated.digest_matches("verification.code:1", b"123456", &digest));
-        assert!(rotated.digest("verification.code:1", b"123456").starts_with("d1:k2:"));
+        assert!(rotated
+            .digest("verification.code:1", b"123456")
+            .starts_with("d1:k2:"));
         for garbage in ["", "d1", "d1:k1", "d1:k1:!!", "v1:k1:AAAA", "d1:nokey:AAAA"] {
             assert!(!ring.digest_matches("c", b"x", garbage), "{garbage}");
         }

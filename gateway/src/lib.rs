@@ -9,6 +9,7 @@
 pub mod address;
 pub mod channel;
 pub mod delivery;
+pub mod limits;
 pub mod metrics;
 pub mod outbox;
 pub mod providers;

@@ -1,10 +1,11 @@
 //! The retention janitor: deletes finished messages (with their attempts) after
-//! `gateway.retention.message_days` and idempotency records after `gateway.retention.idempotency_hours`,
+//! `gateway.retention.message_days`, idempotency records after `gateway.retention.idempotency_hours` and
+//! abuse-limit records once no limit counts them (each carries its own expiry: its scope's longest window),
 //! every `gateway.retention.interval_seconds`, and counts what it deleted. [`Janitor::run_once`] takes the
 //! clock as an argument so tests reach "30 days later" without waiting.
 
 use crate::metrics::GatewayMetrics;
-use crate::outbox;
+use crate::{limits, outbox};
 use chrono::{DateTime, TimeDelta, Utc};
 use reclaim_common::settings::RetentionSettings;
 use reclaim_common::shutdown::Shutdown;
@@ -16,6 +17,7 @@ use std::time::Duration;
 pub struct Swept {
     pub messages: usize,
     pub idempotency_records: usize,
+    pub limit_records: usize,
 }
 
 #[derive(Clone)]
@@ -46,6 +48,7 @@ impl Janitor {
                 Ok::<_, reclaim_common::db::DbError>(Swept {
                     messages: outbox::delete_finished(conn, messages_before)?,
                     idempotency_records: idempotency::prune(conn, records_before)?,
+                    limit_records: limits::prune(conn, now.naive_utc())?,
                 })
             })
             .await?;
@@ -56,6 +59,9 @@ impl Janitor {
         deleted
             .with_label_values(&["idempotency_records"])
             .inc_by(swept.idempotency_records as u64);
+        deleted
+            .with_label_values(&["limit_records"])
+            .inc_by(swept.limit_records as u64);
         Ok(swept)
     }
 
@@ -68,6 +74,7 @@ impl Janitor {
                     Ok(swept) => tracing::info!(
                         retention.messages = swept.messages,
                         retention.idempotency_records = swept.idempotency_records,
+                        retention.limit_records = swept.limit_records,
                         "retention janitor ran"
                     ),
                     // The next run tries again; nothing is lost by waiting.

@@ -1,4 +1,5 @@
-//! The gateway's tables (migrations `2026-11-22-0002NN_*` and `2026-11-29-000501_delivery_steps`).
+//! The gateway's tables (migrations `2026-11-22-0002NN_*`, `2026-11-29-000501_delivery_steps` and
+//! `2026-11-29-001001_send_limits`).
 
 diesel::table! {
     gateway_messages (id) {
@@ -42,5 +43,16 @@ diesel::table! {
         provider_message_id -> Nullable<Text>,
         latency_ms -> BigInt,
         started_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Sends counted by the abuse limits (migration `2026-11-29-001001_send_limits`).
+    gateway_limit_sends (id) {
+        id -> Text,
+        scope -> Text,
+        key_digest -> Text,
+        sent_at -> Timestamp,
+        expires_at -> Timestamp,
     }
 }

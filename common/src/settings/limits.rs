@@ -238,7 +238,12 @@ impl SmsSettings {
                 ));
             }
         }
-        check_range("gateway.sms.prefix_digits", self.prefix_digits, 1..=15, problems);
+        check_range(
+            "gateway.sms.prefix_digits",
+            self.prefix_digits,
+            1..=15,
+            problems,
+        );
         check_range(
             "gateway.sms.prefix_max_sends_per_hour",
             self.prefix_max_sends_per_hour,
@@ -305,9 +310,10 @@ mod tests {
                 "gateway.sms.prefix_digits".to_string(),
             ]
         );
-        let unknown_type = from_value(json!({"gateway": {"sms": {"refused_number_types": ["landline"]}}}))
-            .err()
-            .map(|e| e.problems.into_iter().map(|p| p.key).collect::<Vec<_>>());
+        let unknown_type =
+            from_value(json!({"gateway": {"sms": {"refused_number_types": ["landline"]}}}))
+                .err()
+                .map(|e| e.problems.into_iter().map(|p| p.key).collect::<Vec<_>>());
         assert_eq!(
             unknown_type,
             Some(vec!["gateway.sms.refused_number_types[0]".to_string()])
