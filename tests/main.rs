@@ -6,6 +6,7 @@ mod support;
 mod gateway_bench;
 mod gateway_callbacks;
 mod gateway_crash;
+mod gateway_limits;
 mod gateway_messages;
 mod gateway_retention;
 mod gateway_retries;
