@@ -10,12 +10,26 @@ const MAX_WINDOW_SECONDS: u64 = 30 * 24 * 3600;
 /// Most sends any limit may allow per window.
 const MAX_SENDS: u32 = 1_000_000;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSettings {
+    /// Most steps in a fallback chain a caller supplies for a verification (each step is one more send to
+    /// the verification's own destination).
+    pub max_fallback_steps: u32,
     pub destination: DestinationLimit,
     pub ip: IpLimit,
     pub identity: IdentityLimit,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        Self {
+            max_fallback_steps: 2,
+            destination: DestinationLimit::default(),
+            ip: IpLimit::default(),
+            identity: IdentityLimit::default(),
+        }
+    }
 }
 
 /// Sends to one phone number or email address, whatever the channel (SMS and voice to one number count
@@ -196,6 +210,12 @@ impl AllowedCountry {
 
 impl LimitsSettings {
     pub(crate) fn validate(&self, problems: &mut Vec<Problem>) {
+        check_range(
+            "gateway.limits.max_fallback_steps",
+            self.max_fallback_steps,
+            0..=5,
+            problems,
+        );
         let d = &self.destination;
         check_range(
             "gateway.limits.destination.cooldown_seconds",

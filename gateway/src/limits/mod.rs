@@ -33,6 +33,7 @@ use chrono::NaiveDateTime;
 use front::Front;
 use governor::clock::{Clock, DefaultClock};
 use reclaim_common::db::{AnyConnection, DbError};
+use reclaim_common::json::FieldError;
 use reclaim_common::sealed::Keyring;
 use reclaim_common::settings::GatewaySettings;
 use screen::Screen;
@@ -79,6 +80,7 @@ struct Inner<C: Clock> {
     identity: Vec<Rule>,
     prefix: Vec<Rule>,
     prefix_digits: u32,
+    max_fallback_steps: u32,
     front: Front<C>,
 }
 
@@ -163,6 +165,7 @@ impl<C: Clock + Clone> Limits<C> {
                 identity,
                 prefix,
                 prefix_digits: settings.sms.prefix_digits,
+                max_fallback_steps: limits.max_fallback_steps,
                 front,
             }),
         }
@@ -175,6 +178,33 @@ impl<C: Clock + Clone> Limits<C> {
             .screen
             .check(channel, destination)
             .inspect_err(|refusal| self.count(refusal))
+    }
+
+    /// A fallback chain a caller supplies for a verification to `destination`: at most
+    /// `gateway.limits.max_fallback_steps` steps, each to the verification's own destination (phone
+    /// channels to its number, email to its address), so a caller cannot turn one verification into sends
+    /// to other people. Errors name the field (`fallback`, `fallback[i].to`).
+    pub fn check_fallback(
+        &self,
+        destination: &Destination,
+        steps: &[(Channel, &Destination)],
+    ) -> Result<(), FieldError> {
+        let max = self.inner.max_fallback_steps;
+        if steps.len() > usize::try_from(max).unwrap_or(usize::MAX) {
+            return Err(FieldError::new(
+                "fallback",
+                format!("may have at most {max} steps (gateway.limits.max_fallback_steps)"),
+            ));
+        }
+        for (i, (_, to)) in steps.iter().enumerate() {
+            if keys::destination(to) != keys::destination(destination) {
+                return Err(FieldError::new(
+                    format!("fallback[{i}].to"),
+                    "must be the verification's own destination",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The in-process front: refuses, without touching the database, a send that some limit would refuse
