@@ -8,6 +8,7 @@ mod gateway_callbacks;
 mod gateway_crash;
 mod gateway_enumeration_bench;
 mod gateway_kratos_courier;
+mod gateway_limits;
 mod gateway_messages;
 mod gateway_retention;
 mod gateway_retries;

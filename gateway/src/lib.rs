@@ -13,6 +13,7 @@ pub mod channel;
 pub mod delivery;
 pub mod fallback;
 pub mod kratos;
+pub mod limits;
 pub mod metrics;
 pub mod outbox;
 pub mod providers;

@@ -1,6 +1,7 @@
 //! The gateway's metrics, all in one struct registered on the service's registry. The outbox gauges are
 //! computed from the database when Prometheus scrapes (on the blocking pool: see `reclaim_common::metrics::expose`).
 
+use crate::limits::Reason;
 use crate::outbox::{self, MessageStatus, Transition};
 use chrono::Utc;
 use prometheus::core::{Collector, Desc};
@@ -23,11 +24,15 @@ pub struct GatewayMetrics {
     pub fallbacks: IntCounterVec,
     /// Delivery workers started again after a panic.
     pub worker_restarts: IntCounter,
-    /// Rows deleted by the retention janitor, by kind (`messages`, `idempotency_records`, `verifications`).
-    pub retention_deleted: IntCounterVec,
     /// Kratos courier calls by template type (`unknown` before it is read) and outcome (`queued`,
     /// `duplicate`, `refused`, `invalid`).
     pub kratos_courier: IntCounterVec,
+    /// Rows deleted by the retention janitor, by kind (`messages`, `idempotency_records`, `verifications`,
+    /// `limit_records`).
+    pub retention_deleted: IntCounterVec,
+    /// Sends refused by the abuse limits, by scope (`destination`, `ip`, `identity`, `prefix`, `country`,
+    /// `number_type`) and reason code.
+    pub limit_refusals: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -80,7 +85,19 @@ impl GatewayMetrics {
             &["template_type", "outcome"],
         )?;
         registry.register(Box::new(kratos_courier.clone()))?;
+        let limit_refusals = IntCounterVec::new(
+            Opts::new(
+                "reclaim_gateway_limit_refusals_total",
+                "Sends refused by the abuse limits, by scope and reason code",
+            ),
+            &["scope", "reason"],
+        )?;
+        // Every series exists from the start at 0, so a dashboard's rate() sees the first refusal.
+        for reason in Reason::ALL {
+            limit_refusals.with_label_values(&[reason.scope().as_str(), reason.as_str()]);
+        }
         registry.register(Box::new(messages.clone()))?;
+        registry.register(Box::new(limit_refusals.clone()))?;
         registry.register(Box::new(worker_restarts.clone()))?;
         registry.register(Box::new(retention_deleted.clone()))?;
         registry.register(Box::new(attempt_duration.clone()))?;
@@ -95,6 +112,7 @@ impl GatewayMetrics {
             worker_restarts,
             retention_deleted,
             kratos_courier,
+            limit_refusals,
         })
     }
 

@@ -1,10 +1,11 @@
 //! The retention janitor: deletes finished messages (with their attempts) after
-//! `gateway.retention.message_days` and idempotency records after `gateway.retention.idempotency_hours`,
+//! `gateway.retention.message_days`, idempotency records after `gateway.retention.idempotency_hours` and
+//! abuse-limit records once no limit counts them (each carries its own expiry: its scope's longest window),
 //! every `gateway.retention.interval_seconds`, and counts what it deleted. [`Janitor::run_once`] takes the
 //! clock as an argument so tests reach "30 days later" without waiting.
 
 use crate::metrics::GatewayMetrics;
-use crate::outbox;
+use crate::{limits, outbox};
 use chrono::{DateTime, TimeDelta, Utc};
 use reclaim_common::settings::RetentionSettings;
 use reclaim_common::shutdown::Shutdown;
@@ -18,6 +19,7 @@ pub struct Swept {
     pub idempotency_records: usize,
     /// Verifications (with their sends) that expired `message_days` ago.
     pub verifications: usize,
+    pub limit_records: usize,
 }
 
 #[derive(Clone)]
@@ -49,6 +51,7 @@ impl Janitor {
                     messages: outbox::delete_finished(conn, messages_before)?,
                     idempotency_records: idempotency::prune(conn, records_before)?,
                     verifications: crate::verifications::delete_expired(conn, messages_before)?,
+                    limit_records: limits::prune(conn, now.naive_utc())?,
                 })
             })
             .await?;
@@ -62,6 +65,9 @@ impl Janitor {
         deleted
             .with_label_values(&["verifications"])
             .inc_by(swept.verifications as u64);
+        deleted
+            .with_label_values(&["limit_records"])
+            .inc_by(swept.limit_records as u64);
         Ok(swept)
     }
 
@@ -74,6 +80,7 @@ impl Janitor {
                     Ok(swept) => tracing::info!(
                         retention.messages = swept.messages,
                         retention.idempotency_records = swept.idempotency_records,
+                        retention.limit_records = swept.limit_records,
                         "retention janitor ran"
                     ),
                     // The next run tries again; nothing is lost by waiting.

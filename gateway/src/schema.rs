@@ -1,5 +1,5 @@
 //! The gateway's tables (migrations `2026-11-22-0002NN_*`, `2026-11-29-000501_delivery_steps` and
-//! `2026-11-29-001101_verifications`).
+//! `2026-11-29-001001_send_limits`, `2026-11-29-001101_verifications`).
 
 diesel::table! {
     gateway_messages (id) {
@@ -77,5 +77,16 @@ diesel::table! {
         channel -> Text,
         message_id -> Nullable<Text>,
         created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Sends counted by the abuse limits (migration `2026-11-29-001001_send_limits`).
+    gateway_limit_sends (id) {
+        id -> Text,
+        scope -> Text,
+        key_digest -> Text,
+        sent_at -> Timestamp,
+        expires_at -> Timestamp,
     }
 }

@@ -1,8 +1,8 @@
 //! The `[gateway]` section: the code and notice delivery service.
 
 use super::{
-    check_listen, check_range, AdminSettings, ApiSettings, Environment, KratosAuth, Problem,
-    StorageSettings, TwilioSettings, VerificationSettings, MAX_TIMEOUT_MS,
+    check_listen, check_range, AdminSettings, ApiSettings, Environment, KratosAuth, LimitsSettings,
+    Problem, SmsSettings, StorageSettings, TwilioSettings, VerificationSettings, MAX_TIMEOUT_MS,
 };
 use crate::auth::HookCredentials;
 use crate::secret::Secret;
@@ -25,6 +25,10 @@ pub struct GatewaySettings {
     pub worker: WorkerSettings,
     pub retry: RetrySettings,
     pub retention: RetentionSettings,
+    /// Abuse limits on sends per destination, client IP and identity.
+    pub limits: LimitsSettings,
+    /// Which phone numbers SMS and voice may reach, and the cap per number prefix.
+    pub sms: SmsSettings,
     pub channels: ChannelsSettings,
     pub smtp: SmtpSettings,
     pub file: FileProviderSettings,
@@ -48,6 +52,8 @@ impl Default for GatewaySettings {
             worker: WorkerSettings::default(),
             retry: RetrySettings::default(),
             retention: RetentionSettings::default(),
+            limits: LimitsSettings::default(),
+            sms: SmsSettings::default(),
             channels: ChannelsSettings::default(),
             smtp: SmtpSettings::default(),
             file: FileProviderSettings::default(),
@@ -464,6 +470,8 @@ impl GatewaySettings {
             1..=86_400,
             problems,
         );
+        self.limits.validate(problems);
+        self.sms.validate(problems);
         for (name, channel) in [
             ("email", &self.channels.email),
             ("sms", &self.channels.sms),

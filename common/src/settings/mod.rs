@@ -9,6 +9,7 @@
 
 mod gateway;
 mod kratos;
+mod limits;
 mod load;
 mod plugin;
 mod twilio;
@@ -16,6 +17,7 @@ mod verifications;
 
 pub use gateway::*;
 pub use kratos::*;
+pub use limits::*;
 pub use load::{env_var_for, from_value, load, ConfigError, Problem};
 pub use plugin::*;
 pub use twilio::*;

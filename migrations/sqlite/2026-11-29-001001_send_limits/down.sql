@@ -1,0 +1,1 @@
+DROP TABLE gateway_limit_sends;
