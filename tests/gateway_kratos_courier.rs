@@ -36,9 +36,13 @@ fn with_key(settings: &mut Settings) {
     settings.gateway.kratos.api_keys = vec![Secret::new(COURIER_KEY)];
 }
 
+/// A gateway that accepts the courier key. These tests send several messages to one address within
+/// seconds, which the limits per destination would refuse: they are off here, and on in
+/// `a_courier_message_over_a_limit_is_answered_2xx_and_not_sent`.
 async fn courier_app(customize: impl FnOnce(&mut Settings)) -> (TestApp, tempfile::TempDir) {
     spawn_gateway(|s| {
         with_key(s);
+        s.gateway.limits.destination.enabled = false;
         customize(s);
     })
     .await
@@ -639,5 +643,63 @@ async fn the_queued_message_holds_no_code_or_address_outside_its_sealed_data() {
     assert!(
         !keys[0].contains("482913") && !keys[0].contains(EMAIL),
         "{keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_courier_message_over_a_limit_is_answered_2xx_and_not_sent() {
+    let (app, dir) = courier_app(|s| {
+        s.gateway.limits.destination.enabled = true;
+        s.gateway.limits.destination.cooldown_seconds = 30;
+    })
+    .await;
+    let payload = contract("courier-sms-login_code_valid.json");
+    let first = queue(&app, &payload).await;
+    // Another code to the same number seconds later: within the cooldown.
+    let mut again = payload.clone();
+    again["template_data"]["login_code"] = json!("111222");
+    let response = post_courier(&app, &again).await;
+    assert_eq!(
+        response.status(),
+        202,
+        "Kratos must not retry a throttled send"
+    );
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(
+        answer,
+        json!({"id": null, "throttled": "destination_cooldown"})
+    );
+    assert_eq!(queued_count(&app), 1);
+    // Kratos's retry of it gets the same answer.
+    let retry: Value = post_courier(&app, &again).await.json().await.expect("json");
+    assert_eq!(retry, answer);
+    // After the cooldown a send goes out again.
+    app.clock.advance(Duration::seconds(31));
+    let mut later = payload.clone();
+    later["template_data"]["login_code"] = json!("333444");
+    let third = queue(&app, &later).await;
+    assert_ne!(third, first);
+    app.delivery.drain_at(app.clock.now()).await.expect("drain");
+    assert_eq!(delivered(dir.path()).len(), 2);
+    let metrics = app
+        .client
+        .get(app.gateway_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(
+            r#"reclaim_gateway_kratos_courier_total{outcome="throttled",template_type="login_code_valid"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"reclaim_gateway_limit_refusals_total{reason="destination_cooldown",scope="destination"} 1"#
+        ),
+        "{metrics}"
     );
 }

@@ -45,7 +45,7 @@ fn instance(database: &TestDatabase, settings: &GatewaySettings) -> Instance {
     let limits = Limits::with_clock(
         settings,
         Keyring::development(),
-        metrics.clone(),
+        Some(metrics.clone()),
         clock.clone(),
     );
     Instance {
@@ -608,45 +608,5 @@ async fn the_janitor_deletes_limit_records_once_no_limit_counts_them() {
             .with_label_values(&["limit_records"])
             .get(),
         3
-    );
-}
-
-#[test]
-fn a_verification_falls_back_only_to_its_own_destination_and_a_few_times() {
-    let database = TestDatabase::fresh();
-    let gateway = instance(&database, &GatewaySettings::default());
-    let number = phone("+14155550100");
-    let voice_same = Destination::parse(Channel::Voice, "+14155550100").expect("voice");
-    let other = phone("+14155550101");
-    let limits = &gateway.limits;
-    assert_eq!(limits.check_fallback(&number, &[]), Ok(()));
-    assert_eq!(
-        limits.check_fallback(
-            &number,
-            &[(Channel::Voice, &voice_same), (Channel::Sms, &number)]
-        ),
-        Ok(())
-    );
-    let error = limits
-        .check_fallback(
-            &number,
-            &[(Channel::Voice, &voice_same), (Channel::Voice, &other)],
-        )
-        .expect_err("another number");
-    assert_eq!(error.field, "fallback[1].to");
-    let error = limits
-        .check_fallback(&number, &[(Channel::Voice, &voice_same); 3])
-        .expect_err("too long");
-    assert_eq!(error.field, "fallback");
-    let jane = email("jane@example.com");
-    assert_eq!(
-        limits.check_fallback(&jane, &[(Channel::Email, &email("Jane@Example.com"))]),
-        Ok(())
-    );
-    assert_eq!(
-        limits
-            .check_fallback(&jane, &[(Channel::Email, &email("joe@example.com"))])
-            .map_err(|e| e.field),
-        Err("fallback[0].to".to_string())
     );
 }

@@ -504,15 +504,20 @@ fn shape(mut view: Value) -> Value {
 async fn an_unknown_destination_gets_the_same_answers_and_nothing_is_sent() {
     let (app, dir) = spawn_gateway(|_| {}).await;
     let known = start(&app, sms_recovery()).await;
-    let mut body = sms_recovery();
+    // Another number: the limits per destination count unknown destinations too.
+    let mut body = json!({"channel": "sms", "to": "+14155550101", "purpose": "recovery"});
     body["known"] = json!(false);
     let unknown = start(&app, body).await;
-    assert_eq!(shape(known.clone()), shape(unknown.clone()));
+    let masked = |mut view: Value| {
+        view["to"] = Value::Null;
+        shape(view)
+    };
+    assert_eq!(masked(known.clone()), masked(unknown.clone()));
 
     app.clock.advance(Duration::seconds(30));
     let (s1, b1, _) = resend(&app, known["id"].as_str().expect("id"), None).await;
     let (s2, b2, _) = resend(&app, unknown["id"].as_str().expect("id"), None).await;
-    assert_eq!((s1, shape(b1)), (s2, shape(b2)));
+    assert_eq!((s1, masked(b1)), (s2, masked(b2)));
     let (s1, b1) = check(&app, known["id"].as_str().expect("id"), "000000").await;
     let (s2, b2) = check(&app, unknown["id"].as_str().expect("id"), "000000").await;
     assert_eq!((s1, b1["status"].clone()), (s2, b2["status"].clone()));
@@ -532,8 +537,11 @@ async fn an_unknown_destination_gets_the_same_answers_and_nothing_is_sent() {
 
 #[tokio::test]
 async fn a_hundred_parallel_resends_send_at_most_the_allowed_number() {
+    // The verification's own cap decides here; the limits per destination are off (they have their race
+    // test below).
     let (app, _dir) = spawn_gateway(|s| {
         s.gateway.verifications.resend_interval_seconds = 0;
+        s.gateway.limits.destination.enabled = false;
         s.database.pool_size = 8;
     })
     .await;
@@ -604,4 +612,122 @@ async fn codes_are_kept_only_as_a_keyed_digest_and_a_sealed_copy_that_ends_with_
         sealed, "",
         "the sealed copy is wiped once the verification ends"
     );
+}
+
+#[tokio::test]
+async fn a_hundred_parallel_resends_are_held_to_the_destination_limit() {
+    let (app, _dir) = spawn_gateway(|s| {
+        s.gateway.verifications.resend_interval_seconds = 0;
+        s.gateway.verifications.max_sends = 20;
+        s.gateway.limits.destination.cooldown_seconds = 0;
+        s.gateway.limits.destination.max_sends = 3;
+        s.database.pool_size = 8;
+    })
+    .await;
+    let id = start(&app, sms_recovery()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let answers = futures_util::future::join_all((0..100).map(|_| resend(&app, &id, None))).await;
+    let accepted = answers.iter().filter(|(s, _, _)| *s == 200).count();
+    assert_eq!(
+        accepted, 2,
+        "3 sends per hour to one number, the first included"
+    );
+    for (status, body, retry_after) in answers.iter().filter(|(s, _, _)| *s != 200) {
+        assert_eq!(
+            (*status, error_code(body)),
+            (429, "destination_window"),
+            "{body}"
+        );
+        let seconds: u64 = retry_after
+            .as_deref()
+            .expect("Retry-After")
+            .parse()
+            .expect("seconds");
+        assert!((3590..=3600).contains(&seconds), "{seconds}");
+    }
+    assert_eq!(
+        get(&app, &id).await["sends"]
+            .as_array()
+            .expect("sends")
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn a_start_or_resend_over_a_limit_is_refused_with_retry_after_and_sends_nothing() {
+    let (app, dir) = spawn_gateway(|s| {
+        s.gateway.limits.destination.cooldown_seconds = 60;
+        s.gateway.limits.identity.max_sends = 2;
+        s.gateway.sms.allowed_countries = vec!["1".into()];
+    })
+    .await;
+    let first = start(&app, sms_recovery()).await;
+    // Another verification to the same number within the cooldown.
+    let (status, body, retry_after) = post(&app, "/v1/verifications", Some(&sms_recovery())).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (429, "destination_cooldown"),
+        "{body}"
+    );
+    assert_eq!(body["error"]["field"], "to");
+    assert_eq!(retry_after.as_deref(), Some("60"));
+    // The verification's own interval (30 s) has passed, the destination's cooldown (60 s) has not.
+    app.clock.advance(Duration::seconds(45));
+    let id = first["id"].as_str().expect("id");
+    let (status, body, retry_after) = resend(&app, id, None).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (429, "destination_cooldown"),
+        "{body}"
+    );
+    assert_eq!(retry_after.as_deref(), Some("15"));
+    assert_eq!(
+        get(&app, id).await["sends_left"],
+        4,
+        "a refused resend is not a send"
+    );
+    app.clock.advance(Duration::seconds(15));
+    assert_eq!(resend(&app, id, None).await.0, 200);
+
+    // Per identity: two starts for one identity to two numbers, a third is refused.
+    for to in ["+14155550111", "+14155550112"] {
+        start(
+            &app,
+            json!({"channel": "sms", "to": to, "purpose": "login", "identity_id": "id-1"}),
+        )
+        .await;
+    }
+    let (status, body, _) = post(
+        &app,
+        "/v1/verifications",
+        Some(&json!({"channel": "sms", "to": "+14155550113", "purpose": "login", "identity_id": "id-1"})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (429, "identity_window"),
+        "{body}"
+    );
+    assert_eq!(body["error"]["field"], "identity_id");
+
+    // A country outside the allow-list is refused for good: 422, no Retry-After.
+    let (status, body, retry_after) = post(
+        &app,
+        "/v1/verifications",
+        Some(&json!({"channel": "sms", "to": "+34612345678", "purpose": "login"})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (422, "country_not_allowed"),
+        "{body}"
+    );
+    assert!(retry_after.is_none());
+
+    app.delivery.drain_at(app.clock.now()).await.expect("drain");
+    // The resend canceled the first message, still queued: its resend and the two starts.
+    assert_eq!(delivered(dir.path()).len(), 3);
 }

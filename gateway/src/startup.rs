@@ -1,6 +1,7 @@
 //! Wiring: settings and database in, a running HTTP API and delivery workers out.
 
 use crate::delivery::Delivery;
+use crate::limits::Limits;
 use crate::metrics::GatewayMetrics;
 use crate::providers::Providers;
 use crate::retention::Janitor;
@@ -117,12 +118,14 @@ impl Application {
             metrics.clone(),
             keyring.clone(),
         );
+        let limits = Limits::new(gateway, keyring.clone(), metrics.clone());
         let verifications = web::Data::new(Verifications::new(
             db.clone(),
             keyring.clone(),
             templates.clone(),
             gateway.clone(),
             clock.clone(),
+            limits.clone(),
         ));
         let janitor = Janitor::new(db.clone(), gateway.retention.clone(), metrics.clone());
         let state = web::Data::new(ApiState {
@@ -131,6 +134,7 @@ impl Application {
             metrics,
             keyring,
             clock,
+            limits,
         });
         let spec = ServiceSpec {
             name: "gateway",

@@ -13,8 +13,8 @@ const MAX_SENDS: u32 = 1_000_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSettings {
-    /// Most steps in a fallback chain a caller supplies for a verification (each step is one more send to
-    /// the verification's own destination).
+    /// Most steps in a fallback chain a caller supplies with `POST /v1/messages` (each step is one more
+    /// send; SMS and voice steps stay on the message's own number).
     pub max_fallback_steps: u32,
     pub destination: DestinationLimit,
     pub ip: IpLimit,

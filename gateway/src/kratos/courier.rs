@@ -9,6 +9,7 @@
 use super::payload::CourierBody;
 use crate::address::Destination;
 use crate::channel::Channel;
+use crate::limits::{Limits, Refusal, SendAttempt};
 use crate::outbox::{self, MessageStatus, NewMessage};
 use crate::templates::{self, Templates, PASS_THROUGH};
 use chrono::{NaiveDateTime, TimeDelta};
@@ -359,6 +360,9 @@ pub enum CourierOutcome {
     Queued { id: String, answer: String },
     /// Kratos's retry of a message queued within the window: nothing queued; the first answer.
     Duplicate(Remembered),
+    /// Refused by the abuse limits: nothing queued, answered 2xx all the same (Kratos would retry anything
+    /// else) and remembered, so a retry gets the same answer.
+    Throttled { refusal: Refusal, answer: String },
 }
 
 /// Queues `message` (planned as `planned`) unless the same message was queued within `window` of `now`.
@@ -369,6 +373,7 @@ pub fn queue(
     message: &CourierMessage,
     planned: &NewMessage,
     keyring: &Keyring,
+    limits: &Limits,
     window: TimeDelta,
 ) -> Result<CourierOutcome, DbError> {
     let now = planned.created_at;
@@ -388,6 +393,19 @@ pub fn queue(
             return Err(DbError::Task("a courier dedupe key is pending".into()))
         }
     }
+    let attempt = SendAttempt {
+        channel: message.channel,
+        destination: &message.destination,
+        // Kratos forwards only allow-listed headers of the user's request, which the user can write:
+        // no client address worth limiting on.
+        client_ip: None,
+        identity_id: message.identity_id.as_deref(),
+    };
+    if let Err(refusal) = limits.admit(conn, &attempt, now)? {
+        let answer = json!({"id": null, "throttled": refusal.reason.as_str()}).to_string();
+        idempotency::complete(conn, &once, 202, &answer)?;
+        return Ok(CourierOutcome::Throttled { refusal, answer });
+    }
     outbox::insert(conn, planned, keyring)?;
     let answer = json!({"id": planned.id}).to_string();
     idempotency::complete(conn, &once, 202, &answer)?;
@@ -403,11 +421,12 @@ pub async fn queue_in_transaction(
     message: CourierMessage,
     planned: NewMessage,
     keyring: Keyring,
+    limits: Limits,
     window: TimeDelta,
 ) -> Result<CourierOutcome, DbError> {
     db.run(move |conn| {
         write_transaction(conn, |conn| {
-            queue(conn, &message, &planned, &keyring, window)
+            queue(conn, &message, &planned, &keyring, &limits, window)
         })
     })
     .await

@@ -33,7 +33,6 @@ use chrono::NaiveDateTime;
 use front::Front;
 use governor::clock::{Clock, DefaultClock};
 use reclaim_common::db::{AnyConnection, DbError};
-use reclaim_common::json::FieldError;
 use reclaim_common::sealed::Keyring;
 use reclaim_common::settings::GatewaySettings;
 use screen::Screen;
@@ -73,14 +72,14 @@ impl<C: Clock> Clone for Limits<C> {
 
 struct Inner<C: Clock> {
     keyring: Keyring,
-    metrics: GatewayMetrics,
+    /// `None` for a process that only peeks (the Kratos guard): its refusals are counted by its own metrics.
+    metrics: Option<GatewayMetrics>,
     screen: Screen,
     destination: Vec<Rule>,
     ip: Vec<Rule>,
     identity: Vec<Rule>,
     prefix: Vec<Rule>,
     prefix_digits: u32,
-    max_fallback_steps: u32,
     front: Front<C>,
 }
 
@@ -88,7 +87,13 @@ impl Limits {
     /// Limits from `[gateway.limits]` and `[gateway.sms]`; `keyring` is the gateway's storage keyring (it
     /// keys the digests kept in the database).
     pub fn new(settings: &GatewaySettings, keyring: Keyring, metrics: GatewayMetrics) -> Self {
-        Self::with_clock(settings, keyring, metrics, DefaultClock::default())
+        Self::with_clock(settings, keyring, Some(metrics), DefaultClock::default())
+    }
+
+    /// Limits for a process outside the gateway that only asks [`Limits::peek`] (the Kratos guard): the
+    /// same settings and storage keys give the same keys and windows; refusals are not counted here.
+    pub fn for_peeking(settings: &GatewaySettings, keyring: Keyring) -> Self {
+        Self::with_clock(settings, keyring, None, DefaultClock::default())
     }
 }
 
@@ -97,7 +102,7 @@ impl<C: Clock + Clone> Limits<C> {
     pub fn with_clock(
         settings: &GatewaySettings,
         keyring: Keyring,
-        metrics: GatewayMetrics,
+        metrics: Option<GatewayMetrics>,
         clock: C,
     ) -> Self {
         let limits = &settings.limits;
@@ -165,7 +170,6 @@ impl<C: Clock + Clone> Limits<C> {
                 identity,
                 prefix,
                 prefix_digits: settings.sms.prefix_digits,
-                max_fallback_steps: limits.max_fallback_steps,
                 front,
             }),
         }
@@ -178,33 +182,6 @@ impl<C: Clock + Clone> Limits<C> {
             .screen
             .check(channel, destination)
             .inspect_err(|refusal| self.count(refusal))
-    }
-
-    /// A fallback chain a caller supplies for a verification to `destination`: at most
-    /// `gateway.limits.max_fallback_steps` steps, each to the verification's own destination (phone
-    /// channels to its number, email to its address), so a caller cannot turn one verification into sends
-    /// to other people. Errors name the field (`fallback`, `fallback[i].to`).
-    pub fn check_fallback(
-        &self,
-        destination: &Destination,
-        steps: &[(Channel, &Destination)],
-    ) -> Result<(), FieldError> {
-        let max = self.inner.max_fallback_steps;
-        if steps.len() > usize::try_from(max).unwrap_or(usize::MAX) {
-            return Err(FieldError::new(
-                "fallback",
-                format!("may have at most {max} steps (gateway.limits.max_fallback_steps)"),
-            ));
-        }
-        for (i, (_, to)) in steps.iter().enumerate() {
-            if keys::destination(to) != keys::destination(destination) {
-                return Err(FieldError::new(
-                    format!("fallback[{i}].to"),
-                    "must be the verification's own destination",
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// The in-process front: refuses, without touching the database, a send that some limit would refuse
@@ -236,13 +213,40 @@ impl<C: Clock + Clone> Limits<C> {
             return Ok(Err(refusal));
         }
         let counted = self.counted(attempt);
-        match store::admit(conn, &counted, now)? {
+        match store::admit(conn, &counted, now, store::Record::Yes)? {
             Ok(()) => {
                 self.inner.front.record(&counted);
                 Ok(Ok(()))
             }
             Err((reason, wait)) => Ok(Err(self.refuse(reason, Some(wait)))),
         }
+    }
+
+    /// What [`Limits::admit`] would answer at `now`, recording nothing: for a front end that tells the user
+    /// before the send is asked for (the Kratos guard, in front of Kratos's courier call, which the gateway
+    /// then admits). Refusals are not counted in metrics here.
+    pub fn peek(
+        &self,
+        conn: &mut AnyConnection,
+        attempt: &SendAttempt<'_>,
+        now: NaiveDateTime,
+    ) -> Result<Result<(), Refusal>, DbError> {
+        if let Err(refusal) = self
+            .inner
+            .screen
+            .check(attempt.channel, attempt.destination)
+        {
+            return Ok(Err(refusal));
+        }
+        let counted = self.counted(attempt);
+        Ok(
+            store::admit(conn, &counted, now, store::Record::No)?.map_err(|(reason, wait)| {
+                Refusal {
+                    reason,
+                    retry_after: Some(wait),
+                }
+            }),
+        )
     }
 
     /// The counted scopes of `attempt` with the digests of their keys.
@@ -293,11 +297,12 @@ impl<C: Clock + Clone> Limits<C> {
             limit.retry_after_seconds = refusal.retry_after_seconds(),
             "send refused by an abuse limit"
         );
-        self.inner
-            .metrics
-            .limit_refusals
-            .with_label_values(&[refusal.scope().as_str(), refusal.reason.as_str()])
-            .inc();
+        if let Some(metrics) = &self.inner.metrics {
+            metrics
+                .limit_refusals
+                .with_label_values(&[refusal.scope().as_str(), refusal.reason.as_str()])
+                .inc();
+        }
     }
 }
 

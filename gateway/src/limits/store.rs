@@ -57,6 +57,13 @@ impl Counted<'_> {
     }
 }
 
+/// Whether an admitted send is recorded (it counts from now on) or the call only looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Record {
+    Yes,
+    No,
+}
+
 /// Decides every counted limit of one attempt at `now` and, when all allow it, records the send under each
 /// key. Refused: the reason whose wait is the longest, with that wait (the time until every limit allows a
 /// send). Must run inside a write transaction ([`reclaim_common::db::write_transaction`]) at READ COMMITTED
@@ -65,8 +72,11 @@ pub(crate) fn admit(
     conn: &mut AnyConnection,
     counted: &[Counted<'_>],
     now: NaiveDateTime,
+    record: Record,
 ) -> Result<Result<(), (Reason, Duration)>, DbError> {
-    if let AnyConnection::Postgresql(pg) = conn {
+    // A look that records nothing needs no lock: it may be a moment stale, and the send it precedes is
+    // admitted for real where it is queued.
+    if let (AnyConnection::Postgresql(pg), Record::Yes) = (&mut *conn, record) {
         let mut ids: Vec<i64> = counted.iter().map(Counted::lock_id).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -98,6 +108,9 @@ pub(crate) fn admit(
     }
     if let Some(refused) = refusal {
         return Ok(Err(refused));
+    }
+    if record == Record::No {
+        return Ok(Ok(()));
     }
     for item in counted {
         diesel::insert_into(s::table)

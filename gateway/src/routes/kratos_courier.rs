@@ -68,7 +68,7 @@ const UNKNOWN: &str = "unknown";
     request_body(content = Object, description = "Kratos's courier HTTP body (recipient, subject, body, \
         html_body, template_type, template_data, message_type, request_headers)"),
     responses(
-        (status = 202, description = "Queued, or a retry of a message queued within the dedupe window"),
+        (status = 202, description = "Queued; or a retry of a message queued within the dedupe window; or refused by the abuse limits (`{\"id\": null, \"throttled\": <reason>}`), which Kratos must not retry"),
         (status = 400, description = "The message cannot be delivered as asked; the field is named"),
         (status = 401, description = "Missing or wrong Kratos credentials"),
     )
@@ -116,6 +116,7 @@ pub async fn receive_kratos_courier(
         message,
         planned,
         state.keyring.clone(),
+        state.limits.clone(),
         window,
     )
     .await
@@ -125,6 +126,15 @@ pub async fn receive_kratos_courier(
             tracing::info!(message.id = %id, message.channel = %channel, message.to = %to,
                 kratos.template_type = template_type, "Kratos courier message queued");
             count(template_type, "queued");
+            Ok(HttpResponse::Accepted()
+                .content_type("application/json")
+                .body(answer))
+        }
+        CourierOutcome::Throttled { refusal, answer } => {
+            tracing::info!(message.channel = %channel, message.to = %to,
+                kratos.template_type = template_type, limit.reason = refusal.reason.as_str(),
+                "Kratos courier message not sent: abuse limit");
+            count(template_type, "throttled");
             Ok(HttpResponse::Accepted()
                 .content_type("application/json")
                 .body(answer))

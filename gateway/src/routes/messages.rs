@@ -15,8 +15,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 const IDEMPOTENCY_SCOPE: &str = "gateway.messages";
-/// Longest fallback chain a request may give.
-const MAX_FALLBACK_STEPS: usize = 3;
 
 /// A templated notice to deliver.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -317,10 +315,11 @@ fn validate(
         Some(steps) => {
             // A chain fans one request out to several sends: keep it short, and keep phone steps on the
             // message's own number, so that a chain cannot reach numbers the limits never saw.
-            if steps.len() > MAX_FALLBACK_STEPS {
+            let max = settings.limits.max_fallback_steps;
+            if steps.len() > usize::try_from(max).unwrap_or(usize::MAX) {
                 return Err(FieldError::new(
                     "fallback",
-                    format!("may have at most {MAX_FALLBACK_STEPS} steps"),
+                    format!("may have at most {max} steps (gateway.limits.max_fallback_steps)"),
                 ));
             }
             let mut resolved = Vec::with_capacity(steps.len());

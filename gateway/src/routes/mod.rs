@@ -27,6 +27,8 @@ pub struct ApiState {
     pub keyring: Keyring,
     /// The time handlers decide by (tests move it past a dedupe window).
     pub clock: Clock,
+    /// The abuse limits every send passes.
+    pub limits: crate::limits::Limits,
 }
 
 /// Mounts the routes. The bearer token is checked before any body is read.

@@ -40,6 +40,8 @@ pub struct StartVerificationRequest {
 #[serde(deny_unknown_fields)]
 pub struct ResendVerificationRequest {
     pub channel: Option<Channel>,
+    /// The end user's IP address, as the caller saw it (for the limit per IP).
+    pub client_ip: Option<String>,
 }
 
 /// A code (or a link's token) to check.
@@ -60,6 +62,7 @@ impl ResponseError for VerificationError {
             VerificationError::MaxSends(_) | VerificationError::TooSoon { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
+            VerificationError::Limited(refusal) => refusal.status(),
             VerificationError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -94,6 +97,7 @@ impl ResponseError for VerificationError {
                 }
                 response
             }
+            VerificationError::Limited(refusal) => refusal.error_response(),
             VerificationError::Unexpected(e) => internal(e),
         }
     }
@@ -116,6 +120,15 @@ fn checked_id(id: String) -> Result<String, VerificationError> {
     } else {
         Err(VerificationError::NotFound)
     }
+}
+
+fn parse_client_ip(text: Option<String>) -> Result<Option<std::net::IpAddr>, FieldError> {
+    text.map(|t| {
+        t.trim()
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| FieldError::new("client_ip", "must be an IPv4 or IPv6 address"))
+    })
+    .transpose()
 }
 
 fn validate(
@@ -224,7 +237,8 @@ pub async fn resend_verification(
     } else {
         reclaim_common::json::parse(&body)?
     };
-    let view = verifications.resend(id, request.channel).await?;
+    let client_ip = parse_client_ip(request.client_ip)?;
+    let view = verifications.resend(id, request.channel, client_ip).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 

@@ -9,6 +9,7 @@ use super::view::{CheckView, SendView, VerificationView};
 use super::{Kind, Purpose, Status};
 use crate::address::Destination;
 use crate::channel::Channel;
+use crate::limits::{Limits, Refusal, SendAttempt};
 use crate::outbox::{self, MessageStatus, NewMessage};
 use crate::templates::Templates;
 use chrono::{NaiveDateTime, TimeDelta};
@@ -58,6 +59,9 @@ pub enum VerificationError {
     BadSecret(SecretFormatError),
     #[error("the verification changed too often while this request ran; retry it")]
     Busy,
+    /// An abuse limit refused the send.
+    #[error("{}", .0.message())]
+    Limited(Refusal),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -82,6 +86,7 @@ pub struct Verifications {
     templates: Arc<Templates>,
     settings: Arc<GatewaySettings>,
     clock: Clock,
+    limits: Limits,
 }
 
 /// The authenticated context of a verification's digests and sealed code: valid for its own row only.
@@ -96,6 +101,7 @@ impl Verifications {
         templates: Arc<Templates>,
         settings: GatewaySettings,
         clock: Clock,
+        limits: Limits,
     ) -> Self {
         Self {
             db,
@@ -103,6 +109,7 @@ impl Verifications {
             templates,
             settings: Arc::new(settings),
             clock,
+            limits,
         }
     }
 
@@ -166,6 +173,18 @@ impl Verifications {
             "channel"
         };
         self.check_template(kind, new.purpose, new.channel, &new.locale, field)?;
+        self.limits
+            .screen(new.channel, &new.destination)
+            .map_err(VerificationError::Limited)?;
+        let attempt = SendAttempt {
+            channel: new.channel,
+            destination: &new.destination,
+            client_ip: new.client_ip,
+            identity_id: new.identity_id.as_deref(),
+        };
+        self.limits
+            .precheck(&attempt)
+            .map_err(VerificationError::Limited)?;
         let now = self.now();
         let id = uuid::Uuid::now_v7().to_string();
         let code_length = self.code_length();
@@ -196,17 +215,29 @@ impl Verifications {
             updated_at: now,
         };
         let this = self.clone();
+        let (channel, client_ip) = (new.channel, new.client_ip);
+        let destination = new.destination.clone();
         let view = self
             .db
             .run(move |conn| {
                 write_transaction(conn, |conn| {
+                    // Unknown destinations are counted too: a refusal must not tell them apart.
+                    let attempt = SendAttempt {
+                        channel,
+                        destination: &destination,
+                        client_ip,
+                        identity_id: row.identity_id.as_deref(),
+                    };
+                    if let Err(refusal) = this.limits.admit(conn, &attempt, now)? {
+                        return Ok(Err(VerificationError::Limited(refusal)));
+                    }
                     store::insert(conn, &row)?;
-                    this.send(conn, &row, new.channel, &secret, 1, now)?;
-                    this.view(conn, &row, now, false)
+                    this.send(conn, &row, channel, &secret, 1, now)?;
+                    Ok(Ok(this.view(conn, &row, now, false)?))
                 })
             })
             .await
-            .map_err(unexpected)?;
+            .map_err(unexpected)??;
         tracing::info!(
             verification.id = %view.id,
             verification.purpose = new.purpose.as_str(),
@@ -365,6 +396,7 @@ impl Verifications {
         &self,
         id: String,
         channel: Option<Channel>,
+        client_ip: Option<std::net::IpAddr>,
     ) -> Result<VerificationView, VerificationError> {
         let this = self.clone();
         let attempts = self.settings.verifications.max_sends + 2;
@@ -372,12 +404,17 @@ impl Verifications {
             .run(move |conn| {
                 // Each lost race means another send happened, so `max_sends + 2` rounds always settle.
                 for _ in 0..attempts {
+                    let mut refused = None;
                     // The time is read inside the transaction: another send may have committed while
                     // this request waited for the lock, and its time must not lie in this one's future.
                     let step = write_transaction(conn, |conn| {
-                        this.resend_once(conn, &id, channel, this.now())
-                    })?;
-                    if let Some(result) = step {
+                        this.resend_once(conn, &id, channel, client_ip, this.now(), &mut refused)
+                    });
+                    if let Some(refusal) = refused {
+                        // The round was rolled back: nothing of it stays.
+                        return Ok(Err(VerificationError::Limited(refusal)));
+                    }
+                    if let Some(result) = step? {
                         return Ok(result);
                     }
                 }
@@ -388,12 +425,16 @@ impl Verifications {
     }
 
     /// One round of a resend: `None` when another process changed the verification first.
+    /// An abuse limit's refusal comes back in `refused`, with an error that rolls the round back (the
+    /// verification's counters were already moved).
     fn resend_once(
         &self,
         conn: &mut AnyConnection,
         id: &str,
         channel: Option<Channel>,
+        client_ip: Option<std::net::IpAddr>,
         now: NaiveDateTime,
+        refused: &mut Option<Refusal>,
     ) -> Result<Option<Result<VerificationView, VerificationError>>, DbError> {
         let row = match Self::load_pending(conn, id, now)? {
             Ok(row) => row,
@@ -468,6 +509,18 @@ impl Verifications {
         )?;
         if !changed {
             return Ok(None);
+        }
+        let destination = Destination::parse(next, &row.destination)
+            .map_err(|e| DbError::Task(format!("the verification's destination: {e}")))?;
+        let attempt = SendAttempt {
+            channel: next,
+            destination: &destination,
+            client_ip,
+            identity_id: row.identity_id.as_deref(),
+        };
+        if let Err(refusal) = self.limits.admit(conn, &attempt, now)? {
+            *refused = Some(refusal);
+            return Err(DbError::Task("refused by an abuse limit".into()));
         }
         Self::cancel_earlier_messages(conn, &row.id, "replaced by a resend", now)?;
         let row = store::find(conn, id)?.ok_or(diesel::result::Error::NotFound)?;
