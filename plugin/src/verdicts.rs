@@ -16,6 +16,8 @@ use serde_json::Value;
 pub enum Flow {
     Settings,
     Registration,
+    /// A recovery flow: the guard keeps the notice of a refused code send for the flow's next fetch.
+    Recovery,
 }
 
 impl Flow {
@@ -23,6 +25,7 @@ impl Flow {
         match self {
             Self::Settings => "settings",
             Self::Registration => "registration",
+            Self::Recovery => "recovery",
         }
     }
 }
@@ -250,6 +253,35 @@ pub fn take_registration(
     };
     remove(conn, &row)?;
     Ok(staged_digest(&row).zip(row.salt))
+}
+
+/// Keeps the messages the guard refused a recovery code send with (browser clients are sent back to the
+/// UI, which fetches the flow: the guard adds them to that answer once).
+pub fn stage_recovery_notice(
+    conn: &mut AnyConnection,
+    flow: &FlowId,
+    reason: &str,
+    messages: &Value,
+    now: DateTime<Utc>,
+    ttl: chrono::Duration,
+) -> Result<(), DbError> {
+    let mut row = row(Flow::Recovery, flow, now, ttl);
+    row.codes = reason.to_string();
+    row.messages = messages.to_string();
+    replace(conn, row, now)
+}
+
+/// The messages kept for a recovery flow, removed: they are shown once.
+pub fn take_recovery_notice(
+    conn: &mut AnyConnection,
+    flow: &FlowId,
+    now: DateTime<Utc>,
+) -> Result<Option<Value>, DbError> {
+    let Some(row) = find(conn, Flow::Recovery, flow.as_str(), now)? else {
+        return Ok(None);
+    };
+    remove(conn, &row)?;
+    Ok(serde_json::from_str(&row.messages).ok())
 }
 
 /// Erasure: every verdict about this identity.

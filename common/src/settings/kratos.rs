@@ -55,6 +55,9 @@ pub struct GuardSettings {
     pub max_submission_bytes: u64,
     /// Time allowed for Kratos to answer a forwarded request (and `/sessions/whoami`).
     pub upstream_timeout_ms: u64,
+    /// Your recovery UI page (Kratos's `selfservice.flows.recovery.ui_url`): a browser whose code send the
+    /// limits refused is sent back there with `?flow=<id>`. Empty = such browsers get the flow as JSON.
+    pub recovery_ui_url: String,
 }
 
 impl Default for GuardSettings {
@@ -65,6 +68,7 @@ impl Default for GuardSettings {
             verdict_ttl_seconds: 3_600,
             max_submission_bytes: 64 * 1024,
             upstream_timeout_ms: 30_000,
+            recovery_ui_url: String::new(),
         }
     }
 }
@@ -211,6 +215,15 @@ impl KratosSettings {
             1..=MAX_TIMEOUT_MS,
             problems,
         );
+        if !guard.recovery_ui_url.is_empty() {
+            match url::Url::parse(&guard.recovery_ui_url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => problems.push(Problem::new(
+                    "plugin.kratos.guard.recovery_ui_url",
+                    "must be an absolute http(s) URL such as https://app.example.com/recovery",
+                )),
+            }
+        }
         if !guard.listen.is_empty() {
             check_listen("plugin.kratos.guard.listen", &guard.listen, problems);
             if self.public_url.is_empty() {

@@ -65,6 +65,48 @@ impl AdapterMessage {
     }
 }
 
+/// The guard refused to let Kratos send a recovery code: the gateway's limits for the address (or the
+/// client) were reached. `retry_after_seconds` is when a send will be allowed again, if ever.
+pub fn recovery_send_refused(locale: Locale, retry_after_seconds: Option<u64>) -> UiMessage {
+    let text = match (retry_after_seconds, locale) {
+        (Some(seconds), Locale::En) => format!(
+            "Too many codes were sent. Please wait {} before asking for another one.",
+            wait_en(seconds)
+        ),
+        (Some(seconds), Locale::Es) => format!(
+            "Se han enviado demasiados códigos. Espera {} antes de pedir otro.",
+            wait_es(seconds)
+        ),
+        (None, Locale::En) => "A code cannot be sent to this address.".to_string(),
+        (None, Locale::Es) => "No se puede enviar un código a esta dirección.".to_string(),
+    };
+    UiMessage {
+        id: 4_470_020,
+        text,
+        kind: "error",
+        context: match retry_after_seconds {
+            Some(seconds) => serde_json::json!({ "retry_after_seconds": seconds }),
+            None => Value::Null,
+        },
+    }
+}
+
+fn wait_en(seconds: u64) -> String {
+    match seconds {
+        0..=59 => format!("{} seconds", seconds.max(1)),
+        60..=119 => "a minute".to_string(),
+        _ => format!("{} minutes", seconds.div_ceil(60)),
+    }
+}
+
+fn wait_es(seconds: u64) -> String {
+    match seconds {
+        0..=59 => format!("{} segundos", seconds.max(1)),
+        60..=119 => "un minuto".to_string(),
+        _ => format!("{} minutos", seconds.div_ceil(60)),
+    }
+}
+
 /// A policy violation as a Kratos message; the violation's numbers go into `context`.
 pub fn from_violation(violation: &Violation) -> UiMessage {
     let mut context = serde_json::to_value(violation).unwrap_or(Value::Null);

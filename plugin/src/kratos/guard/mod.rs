@@ -10,6 +10,7 @@
 
 mod metrics;
 pub mod proxy;
+mod recovery;
 pub mod submission;
 
 use super::admin::KratosAdmin;
@@ -31,6 +32,9 @@ use serde::Deserialize;
 use std::time::{Duration, Instant};
 use submission::Found;
 
+/// Where Kratos answers a recovery flow's current state; the guard adds a refusal's notice to it once.
+const RECOVERY_FLOWS: &str = "/self-service/recovery/flows";
+
 /// Everything a guard worker needs.
 #[derive(Clone)]
 struct GuardState {
@@ -41,6 +45,7 @@ struct GuardState {
     ttl: chrono::Duration,
     max_submission_bytes: usize,
     metrics: GuardMetrics,
+    sends: recovery::RecoverySends,
 }
 
 /// The guard, bound and ready to run.
@@ -70,12 +75,17 @@ impl Guard {
         .map_err(|e| anyhow::anyhow!("plugin.kratos.public_url: {e}"))?;
         let shared = GuardState {
             upstream,
-            passwords,
             admin,
             settings: kratos.clone(),
             ttl: chrono::Duration::seconds(i64::try_from(kratos.guard.verdict_ttl_seconds)?),
             max_submission_bytes: usize::try_from(kratos.guard.max_submission_bytes)?,
             metrics: GuardMetrics::register(registry)?,
+            sends: recovery::RecoverySends::new(
+                settings,
+                passwords.db().clone(),
+                passwords.clock().clone(),
+            )?,
+            passwords,
         };
         let mut server = HttpServer::new(move || {
             // Each worker gets its own connection pool: workers are separate single-threaded runtimes and a
@@ -151,9 +161,17 @@ async fn handle(
 ) -> HttpResponse {
     let started = Instant::now();
     let flow = submission::flow_of_path(req.path())
-        .filter(|_| req.method() == Method::POST || req.method() == Method::GET);
-    let route = flow.map_or("other", Flow::name);
+        .filter(|_| req.method() == Method::POST || req.method() == Method::GET)
+        .filter(|flow| *flow != Flow::Recovery || req.method() == Method::POST);
+    let recovery_flow_fetch =
+        req.method() == Method::GET && req.path().trim_end_matches('/') == RECOVERY_FLOWS;
+    let route = if recovery_flow_fetch {
+        "recovery_flow"
+    } else {
+        flow.map_or("other", Flow::name)
+    };
     let (outcome, response) = match flow {
+        None if recovery_flow_fetch => recovery::show_flow(&guard, &req).await,
         None => {
             let body = if proxy::has_body(&req) {
                 Body::Streamed {
@@ -240,14 +258,24 @@ async fn inspect(
         }
     };
     let query = req.query_string();
-    let Some(flow_id) = submission::flow_id(query) else {
-        return forward(guard, req, forward_body(), Outcome::Unchecked).await;
-    };
     let encoding = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(submission::Encoding::of_content_type);
+    if flow == Flow::Recovery {
+        return recovery::inspect(
+            guard,
+            req,
+            submission::flow_id(query),
+            body,
+            encoding.as_ref(),
+        )
+        .await;
+    }
+    let Some(flow_id) = submission::flow_id(query) else {
+        return forward(guard, req, forward_body(), Outcome::Unchecked).await;
+    };
     let password = match submission::find_password(req.method(), query, encoding.as_ref(), &body)
         .await
     {
@@ -269,6 +297,8 @@ async fn inspect(
             .map(|()| Outcome::Allowed)
             .map_err(Failure::Check),
         Flow::Settings => stage_settings(guard, req, &flow_id, &password, locale).await,
+        // Answered above.
+        Flow::Recovery => Ok(Outcome::Passed),
     };
     match staged {
         Ok(outcome) => {

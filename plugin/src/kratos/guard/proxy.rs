@@ -84,6 +84,16 @@ impl Upstream {
 
     /// Kratos's `/sessions/whoami` for the credentials the client sent (cookie, session token, bearer).
     pub async fn whoami(&self, from: &HttpRequest) -> Result<reqwest::Response, UpstreamError> {
+        self.get_as(from, "/sessions/whoami").await
+    }
+
+    /// A GET of `path_and_query` on Kratos's public API with the credentials the client sent (cookie,
+    /// session token, bearer), asking for JSON.
+    pub async fn get_as(
+        &self,
+        from: &HttpRequest,
+        path_and_query: &str,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let mut credentials = reqwest::header::HeaderMap::new();
         for name in ["cookie", "authorization", "x-session-token"] {
             for value in from.headers().get_all(name) {
@@ -94,7 +104,7 @@ impl Upstream {
         }
         Ok(self
             .client
-            .get(self.url("/sessions/whoami"))
+            .get(self.url(path_and_query))
             .header(reqwest::header::ACCEPT, "application/json")
             .headers(credentials)
             .send()
@@ -125,6 +135,31 @@ impl Upstream {
         };
         let answer = request.send().await?;
         Ok(respond(answer))
+    }
+
+    /// Like [`Upstream::forward`], but Kratos's answer is read whole and handed to `change` before it goes
+    /// back, with Kratos's status and headers (for the few answers the guard adds to).
+    pub async fn forward_changed(
+        &self,
+        req: &HttpRequest,
+        change: impl FnOnce(Bytes) -> Bytes,
+    ) -> Result<HttpResponse, UpstreamError> {
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
+            .unwrap_or(reqwest::Method::GET);
+        let answer = self
+            .client
+            .request(method, self.url(path_and_query))
+            .headers(forwarded_headers(req))
+            .send()
+            .await?;
+        let mut builder = response_head(&answer);
+        let body = answer.bytes().await?;
+        Ok(builder.body(change(body)))
     }
 }
 
@@ -224,8 +259,9 @@ fn stream_body(head: Vec<Bytes>, mut rest: web::Payload) -> reqwest::Body {
     reqwest::Body::wrap_stream(stream)
 }
 
-/// Kratos's answer, headers and body as they came.
-fn respond(answer: reqwest::Response) -> HttpResponse {
+/// Kratos's status and headers, without the hop-by-hop ones and without `Content-Length` (set again from
+/// the body that goes back).
+fn response_head(answer: &reqwest::Response) -> actix_web::HttpResponseBuilder {
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = HttpResponse::build(status);
     let connection_named: Vec<String> = answer
@@ -251,12 +287,18 @@ fn respond(answer: reqwest::Response) -> HttpResponse {
             builder.append_header((name, value));
         }
     }
-    let length = answer.content_length();
-    let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    builder
+}
+
+/// Kratos's answer, headers and body as they came.
+fn respond(answer: reqwest::Response) -> HttpResponse {
+    let mut builder = response_head(&answer);
+    let status = answer.status().as_u16();
+    let bodiless = status == 204 || status == 304;
     if bodiless {
         return builder.finish();
     }
-    if let Some(length) = length {
+    if let Some(length) = answer.content_length() {
         // Keep Kratos's Content-Length rather than re-chunking the body.
         builder.no_chunking(length);
     }

@@ -7,11 +7,13 @@ use crate::password::Password;
 use crate::verdicts::{Flow, FlowId};
 use actix_web::http::Method;
 
-/// The flow a request submits to, from its path (`/self-service/settings`, `/self-service/registration`).
+/// The flow a request submits to, from its path (`/self-service/settings`, `/self-service/registration`,
+/// `/self-service/recovery`).
 pub fn flow_of_path(path: &str) -> Option<Flow> {
     match path.trim_end_matches('/') {
         "/self-service/settings" => Some(Flow::Settings),
         "/self-service/registration" => Some(Flow::Registration),
+        "/self-service/recovery" => Some(Flow::Recovery),
         _ => None,
     }
 }
@@ -66,19 +68,23 @@ pub async fn find_password(
     encoding: Option<&Encoding>,
     body: &[u8],
 ) -> Found {
-    let fields = if method == Method::GET {
-        Some(form_fields(query.as_bytes()))
-    } else {
-        match encoding {
-            Some(Encoding::Form) => Some(form_fields(body)),
-            Some(Encoding::Json) => json_fields(body),
-            Some(Encoding::Multipart { boundary }) => multipart_fields(boundary, body).await,
-            None => return Found::NotPassword,
+    let Some(encoding) = encoding.filter(|_| method != Method::GET) else {
+        if method != Method::GET {
+            return Found::NotPassword;
         }
+        return password_of(form_fields(query.as_bytes()));
     };
-    let Some(Fields { method, password }) = fields else {
-        return Found::Unreadable;
-    };
+    match read_fields(encoding, body).await {
+        Some(fields) => password_of(fields),
+        None => Found::Unreadable,
+    }
+}
+
+fn password_of(
+    Fields {
+        method, password, ..
+    }: Fields,
+) -> Found {
     if method.as_deref() != Some("password") {
         return Found::NotPassword;
     }
@@ -89,10 +95,33 @@ pub async fn find_password(
     }
 }
 
+/// The address of a recovery submission that asks Kratos to send a code, or to send it again (the
+/// "resend" button submits the address again): `method=code` with a non-empty `email`. A submission of
+/// the code itself carries no address; neither does anything the guard cannot read.
+pub async fn find_recovery_address(encoding: Option<&Encoding>, body: &[u8]) -> Option<String> {
+    let fields = read_fields(encoding?, body).await?;
+    if fields.method.as_deref() != Some("code") {
+        return None;
+    }
+    fields
+        .email
+        .map(|email| email.trim().to_string())
+        .filter(|email| !email.is_empty())
+}
+
+async fn read_fields(encoding: &Encoding, body: &[u8]) -> Option<Fields> {
+    match encoding {
+        Encoding::Form => Some(form_fields(body)),
+        Encoding::Json => json_fields(body),
+        Encoding::Multipart { boundary } => multipart_fields(boundary, body).await,
+    }
+}
+
 #[derive(Debug, Default)]
 struct Fields {
     method: Option<String>,
     password: Option<String>,
+    email: Option<String>,
 }
 
 impl Fields {
@@ -101,6 +130,7 @@ impl Fields {
         match name {
             "method" if self.method.is_none() => self.method = Some(value),
             "password" if self.password.is_none() => self.password = Some(value),
+            "email" if self.email.is_none() => self.email = Some(value),
             _ => {}
         }
     }
@@ -126,6 +156,7 @@ fn json_fields(bytes: &[u8]) -> Option<Fields> {
     Some(Fields {
         method: text("method"),
         password: text("password"),
+        email: text("email"),
     })
 }
 
@@ -139,7 +170,7 @@ async fn multipart_fields(boundary: &str, body: &[u8]) -> Option<Fields> {
         match multipart.next_field().await {
             Ok(Some(field)) => {
                 let name = field.name().unwrap_or_default().to_string();
-                if name == "method" || name == "password" {
+                if matches!(name.as_str(), "method" | "password" | "email") {
                     let value = field.text().await.ok()?;
                     fields.take(&name, value);
                 }
