@@ -731,3 +731,55 @@ async fn a_start_or_resend_over_a_limit_is_refused_with_retry_after_and_sends_no
     // The resend canceled the first message, still queued: its resend and the two starts.
     assert_eq!(delivered(dir.path()).len(), 3);
 }
+
+#[tokio::test]
+async fn three_gateway_instances_on_one_database_honour_one_limit() {
+    let (app, _dir) = spawn_gateway(|s| {
+        s.gateway.limits.destination.cooldown_seconds = 0;
+        s.gateway.limits.destination.max_sends = 5;
+    })
+    .await;
+    // Two more instances: each with its own connection pool and its own in-process front, as separate
+    // processes would have.
+    let mut urls = vec![app.gateway.clone()];
+    for _ in 0..2 {
+        let db = reclaim_common::Db::connect(&app.settings.database).expect("connect");
+        let other = reclaim_gateway::Application::build_with_clock(
+            &app.settings,
+            db,
+            reclaim_gateway::RunMode::ApiOnly,
+            app.clock.clone(),
+        )
+        .await
+        .expect("another gateway");
+        urls.push(format!("http://127.0.0.1:{}", other.port()));
+        tokio::spawn(other.run_until_stopped(reclaim_common::shutdown::Shutdown::default()));
+    }
+    let body = json!({"channel": "sms", "to": "+14155550100", "purpose": "login"});
+    let answers = futures_util::future::join_all((0..30).map(|i| {
+        let request = app
+            .client
+            .post(format!("{}/v1/verifications", urls[i % 3]))
+            .bearer_auth(API_TOKEN)
+            .json(&body);
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            let answer: Value = response.json().await.expect("json");
+            (status, answer)
+        }
+    }))
+    .await;
+    let started = answers.iter().filter(|(s, _)| *s == 201).count();
+    assert_eq!(
+        started, 5,
+        "5 sends per hour to one number, across all instances"
+    );
+    for (status, answer) in answers.iter().filter(|(s, _)| *s != 201) {
+        assert_eq!(
+            (*status, error_code(answer)),
+            (429, "destination_window"),
+            "{answer}"
+        );
+    }
+}

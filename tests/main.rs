@@ -18,6 +18,7 @@ mod gateway_twilio_outbox;
 mod gateway_verifications;
 mod hardening_data;
 mod kratos_guard;
+mod kratos_guard_recovery;
 mod kratos_hooks;
 mod kratos_journey;
 mod kratos_kit;

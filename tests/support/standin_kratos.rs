@@ -57,6 +57,17 @@ struct Inner {
     /// fronts it).
     base_url: Mutex<String>,
     privileged_max_age: Mutex<Duration>,
+    /// Kratos's HTTP courier (`courier.delivery_strategy: http`): where recovery emails go, with the API key
+    /// header and value; `None` = they stay in `outbox` only.
+    courier: Mutex<Option<Courier>>,
+}
+
+/// Where the stand-in's courier delivers: URL, API key header, key.
+#[derive(Clone)]
+pub struct Courier {
+    pub url: String,
+    pub header: String,
+    pub key: String,
 }
 
 #[derive(Default)]
@@ -158,6 +169,7 @@ impl StandinKratos {
             offset: Mutex::new(Duration::zero()),
             base_url: Mutex::new(public_url.clone()),
             privileged_max_age: Mutex::new(Duration::minutes(PRIVILEGED_SESSION_MAX_AGE_MINUTES)),
+            courier: Mutex::new(None),
         });
         let kratos = Self {
             public_url,
@@ -176,6 +188,16 @@ impl StandinKratos {
     /// Runs our kit's hooks against the test's plugin, with the test key.
     pub fn use_kit(&self, app: &super::TestApp) {
         self.use_hooks(HookConfig::kit(&app.plugin, super::kratos::KRATOS_KEY));
+    }
+
+    /// Hands recovery emails to an HTTP courier, as `courier.delivery_strategy: http` does: the body is the
+    /// courier template's context (`function(ctx) ctx`), with the API key header.
+    pub fn use_courier(&self, courier: Courier) {
+        *self.inner.courier.lock().expect("courier") = Some(courier);
+    }
+
+    fn courier(&self) -> Option<Courier> {
+        self.inner.courier.lock().expect("courier").clone()
     }
 
     /// The URL Kratos advertises for itself (redirects, `return_to`, `ui.action`): set it to the address of
