@@ -222,10 +222,26 @@ impl Db {
     pub fn migrate(&self) -> Result<Vec<String>, DbError> {
         let mut conn = self.get()?;
         let applied = match &mut *conn {
-            AnyConnection::Sqlite(c) => c
-                .run_pending_migrations(SQLITE_MIGRATIONS)
-                .map(|v| v.iter().map(|m| m.to_string()).collect())
-                .map_err(|e| DbError::Migrate(e.to_string())),
+            AnyConnection::Sqlite(c) => {
+                // Another process may be migrating the same file. The write lock, held for the whole run,
+                // keeps the list of pending migrations from going stale between reading and applying it
+                // (diesel runs each migration in a savepoint of this transaction).
+                AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?;
+                let result = c
+                    .run_pending_migrations(SQLITE_MIGRATIONS)
+                    .map(|v| v.iter().map(|m| m.to_string()).collect::<Vec<_>>())
+                    .map_err(|e| DbError::Migrate(e.to_string()));
+                match result {
+                    Ok(applied) => {
+                        AnsiTransactionManager::commit_transaction(c)?;
+                        Ok(applied)
+                    }
+                    Err(error) => {
+                        let _ = AnsiTransactionManager::rollback_transaction(c);
+                        Err(error)
+                    }
+                }
+            }
             AnyConnection::Postgresql(c) => {
                 diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})"))
                     .execute(c)?;
