@@ -111,52 +111,45 @@ impl Upstream {
             .await?)
     }
 
+    /// The client's request as it goes on to Kratos: same method, path and query, its headers as Kratos
+    /// should see them.
+    fn onward(&self, req: &HttpRequest) -> reqwest::RequestBuilder {
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
+            .unwrap_or(reqwest::Method::GET);
+        self.client
+            .request(method, self.url(path_and_query))
+            .headers(forwarded_headers(req))
+    }
+
     /// Sends the client's request on to Kratos and answers with Kratos's response, streamed back.
     pub async fn forward(
         &self,
         req: &HttpRequest,
         body: Body,
     ) -> Result<HttpResponse, UpstreamError> {
-        let path_and_query = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
-            .unwrap_or(reqwest::Method::GET);
-        let mut request = self
-            .client
-            .request(method, self.url(path_and_query))
-            .headers(forwarded_headers(req));
-        request = match body {
-            Body::None => request,
-            Body::Buffered(bytes) => request.body(bytes),
-            Body::Streamed { head, rest } => request.body(stream_body(head, rest)),
+        let request = match body {
+            Body::None => self.onward(req),
+            Body::Buffered(bytes) => self.onward(req).body(bytes),
+            Body::Streamed { head, rest } => self.onward(req).body(stream_body(head, rest)),
         };
         let answer = request.send().await?;
         Ok(respond(answer))
     }
 
-    /// Like [`Upstream::forward`], but Kratos's answer is read whole and handed to `change` before it goes
-    /// back, with Kratos's status and headers (for the few answers the guard adds to).
+    /// Like [`Upstream::forward`] for a request without a body, but Kratos's answer is read whole and handed
+    /// to `change` before it goes back, with Kratos's status and headers (for the few answers the guard adds
+    /// to).
     pub async fn forward_changed(
         &self,
         req: &HttpRequest,
         change: impl FnOnce(Bytes) -> Bytes,
     ) -> Result<HttpResponse, UpstreamError> {
-        let path_and_query = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
-            .unwrap_or(reqwest::Method::GET);
-        let answer = self
-            .client
-            .request(method, self.url(path_and_query))
-            .headers(forwarded_headers(req))
-            .send()
-            .await?;
+        let answer = self.onward(req).send().await?;
         let mut builder = response_head(&answer);
         let body = answer.bytes().await?;
         Ok(builder.body(change(body)))
