@@ -87,6 +87,24 @@ async fn an_expired_password_is_rejected_with_a_message_and_a_logout() {
     // A wrong password is Supabase's to refuse: the hook lets it through untouched.
     let (status, body) = call(&app, &attempt(&id, false)).await;
     assert_eq!((status, body), (200, json!({"decision": "continue"})));
+    let metrics = plugin_metrics(&app).await;
+    for line in [
+        r#"reclaim_plugin_supabase_hook_total{hook="password-verification",outcome="continue"} 2"#,
+        r#"reclaim_plugin_supabase_hook_total{hook="password-verification",outcome="reject"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+}
+
+async fn plugin_metrics(app: &TestApp) -> String {
+    app.client
+        .get(app.plugin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
 }
 
 #[tokio::test]
@@ -178,4 +196,8 @@ async fn malformed_payloads_get_400_in_supabase_shape_naming_the_field() {
         assert!(message.contains(field), "{field}: {message}");
     }
     assert_eq!(state_status(&app, "u1").await, 404);
+    let metrics = plugin_metrics(&app).await;
+    let line =
+        r#"reclaim_plugin_supabase_hook_total{hook="password-verification",outcome="invalid"} 4"#;
+    assert!(metrics.contains(line), "{metrics}");
 }

@@ -3,7 +3,7 @@
 //! uses the plugin's clock.
 
 use super::decide::{decide, Attempt};
-use super::payload::VerificationAttempt;
+use super::payload::{VerificationAnswer, VerificationAttempt};
 use crate::identity::{Identity, IdentityId};
 use crate::passwords::PasswordsError;
 use crate::Passwords;
@@ -77,23 +77,44 @@ async fn verify_password_attempt(
     body: web::Bytes,
     hooks: web::Data<SupabaseHooks>,
 ) -> Result<HttpResponse, PasswordVerificationError> {
+    let answer = answer_attempt(&req, &body, &hooks).await;
+    let outcome = match &answer {
+        Ok(VerificationAnswer::Continue) => "continue",
+        Ok(VerificationAnswer::Reject { .. }) => "reject",
+        Err(PasswordVerificationError::Unauthorized(_)) => "unauthorized",
+        Err(PasswordVerificationError::Invalid(_)) => "invalid",
+        Err(PasswordVerificationError::Unexpected(_)) => "error",
+    };
+    hooks
+        .passwords
+        .metrics()
+        .supabase_hooks
+        .with_label_values(&["password-verification", outcome])
+        .inc();
+    Ok(HttpResponse::Ok().json(answer?))
+}
+
+async fn answer_attempt(
+    req: &HttpRequest,
+    body: &[u8],
+    hooks: &SupabaseHooks,
+) -> Result<VerificationAnswer, PasswordVerificationError> {
     let wall_clock = chrono::Utc::now().timestamp();
     hooks
         .verifier
-        .verify(req.headers(), &body, wall_clock)
+        .verify(req.headers(), body, wall_clock)
         .inspect_err(|reason| {
             tracing::warn!(reason = %reason, "Supabase password verification hook refused: signature");
         })?;
-    let attempt = parse(&body, &hooks.settings)?;
+    let attempt = parse(body, &hooks.settings)?;
     let now = hooks.passwords.clock().now();
-    let answer = decide(
+    Ok(decide(
         &hooks.passwords,
         &attempt,
         hooks.settings.logout_on_reject,
         now,
     )
-    .await?;
-    Ok(HttpResponse::Ok().json(answer))
+    .await?)
 }
 
 fn parse(body: &[u8], settings: &PluginSupabaseSettings) -> Result<Attempt, FieldError> {
