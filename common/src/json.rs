@@ -149,6 +149,18 @@ impl actix_web::ResponseError for FieldError {
     }
 }
 
+/// The error document Supabase Auth's hooks answer with: `{"error": {"http_code", "message"}}`. Supabase
+/// reads it from a 2xx answer too, and then fails the user's API call with `http_code` and `message`.
+pub fn supabase_error_response(
+    status: StatusCode,
+    http_code: StatusCode,
+    message: impl Into<String>,
+) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({
+        "error": {"http_code": http_code.as_u16(), "message": message.into()}
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

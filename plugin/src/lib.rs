@@ -12,6 +12,7 @@
 //! - [`history`]: keyed digests, the bounded KDF pool, foreign hashes, history rows.
 //! - [`state`]: the per-identity `password_states` row, how it changes (transitions inside a write
 //!   transaction, the profile an identity falls under) and [`PasswordState`], the view callers get.
+//! - [`supabase`]: the Supabase Auth adapter (the password-verification-attempt hook).
 //! - [`kratos`]: the Ory Kratos adapter (hook calls authenticated and parsed, handlers, admin-API sync, the
 //!   password migration hook).
 //! - [`import`]: `reclaim import hashes`.
@@ -33,6 +34,7 @@ mod routes;
 pub mod schema;
 mod startup;
 pub mod state;
+pub mod supabase;
 pub mod verdicts;
 
 pub use history::PasswordDigest;

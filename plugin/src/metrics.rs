@@ -17,6 +17,8 @@ pub struct PluginMetrics {
     pub kdf_rejections: IntCounter,
     /// KDF runs in progress right now.
     pub kdf_in_flight: IntGauge,
+    /// Supabase hook calls, by hook and outcome (continue, reject, unauthorized, invalid, error).
+    pub supabase_hooks: IntCounterVec,
 }
 
 impl PluginMetrics {
@@ -43,6 +45,14 @@ impl PluginMetrics {
             "reclaim_plugin_kdf_in_flight",
             "KDF runs in progress right now",
         )?;
+        let supabase_hooks = IntCounterVec::new(
+            Opts::new(
+                "reclaim_plugin_supabase_hook_total",
+                "Supabase hook calls, by hook and outcome (continue, reject, unauthorized, invalid, error)",
+            ),
+            &["hook", "outcome"],
+        )?;
+        registry.register(Box::new(supabase_hooks.clone()))?;
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(kdf_duration.clone()))?;
         registry.register(Box::new(kdf_rejections.clone()))?;
@@ -52,6 +62,7 @@ impl PluginMetrics {
             kdf_duration,
             kdf_rejections,
             kdf_in_flight,
+            supabase_hooks,
         })
     }
 

@@ -61,6 +61,10 @@ impl Application {
             admin,
             db: db.clone(),
         });
+        let supabase_hooks = actix_web::web::Data::new(crate::supabase::SupabaseHooks::new(
+            passwords.clone(),
+            &settings.plugin.supabase,
+        ));
         let spec = ServiceSpec {
             name: "plugin",
             listener,
@@ -77,6 +81,8 @@ impl Application {
                 admin_tokens.clone(),
             );
             cfg.app_data(kratos_hooks.clone()).configure(kratos::routes);
+            cfg.app_data(supabase_hooks.clone())
+                .configure(crate::supabase::routes);
         })?;
         Ok(Self {
             port,

@@ -13,6 +13,7 @@ pub mod ports;
 pub mod prism;
 pub mod smtp;
 pub mod standin_kratos;
+pub mod supabase;
 pub mod twilio_callbacks;
 pub mod twilio_faults;
 pub mod upstream;

@@ -5,6 +5,7 @@
 //! guards a scope with its own tokens, and [`HookCredentials`], what an IdP's hook calls must carry (Kratos
 //! web hooks and courier: an API key header or Basic); signature schemes live one per file.
 
+pub mod standard_webhooks;
 pub mod twilio;
 
 use crate::json::error_response;

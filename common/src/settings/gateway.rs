@@ -37,6 +37,8 @@ pub struct GatewaySettings {
     pub verifications: VerificationSettings,
     /// Kratos's HTTP courier (`POST /hooks/kratos/courier`).
     pub kratos: CourierKratosSettings,
+    /// Supabase Auth's send-sms and send-email hooks (`/hooks/supabase/send-sms`, `/send-email`).
+    pub supabase: super::GatewaySupabaseSettings,
 }
 
 impl Default for GatewaySettings {
@@ -60,6 +62,7 @@ impl Default for GatewaySettings {
             twilio: TwilioSettings::default(),
             verifications: VerificationSettings::default(),
             kratos: CourierKratosSettings::default(),
+            supabase: super::GatewaySupabaseSettings::default(),
         }
     }
 }
@@ -570,6 +573,7 @@ impl GatewaySettings {
         self.twilio.validate(environment, problems);
         self.verifications.validate(problems);
         self.kratos.validate(&self.retention, problems);
+        self.supabase.validate(problems);
         let sms_twilio = self.channels.sms.provider == ProviderKind::Twilio;
         let voice_twilio = self.channels.voice.provider == ProviderKind::Twilio;
         if sms_twilio {

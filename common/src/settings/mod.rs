@@ -12,6 +12,7 @@ mod kratos;
 mod limits;
 mod load;
 mod plugin;
+mod supabase;
 mod twilio;
 mod verifications;
 
@@ -20,6 +21,7 @@ pub use kratos::*;
 pub use limits::*;
 pub use load::{env_var_for, from_value, load, ConfigError, Problem};
 pub use plugin::*;
+pub use supabase::*;
 pub use twilio::*;
 pub use verifications::*;
 

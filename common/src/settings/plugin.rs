@@ -23,6 +23,8 @@ pub struct PluginSettings {
     pub admin: AdminSettings,
     pub storage: StorageSettings,
     pub kratos: KratosSettings,
+    /// Supabase Auth's password-verification-attempt hook.
+    pub supabase: super::PluginSupabaseSettings,
     pub policy: PolicySettings,
     pub history: HistorySettings,
 }
@@ -35,6 +37,7 @@ impl Default for PluginSettings {
             admin: AdminSettings::default(),
             storage: StorageSettings::default(),
             kratos: KratosSettings::default(),
+            supabase: super::PluginSupabaseSettings::default(),
             policy: PolicySettings::default(),
             history: HistorySettings::default(),
         }
@@ -199,6 +202,7 @@ impl PluginSettings {
         self.storage
             .validate("plugin.storage.keys", environment, problems);
         self.kratos.validate(environment, problems);
+        self.supabase.validate(problems);
         self.policy.validate(problems);
         self.history.validate(environment, problems);
     }

@@ -1,0 +1,129 @@
+//! `POST /hooks/supabase/password-verification`: signature checked over the raw body, then parsed, then
+//! decided. The signature is checked against the wall clock (replays are about real time), the decision
+//! uses the plugin's clock.
+
+use super::decide::{decide, Attempt};
+use super::payload::{VerificationAnswer, VerificationAttempt};
+use crate::identity::{Identity, IdentityId};
+use crate::passwords::PasswordsError;
+use crate::Passwords;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use reclaim_common::auth::standard_webhooks::{SignatureError, Verifier};
+use reclaim_common::json::{self, supabase_error_response, FieldError};
+use reclaim_common::settings::PluginSupabaseSettings;
+
+/// What the hook needs, shared by all workers.
+#[derive(Clone)]
+pub struct SupabaseHooks {
+    pub passwords: Passwords,
+    pub settings: PluginSupabaseSettings,
+    pub verifier: Verifier,
+}
+
+impl SupabaseHooks {
+    pub fn new(passwords: Passwords, settings: &PluginSupabaseSettings) -> Self {
+        Self {
+            passwords,
+            verifier: settings.verifier(),
+            settings: settings.clone(),
+        }
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/hooks/supabase/password-verification",
+        web::post().to(verify_password_attempt),
+    );
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordVerificationError {
+    #[error("signature refused: {0}")]
+    Unauthorized(#[from] SignatureError),
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error(transparent)]
+    Unexpected(#[from] PasswordsError),
+}
+
+impl ResponseError for PasswordVerificationError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::Unexpected(PasswordsError::Saturated { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let message = match self {
+            Self::Unauthorized(reason) => format!("webhook signature refused: {reason}"),
+            Self::Invalid(error) => error.to_string(),
+            Self::Unexpected(error) => {
+                tracing::error!(error = %error, "Supabase password verification hook could not decide");
+                "internal error; see the server log".to_string()
+            }
+        };
+        supabase_error_response(status, status, message)
+    }
+}
+
+async fn verify_password_attempt(
+    req: HttpRequest,
+    body: web::Bytes,
+    hooks: web::Data<SupabaseHooks>,
+) -> Result<HttpResponse, PasswordVerificationError> {
+    let answer = answer_attempt(&req, &body, &hooks).await;
+    let outcome = match &answer {
+        Ok(VerificationAnswer::Continue) => "continue",
+        Ok(VerificationAnswer::Reject { .. }) => "reject",
+        Err(PasswordVerificationError::Unauthorized(_)) => "unauthorized",
+        Err(PasswordVerificationError::Invalid(_)) => "invalid",
+        Err(PasswordVerificationError::Unexpected(_)) => "error",
+    };
+    hooks
+        .passwords
+        .metrics()
+        .supabase_hooks
+        .with_label_values(&["password-verification", outcome])
+        .inc();
+    Ok(HttpResponse::Ok().json(answer?))
+}
+
+async fn answer_attempt(
+    req: &HttpRequest,
+    body: &[u8],
+    hooks: &SupabaseHooks,
+) -> Result<VerificationAnswer, PasswordVerificationError> {
+    let wall_clock = chrono::Utc::now().timestamp();
+    hooks
+        .verifier
+        .verify(req.headers(), body, wall_clock)
+        .inspect_err(|reason| {
+            tracing::warn!(reason = %reason, "Supabase password verification hook refused: signature");
+        })?;
+    let attempt = parse(body, &hooks.settings)?;
+    let now = hooks.passwords.clock().now();
+    Ok(decide(
+        &hooks.passwords,
+        &attempt,
+        hooks.settings.logout_on_reject,
+        now,
+    )
+    .await?)
+}
+
+fn parse(body: &[u8], settings: &PluginSupabaseSettings) -> Result<Attempt, FieldError> {
+    let parsed: VerificationAttempt = json::parse(body)?;
+    let id = IdentityId::parse(&parsed.user_id).map_err(|m| FieldError::new("user_id", m))?;
+    let mut identity = Identity::new(id);
+    identity.schema_id = Some(settings.schema_id.clone());
+    Ok(Attempt {
+        identity,
+        valid: parsed.valid,
+    })
+}

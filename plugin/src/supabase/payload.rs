@@ -1,0 +1,23 @@
+//! Supabase Auth's password-verification-attempt hook, as `supabase/auth` sends and parses it
+//! (`internal/hooks/v0hooks`). See `../shared/contracts/supabase/`.
+
+use serde::{Deserialize, Serialize};
+
+/// `PasswordVerificationAttemptInput`. `metadata` is absent in older versions and not needed here.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VerificationAttempt {
+    pub user_id: String,
+    /// Whether the password Supabase compared was correct.
+    pub valid: bool,
+}
+
+/// `PasswordVerificationAttemptOutput`. Supabase requires `should_logout_user` to be a JSON boolean.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum VerificationAnswer {
+    Continue,
+    Reject {
+        message: String,
+        should_logout_user: bool,
+    },
+}
