@@ -31,3 +31,4 @@ mod proptest_inputs;
 mod readme_claims;
 mod secrets;
 mod spine;
+mod zitadel_hooks;

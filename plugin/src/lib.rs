@@ -14,6 +14,7 @@
 //!   transaction, the profile an identity falls under) and [`PasswordState`], the view callers get.
 //! - [`kratos`]: the Ory Kratos adapter (hook calls authenticated and parsed, handlers, admin-API sync, the
 //!   password migration hook).
+//! - [`zitadel`]: the ZITADEL adapter (Actions v2 set-password targets).
 //! - [`import`]: `reclaim import hashes`.
 //!
 //! The HTTP service (generic API in `routes`) is built by [`Application::build`] and served by
@@ -34,6 +35,7 @@ pub mod schema;
 mod startup;
 pub mod state;
 pub mod verdicts;
+pub mod zitadel;
 
 pub use history::PasswordDigest;
 pub use identity::{Identity, IdentityId};

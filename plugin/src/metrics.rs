@@ -17,6 +17,9 @@ pub struct PluginMetrics {
     pub kdf_rejections: IntCounter,
     /// KDF runs in progress right now.
     pub kdf_in_flight: IntGauge,
+    /// Identity-provider hook calls, by hook (`zitadel.set_password`, ...) and outcome (`allowed`, `refused`,
+    /// `passed`, `committed`, `unauthorized`, `bad_request`, `failed`).
+    pub hook_calls: IntCounterVec,
 }
 
 impl PluginMetrics {
@@ -43,6 +46,14 @@ impl PluginMetrics {
             "reclaim_plugin_kdf_in_flight",
             "KDF runs in progress right now",
         )?;
+        let hook_calls = IntCounterVec::new(
+            Opts::new(
+                "reclaim_plugin_hook_calls_total",
+                "Identity-provider hook calls, by hook (`zitadel.set_password`, ...) and outcome (`allowed`, `refused`, `passed`, `committed`, `unauthorized`, `bad_request`, `failed`)",
+            ),
+            &["hook", "outcome"],
+        )?;
+        registry.register(Box::new(hook_calls.clone()))?;
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(kdf_duration.clone()))?;
         registry.register(Box::new(kdf_rejections.clone()))?;
@@ -52,6 +63,7 @@ impl PluginMetrics {
             kdf_duration,
             kdf_rejections,
             kdf_in_flight,
+            hook_calls,
         })
     }
 

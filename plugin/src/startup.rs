@@ -61,6 +61,10 @@ impl Application {
             admin,
             db: db.clone(),
         });
+        let zitadel_hooks = actix_web::web::Data::new(crate::zitadel::ZitadelHooks {
+            passwords: passwords.clone(),
+            settings: settings.plugin.zitadel.clone(),
+        });
         let spec = ServiceSpec {
             name: "plugin",
             listener,
@@ -77,6 +81,8 @@ impl Application {
                 admin_tokens.clone(),
             );
             cfg.app_data(kratos_hooks.clone()).configure(kratos::routes);
+            cfg.app_data(zitadel_hooks.clone())
+                .configure(crate::zitadel::routes);
         })?;
         Ok(Self {
             port,

@@ -14,6 +14,7 @@ mod load;
 mod plugin;
 mod twilio;
 mod verifications;
+mod zitadel;
 
 pub use gateway::*;
 pub use kratos::*;
@@ -22,6 +23,7 @@ pub use load::{env_var_for, from_value, load, ConfigError, Problem};
 pub use plugin::*;
 pub use twilio::*;
 pub use verifications::*;
+pub use zitadel::*;
 
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};

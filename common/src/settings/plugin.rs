@@ -1,8 +1,8 @@
 //! The `[plugin]` section: the password-policy service.
 
 use super::{
-    check_listen, check_range, AdminSettings, ApiSettings, Environment, KratosSettings, Problem,
-    StorageSettings,
+    check_listen, check_range, AdminSettings, ApiSettings, Environment, KratosSettings,
+    PluginZitadelSettings, Problem, StorageSettings,
 };
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,8 @@ pub struct PluginSettings {
     pub admin: AdminSettings,
     pub storage: StorageSettings,
     pub kratos: KratosSettings,
+    /// ZITADEL Actions v2 targets (`/hooks/zitadel/set-password`).
+    pub zitadel: PluginZitadelSettings,
     pub policy: PolicySettings,
     pub history: HistorySettings,
 }
@@ -35,6 +37,7 @@ impl Default for PluginSettings {
             admin: AdminSettings::default(),
             storage: StorageSettings::default(),
             kratos: KratosSettings::default(),
+            zitadel: PluginZitadelSettings::default(),
             policy: PolicySettings::default(),
             history: HistorySettings::default(),
         }
@@ -199,6 +202,7 @@ impl PluginSettings {
         self.storage
             .validate("plugin.storage.keys", environment, problems);
         self.kratos.validate(environment, problems);
+        self.zitadel.validate(problems);
         self.policy.validate(problems);
         self.history.validate(environment, problems);
     }
