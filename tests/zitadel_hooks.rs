@@ -251,3 +251,21 @@ async fn malformed_payloads_are_refused_naming_the_field() {
     assert_eq!(answer["error"]["field"], "request.userId", "{answer}");
     assert_eq!(history(&app, &id).await, (0, None));
 }
+
+#[tokio::test]
+async fn a_created_users_first_password_is_recorded_on_the_response() {
+    let app = zitadel_app(ZitadelCommitOn::Response).await;
+    let id = new_id();
+    let mut envelope = contract("actions-v2-request-createuser.docs-example.json");
+    envelope["fullMethod"] = json!("/zitadel.user.v2.UserService/AddHumanUser");
+    envelope["request"] = json!({"username": "minnie", "profile": {"givenName": "Minnie", "familyName": "Mouse"},
+        "email": {"email": "mini1@mouse.com"}, "password": {"password": "A-first-P4ssw0rd"}});
+    let (status, body) = signed(&app, "/hooks/zitadel/set-password", &envelope).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, envelope["request"]);
+    envelope["response"] = json!({"userId": id, "details": {"sequence": "1"}});
+    let (status, body) = signed(&app, "/hooks/zitadel/set-password/response", &envelope).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, envelope["response"]);
+    assert_eq!(history(&app, &id).await, (1, None));
+}
