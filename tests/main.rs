@@ -32,3 +32,4 @@ mod readme_claims;
 mod secrets;
 mod spine;
 mod supabase_hooks;
+mod zitadel_hooks;

@@ -15,6 +15,7 @@
 //! - [`supabase`]: the Supabase Auth adapter (the password-verification-attempt hook).
 //! - [`kratos`]: the Ory Kratos adapter (hook calls authenticated and parsed, handlers, admin-API sync, the
 //!   password migration hook).
+//! - [`zitadel`]: the ZITADEL adapter (Actions v2 set-password targets).
 //! - [`import`]: `reclaim import hashes`.
 //!
 //! The HTTP service (generic API in `routes`) is built by [`Application::build`] and served by
@@ -36,6 +37,7 @@ mod startup;
 pub mod state;
 pub mod supabase;
 pub mod verdicts;
+pub mod zitadel;
 
 pub use history::PasswordDigest;
 pub use identity::{Identity, IdentityId};

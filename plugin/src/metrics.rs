@@ -19,6 +19,9 @@ pub struct PluginMetrics {
     pub kdf_in_flight: IntGauge,
     /// Supabase hook calls, by hook and outcome (continue, reject, unauthorized, invalid, error).
     pub supabase_hooks: IntCounterVec,
+    /// Identity-provider hook calls, by hook (`zitadel.set_password`, ...) and outcome (`allowed`, `refused`,
+    /// `passed`, `committed`, `unauthorized`, `bad_request`, `failed`).
+    pub hook_calls: IntCounterVec,
 }
 
 impl PluginMetrics {
@@ -53,6 +56,14 @@ impl PluginMetrics {
             &["hook", "outcome"],
         )?;
         registry.register(Box::new(supabase_hooks.clone()))?;
+        let hook_calls = IntCounterVec::new(
+            Opts::new(
+                "reclaim_plugin_hook_calls_total",
+                "Identity-provider hook calls, by hook (`zitadel.set_password`, ...) and outcome (`allowed`, `refused`, `passed`, `committed`, `unauthorized`, `bad_request`, `failed`)",
+            ),
+            &["hook", "outcome"],
+        )?;
+        registry.register(Box::new(hook_calls.clone()))?;
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(kdf_duration.clone()))?;
         registry.register(Box::new(kdf_rejections.clone()))?;
@@ -63,6 +74,7 @@ impl PluginMetrics {
             kdf_rejections,
             kdf_in_flight,
             supabase_hooks,
+            hook_calls,
         })
     }
 

@@ -65,6 +65,10 @@ impl Application {
             passwords.clone(),
             &settings.plugin.supabase,
         ));
+        let zitadel_hooks = actix_web::web::Data::new(crate::zitadel::ZitadelHooks {
+            passwords: passwords.clone(),
+            settings: settings.plugin.zitadel.clone(),
+        });
         let spec = ServiceSpec {
             name: "plugin",
             listener,
@@ -83,6 +87,8 @@ impl Application {
             cfg.app_data(kratos_hooks.clone()).configure(kratos::routes);
             cfg.app_data(supabase_hooks.clone())
                 .configure(crate::supabase::routes);
+            cfg.app_data(zitadel_hooks.clone())
+                .configure(crate::zitadel::routes);
         })?;
         Ok(Self {
             port,

@@ -3,10 +3,12 @@
 //!
 //! `mod.rs` holds the header schemes (bearer, API key, Basic), [`require_bearer`], the middleware that
 //! guards a scope with its own tokens, and [`HookCredentials`], what an IdP's hook calls must carry (Kratos
-//! web hooks and courier: an API key header or Basic); signature schemes live one per file.
+//! web hooks and courier: an API key header or Basic); signature schemes live one per file (`twilio`,
+//! `zitadel`).
 
 pub mod standard_webhooks;
 pub mod twilio;
+pub mod zitadel;
 
 use crate::json::error_response;
 use crate::secret::{constant_time_eq, Secret};

@@ -15,6 +15,7 @@ mod plugin;
 mod supabase;
 mod twilio;
 mod verifications;
+mod zitadel;
 
 pub use gateway::*;
 pub use kratos::*;
@@ -24,6 +25,7 @@ pub use plugin::*;
 pub use supabase::*;
 pub use twilio::*;
 pub use verifications::*;
+pub use zitadel::*;
 
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};

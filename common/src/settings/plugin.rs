@@ -1,8 +1,8 @@
 //! The `[plugin]` section: the password-policy service.
 
 use super::{
-    check_listen, check_range, AdminSettings, ApiSettings, Environment, KratosSettings, Problem,
-    StorageSettings,
+    check_listen, check_range, AdminSettings, ApiSettings, Environment, KratosSettings,
+    PluginZitadelSettings, Problem, StorageSettings,
 };
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,8 @@ pub struct PluginSettings {
     pub kratos: KratosSettings,
     /// Supabase Auth's password-verification-attempt hook.
     pub supabase: super::PluginSupabaseSettings,
+    /// ZITADEL Actions v2 targets (`/hooks/zitadel/set-password`).
+    pub zitadel: PluginZitadelSettings,
     pub policy: PolicySettings,
     pub history: HistorySettings,
 }
@@ -38,6 +40,7 @@ impl Default for PluginSettings {
             storage: StorageSettings::default(),
             kratos: KratosSettings::default(),
             supabase: super::PluginSupabaseSettings::default(),
+            zitadel: PluginZitadelSettings::default(),
             policy: PolicySettings::default(),
             history: HistorySettings::default(),
         }
@@ -203,6 +206,7 @@ impl PluginSettings {
             .validate("plugin.storage.keys", environment, problems);
         self.kratos.validate(environment, problems);
         self.supabase.validate(problems);
+        self.zitadel.validate(problems);
         self.policy.validate(problems);
         self.history.validate(environment, problems);
     }
