@@ -9,6 +9,7 @@
 //! [`Application::run_until_stopped`].
 
 pub mod address;
+pub mod admission;
 pub mod channel;
 pub mod delivery;
 pub mod fallback;

@@ -8,13 +8,14 @@
 
 use super::payload::CourierBody;
 use crate::address::Destination;
+use crate::admission::{self, Admission, Answers};
 use crate::channel::Channel;
-use crate::limits::{Limits, Refusal, SendAttempt};
-use crate::outbox::{self, MessageStatus, NewMessage};
+use crate::limits::{Limits, SendAttempt};
+use crate::outbox::NewMessage;
 use crate::templates::{self, Templates, PASS_THROUGH};
 use chrono::{NaiveDateTime, TimeDelta};
 use reclaim_common::db::{write_transaction, AnyConnection, DbError};
-use reclaim_common::idempotency::{self, Claim, IdempotencyKey, Remembered};
+use reclaim_common::idempotency::{self, IdempotencyKey};
 use reclaim_common::json::FieldError;
 use reclaim_common::sealed::Keyring;
 use reclaim_common::settings::GatewaySettings;
@@ -262,36 +263,23 @@ impl CourierMessage {
                 };
                 FieldError::new(field, error.message)
             })?;
-        let fallback = crate::fallback::configured(
-            &settings.channels,
-            templates,
-            template,
-            &self.locale,
-            self.channel,
-            &self.destination,
-        );
         let lifetime = self.ttl_minutes.map(|minutes| {
             TimeDelta::minutes(i64::from(minutes)).min(TimeDelta::seconds(
                 i64::try_from(settings.messages.max_expires_in_seconds).unwrap_or(i64::MAX),
             ))
         });
-        Ok(NewMessage {
+        Ok(admission::new_message(
+            settings,
+            templates,
+            template,
+            &self.locale,
+            self.channel,
+            &self.destination,
+            &data,
+            lifetime.map(|lifetime| now + lifetime),
             id,
-            channel: self.channel.as_str().into(),
-            destination: self.destination.as_str().into(),
-            template: template.into(),
-            locale: self.locale.clone(),
-            data: data.to_string(),
-            status: MessageStatus::Queued,
-            attempts: 0,
-            next_attempt_at: now,
-            expires_at: lifetime.map(|lifetime| now + lifetime),
-            fallback: serde_json::to_string(&fallback).unwrap_or_else(|_| "[]".into()),
-            fallback_position: 0,
-            idempotency_key: None,
-            created_at: now,
-            updated_at: now,
-        })
+            now,
+        ))
     }
 
     /// The variables of our templates: `code` or `link`, and `ttl_minutes`.
@@ -353,17 +341,8 @@ fn required_text(body: &CourierBody, fields: &[&str]) -> Result<String, FieldErr
     })
 }
 
-/// What [`queue`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CourierOutcome {
-    /// Queued as a new message; `answer` is the JSON answer (`{"id": ...}`) also remembered for retries.
-    Queued { id: String, answer: String },
-    /// Kratos's retry of a message queued within the window: nothing queued; the first answer.
-    Duplicate(Remembered),
-    /// Refused by the abuse limits: nothing queued, answered 2xx all the same (Kratos would retry anything
-    /// else) and remembered, so a retry gets the same answer.
-    Throttled { refusal: Refusal, answer: String },
-}
+/// What [`queue`] did. A throttled message is answered 2xx all the same (Kratos would retry anything else).
+pub type CourierOutcome = Admission;
 
 /// Queues `message` (planned as `planned`) unless the same message was queued within `window` of `now`.
 /// Runs inside the caller's write transaction, so checks that must hold with the insert (abuse limits) can
@@ -385,14 +364,6 @@ pub fn queue(
         once = once.about(identity.clone());
     }
     idempotency::forget_if_older(conn, &once, now - window)?;
-    match idempotency::claim(conn, &once, now)? {
-        Claim::Claimed => {}
-        Claim::Answered(first) => return Ok(CourierOutcome::Duplicate(first)),
-        // Claim and answer commit together here, so no claim of this scope is ever seen pending.
-        Claim::Pending { .. } => {
-            return Err(DbError::Task("a courier dedupe key is pending".into()))
-        }
-    }
     let attempt = SendAttempt {
         channel: message.channel,
         destination: &message.destination,
@@ -401,18 +372,12 @@ pub fn queue(
         client_ip: None,
         identity_id: message.identity_id.as_deref(),
     };
-    if let Err(refusal) = limits.admit(conn, &attempt, now)? {
-        let answer = json!({"id": null, "throttled": refusal.reason.as_str()}).to_string();
-        idempotency::complete(conn, &once, 202, &answer)?;
-        return Ok(CourierOutcome::Throttled { refusal, answer });
-    }
-    outbox::insert(conn, planned, keyring)?;
-    let answer = json!({"id": planned.id}).to_string();
-    idempotency::complete(conn, &once, 202, &answer)?;
-    Ok(CourierOutcome::Queued {
-        id: planned.id.clone(),
-        answer,
-    })
+    let answers = Answers {
+        status: 202,
+        queued: json!({"id": planned.id}).to_string(),
+        throttled: &|refusal| json!({"id": null, "throttled": refusal.reason.as_str()}).to_string(),
+    };
+    admission::admit_once(conn, &once, &attempt, planned, keyring, limits, &answers)
 }
 
 /// [`queue`] in a write transaction of its own, off the async threads.
