@@ -36,7 +36,9 @@ use utoipa::{Modify, OpenApi};
         routes::verifications::resend_verification,
         routes::verifications::check_verification,
         routes::verifications::cancel_verification,
-        routes::kratos_courier::receive_kratos_courier
+        routes::kratos_courier::receive_kratos_courier,
+        routes::supabase_send::receive_supabase_send_sms,
+        routes::supabase_send::receive_supabase_send_email
     ),
     modifiers(&BearerAuth)
 )]
@@ -135,6 +137,7 @@ impl Application {
             keyring,
             clock,
             limits,
+            supabase_verifier: gateway.supabase.verifier(),
         });
         let spec = ServiceSpec {
             name: "gateway",

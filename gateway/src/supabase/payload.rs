@@ -1,0 +1,55 @@
+//! Supabase Auth's `SendSMSInput` and `SendEmailInput`, the fields the gateway reads. Unknown fields are
+//! ignored: `user` is GoTrue's whole user model and grows with every release.
+
+use serde::Deserialize;
+
+/// `metadata`, present since GoTrue added it to every hook input (the documentation examples predate it).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Metadata {
+    /// Fixed for one hook invocation, so identical across Supabase's retries.
+    pub uuid: String,
+}
+
+/// The part of `models.User` the gateway needs. `email` and `phone` are `""` when unset.
+#[derive(Debug, Clone, Deserialize)]
+pub struct User {
+    pub id: String,
+    #[serde(default)]
+    pub email: String,
+    /// E.164 without the leading `+` (GoTrue strips it).
+    #[serde(default)]
+    pub phone: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Sms {
+    pub otp: String,
+    /// Absent for a sign-in or confirmation OTP; `mfa` for an MFA challenge; `phone_change` for a new number.
+    #[serde(default)]
+    pub sms_type: Option<String>,
+    /// The number to send to (newer GoTrue versions), E.164 without `+`; else `user.phone`.
+    #[serde(default)]
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SendSmsInput {
+    pub metadata: Metadata,
+    pub user: User,
+    pub sms: Sms,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EmailData {
+    /// The 6-digit OTP; `""` for notifications.
+    #[serde(default)]
+    pub token: String,
+    pub email_action_type: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SendEmailInput {
+    pub metadata: Metadata,
+    pub user: User,
+    pub email_data: EmailData,
+}

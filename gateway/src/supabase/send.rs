@@ -1,0 +1,339 @@
+//! One Supabase send-hook call as a domain value, its outbox message, and queueing it once.
+//!
+//! Which of our templates a call gets (Supabase tells no locale: `gateway.messages.default_locale`):
+//!
+//! | hook, type | template |
+//! |---|---|
+//! | send-sms, `sms_type` absent (sign-in or confirmation OTP), `phone_change`, any other | `verification_code` |
+//! | send-sms, `sms_type: mfa` | `login_code` |
+//! | send-email `signup`, `invite`, `reauthentication` | `verification_code` |
+//! | send-email `magiclink`, `email` | `login_code` |
+//! | send-email `recovery` | `recovery_code` |
+//! | send-email `password_changed_notification` | `password_changed` |
+//!
+//! Emails carry the OTP (`email_data.token`), never a link: the person types the code into the app, which
+//! calls Supabase's `verifyOtp`. `email_change` (two codes to two addresses) and the other notifications are
+//! refused as not supported yet, naming `email_data.email_action_type`.
+//!
+//! A retry carries the same `metadata.uuid`; [`queue`] keys a remembered answer (`reclaim_common::idempotency`,
+//! scope [`Hook::scope`]) on it, kept until the retention janitor prunes idempotency records.
+
+use super::payload::{SendEmailInput, SendSmsInput, User};
+use crate::address::Destination;
+use crate::admission::{self, Admission, Answers};
+use crate::channel::Channel;
+use crate::limits::{Limits, SendAttempt};
+use crate::outbox::NewMessage;
+use crate::templates::Templates;
+use chrono::NaiveDateTime;
+use reclaim_common::db::{write_transaction, AnyConnection, DbError};
+use reclaim_common::idempotency::{self, IdempotencyKey};
+use reclaim_common::json::FieldError;
+use reclaim_common::sealed::Keyring;
+use reclaim_common::settings::GatewaySettings;
+use reclaim_common::Db;
+use serde_json::{json, Map, Value};
+
+/// Which send hook was called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    SendSms,
+    SendEmail,
+}
+
+impl Hook {
+    /// The hook's name, as in `metadata.name` and the metrics' `hook` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SendSms => "send-sms",
+            Self::SendEmail => "send-email",
+        }
+    }
+
+    /// The idempotency scope of the hook's remembered answers.
+    pub fn scope(self) -> &'static str {
+        match self {
+            Self::SendSms => "gateway.supabase.send-sms",
+            Self::SendEmail => "gateway.supabase.send-email",
+        }
+    }
+}
+
+/// A send-hook call, checked.
+#[derive(Debug, Clone)]
+pub struct HookMessage {
+    pub hook: Hook,
+    /// `metadata.uuid`.
+    pub invocation: IdempotencyKey,
+    /// `user.id`: the identity the abuse limits count and erasure forgets.
+    pub identity_id: String,
+    pub channel: Channel,
+    pub destination: Destination,
+    /// One of `config/templates`.
+    pub template: &'static str,
+    /// `sms_type` or `email_action_type`, for logs and metrics.
+    pub kind: String,
+    code: Option<String>,
+}
+
+impl HookMessage {
+    /// Maps a send-sms call.
+    pub fn from_sms(input: SendSmsInput) -> Result<Self, FieldError> {
+        let (field, number) = match input.sms.phone.as_deref().map(str::trim) {
+            Some(number) if !number.is_empty() => ("sms.phone", number),
+            _ => ("user.phone", input.user.phone.trim()),
+        };
+        // GoTrue stores and sends numbers without the `+` of E.164.
+        let number = if number.is_empty() || number.starts_with('+') {
+            number.to_string()
+        } else {
+            format!("+{number}")
+        };
+        let destination = Destination::parse(Channel::Sms, &number)
+            .map_err(|message| FieldError::new(field, message))?;
+        let kind = input.sms.sms_type.unwrap_or_default();
+        let template = match kind.as_str() {
+            "mfa" => "login_code",
+            _ => "verification_code",
+        };
+        Ok(Self {
+            hook: Hook::SendSms,
+            invocation: invocation(&input.metadata.uuid)?,
+            identity_id: identity(&input.user)?,
+            channel: Channel::Sms,
+            destination,
+            template,
+            kind: if kind.is_empty() { "otp".into() } else { kind },
+            code: Some(required("sms.otp", &input.sms.otp)?),
+        })
+    }
+
+    /// Maps a send-email call.
+    pub fn from_email(input: SendEmailInput) -> Result<Self, FieldError> {
+        let kind = input.email_data.email_action_type.trim().to_string();
+        let (template, carries_code) = match kind.as_str() {
+            "signup" | "invite" | "reauthentication" => ("verification_code", true),
+            "magiclink" | "email" => ("login_code", true),
+            "recovery" => ("recovery_code", true),
+            "password_changed_notification" => ("password_changed", false),
+            "" => {
+                return Err(FieldError::new(
+                    "email_data.email_action_type",
+                    "is required",
+                ))
+            }
+            other => {
+                return Err(FieldError::new(
+                    "email_data.email_action_type",
+                    format!("`{other}` is not supported yet"),
+                ))
+            }
+        };
+        let destination = Destination::parse(Channel::Email, &input.user.email)
+            .map_err(|message| FieldError::new("user.email", message))?;
+        let code = match carries_code {
+            true => Some(required("email_data.token", &input.email_data.token)?),
+            false => None,
+        };
+        Ok(Self {
+            hook: Hook::SendEmail,
+            invocation: invocation(&input.metadata.uuid)?,
+            identity_id: identity(&input.user)?,
+            channel: Channel::Email,
+            destination,
+            template,
+            kind,
+            code,
+        })
+    }
+
+    /// The outbox message, rendered once here so a message that cannot be rendered is refused now rather
+    /// than failing in the worker.
+    pub fn plan(
+        &self,
+        settings: &GatewaySettings,
+        templates: &Templates,
+        id: String,
+        now: NaiveDateTime,
+    ) -> Result<NewMessage, FieldError> {
+        let locale = settings.messages.default_locale.as_str();
+        let mut data = Map::new();
+        if let Some(code) = &self.code {
+            data.insert("code".into(), json!(code));
+        }
+        let data = Value::Object(data);
+        templates
+            .render(self.template, locale, self.channel, &data)
+            .map_err(|error| FieldError::new(self.hook.as_str(), error.message))?;
+        Ok(admission::new_message(
+            settings,
+            templates,
+            self.template,
+            locale,
+            self.channel,
+            &self.destination,
+            &data,
+            None,
+            id,
+            now,
+        ))
+    }
+
+    /// What tells a true retry from a reused `metadata.uuid`.
+    fn request_material(&self) -> String {
+        format!(
+            "{}\n{}\n{}\n{}",
+            self.channel.as_str(),
+            self.destination.as_str(),
+            self.template,
+            self.code.as_deref().unwrap_or("")
+        )
+    }
+}
+
+fn invocation(uuid: &str) -> Result<IdempotencyKey, FieldError> {
+    uuid::Uuid::parse_str(uuid.trim())
+        .map_err(|_| FieldError::new("metadata.uuid", "must be a UUID"))?;
+    IdempotencyKey::parse(uuid).map_err(|message| FieldError::new("metadata.uuid", message))
+}
+
+fn identity(user: &User) -> Result<String, FieldError> {
+    required("user.id", &user.id)
+}
+
+fn required(field: &str, value: &str) -> Result<String, FieldError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(FieldError::new(field, "is required"));
+    }
+    Ok(value.to_string())
+}
+
+/// The answer Supabase reads as "fail the user's call with 429": a 2xx carrying Supabase's error document.
+pub fn throttled_answer(message: &str) -> String {
+    json!({"error": {"http_code": 429, "message": message}}).to_string()
+}
+
+/// Queues `message` (planned as `planned`) once per `metadata.uuid`, inside the caller's write transaction.
+pub fn queue(
+    conn: &mut AnyConnection,
+    message: &HookMessage,
+    planned: &NewMessage,
+    keyring: &Keyring,
+    limits: &Limits,
+) -> Result<Admission, DbError> {
+    let once = idempotency::Request::new(
+        message.hook.scope(),
+        message.invocation.clone(),
+        message.request_material().as_bytes(),
+    )
+    .about(message.identity_id.clone());
+    let attempt = SendAttempt {
+        channel: message.channel,
+        destination: &message.destination,
+        // `metadata.ip_address` is what GoTrue read from the user's request, X-Forwarded-For included,
+        // which the user can write unless a proxy overwrites it: not trusted for limits.
+        client_ip: None,
+        identity_id: Some(&message.identity_id),
+    };
+    let answers = Answers {
+        status: 200,
+        queued: "{}".into(),
+        throttled: &|refusal| throttled_answer(&refusal.message()),
+    };
+    admission::admit_once(conn, &once, &attempt, planned, keyring, limits, &answers)
+}
+
+/// [`queue`] in a write transaction of its own, off the async threads.
+pub async fn queue_in_transaction(
+    db: &Db,
+    message: HookMessage,
+    planned: NewMessage,
+    keyring: Keyring,
+    limits: Limits,
+) -> Result<Admission, DbError> {
+    db.run(move |conn| {
+        write_transaction(conn, |conn| {
+            queue(conn, &message, &planned, &keyring, &limits)
+        })
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contract(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/../../shared/contracts/supabase/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        // The contracts' number is in the fictional 555-01XX range, which libphonenumber holds invalid.
+        std::fs::read_to_string(&path)
+            .expect("contract")
+            .replace("15555550123", "14155550100")
+            .into_bytes()
+    }
+
+    #[test]
+    fn the_sms_contracts_map_to_a_number_with_plus_and_their_template() {
+        let sms: SendSmsInput =
+            reclaim_common::json::parse(&contract("send-sms-hook.request.json")).expect("parses");
+        let message = HookMessage::from_sms(sms).expect("maps");
+        assert_eq!(message.destination.as_str(), "+14155550100");
+        assert_eq!(message.template, "verification_code");
+        assert_eq!(message.code.as_deref(), Some("561166"));
+        assert_eq!(
+            message.invocation.as_str(),
+            "a941e714-9c9f-41a2-ab22-2a7a6e16ff75"
+        );
+        let mfa: SendSmsInput =
+            reclaim_common::json::parse(&contract("send-sms-hook.mfa.request.json"))
+                .expect("parses");
+        assert_eq!(
+            HookMessage::from_sms(mfa).expect("maps").template,
+            "login_code"
+        );
+    }
+
+    #[test]
+    fn the_email_contracts_map_to_their_templates() {
+        let recovery: SendEmailInput =
+            reclaim_common::json::parse(&contract("send-email-hook.recovery.request.json"))
+                .expect("parses");
+        let message = HookMessage::from_email(recovery).expect("maps");
+        assert_eq!(message.template, "recovery_code");
+        assert_eq!(message.code.as_deref(), Some("305805"));
+        let changed: SendEmailInput = reclaim_common::json::parse(&contract(
+            "send-email-hook.password_changed_notification.request.json",
+        ))
+        .expect("parses");
+        let message = HookMessage::from_email(changed).expect("maps");
+        assert_eq!(message.template, "password_changed");
+        assert_eq!(message.code, None);
+    }
+
+    #[test]
+    fn an_unsupported_action_and_a_missing_code_name_their_field() {
+        let mut input: SendEmailInput =
+            reclaim_common::json::parse(&contract("send-email-hook.recovery.request.json"))
+                .expect("parses");
+        input.email_data.email_action_type = "email_change".into();
+        let error = HookMessage::from_email(input.clone()).expect_err("not yet");
+        assert_eq!(error.field, "email_data.email_action_type");
+        input.email_data.email_action_type = "signup".into();
+        input.email_data.token = " ".into();
+        let error = HookMessage::from_email(input).expect_err("no code");
+        assert_eq!(error.field, "email_data.token");
+    }
+
+    #[test]
+    fn a_docs_example_without_metadata_is_refused_naming_it() {
+        let error = reclaim_common::json::parse::<SendSmsInput>(&contract(
+            "send-sms-hook.docs-example.json",
+        ))
+        .expect_err("no metadata");
+        assert_eq!(error.field, "metadata");
+    }
+}
