@@ -125,6 +125,15 @@ async fn send_sms_contracts_reach_twilio_through_prism_with_their_code() {
     }
 }
 
+/// The password-changed contract turned into another account-change notification, its detail field set.
+fn notification(kind: &str, field: &str, value: &str) -> Value {
+    let mut body = contract("send-email-hook.password_changed_notification.request.json");
+    body["email_data"]["email_action_type"] = json!(kind);
+    body["email_data"][field] = json!(value);
+    body["metadata"]["uuid"] = json!(uuid::Uuid::new_v4().to_string());
+    body
+}
+
 #[tokio::test]
 async fn send_email_contracts_arrive_through_the_smtp_server() {
     let server = SmtpServer::start();
@@ -151,6 +160,22 @@ async fn send_email_contracts_arrive_through_the_smtp_server() {
             "john@soupbase.io",
             "Your verification code",
             Some("305805"),
+        ),
+        (
+            notification(
+                "email_changed_notification",
+                "old_email",
+                "jane.old@example.com",
+            ),
+            "jane.old@example.com",
+            "An address of your account changed",
+            None,
+        ),
+        (
+            notification("mfa_factor_enrolled_notification", "factor_type", "totp"),
+            EMAIL,
+            "A sign-in factor was added to your account",
+            Some("(totp)"),
         ),
     ];
     for (body, _, _, _) in &cases {

@@ -45,6 +45,15 @@ pub struct EmailData {
     #[serde(default)]
     pub token: String,
     pub email_action_type: String,
+    /// `email_changed_notification`: the address before the change, where GoTrue's own mailer sends it.
+    #[serde(default)]
+    pub old_email: String,
+    /// `identity_linked_notification`, `identity_unlinked_notification`: the provider, e.g. `google`.
+    #[serde(default)]
+    pub provider: String,
+    /// `mfa_factor_enrolled_notification`, `mfa_factor_unenrolled_notification`: `totp`, `phone`, ...
+    #[serde(default)]
+    pub factor_type: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

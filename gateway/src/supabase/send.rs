@@ -10,10 +10,14 @@
 //! | send-email `magiclink`, `email` | `login_code` |
 //! | send-email `recovery` | `recovery_code` |
 //! | send-email `password_changed_notification` | `password_changed` |
+//! | send-email `email_changed_notification` (to `email_data.old_email`), `phone_changed_notification` | `address_changed` |
+//! | send-email `identity_linked_notification`, `identity_unlinked_notification` | `sign_in_method_added`, `_removed` (`provider`) |
+//! | send-email `mfa_factor_enrolled_notification`, `mfa_factor_unenrolled_notification` | `mfa_factor_added`, `_removed` (`factor_type`) |
 //!
-//! Emails carry the OTP (`email_data.token`), never a link: the person types the code into the app, which
-//! calls Supabase's `verifyOtp`. `email_change` (two codes to two addresses) and the other notifications are
-//! refused as not supported yet, naming `email_data.email_action_type`.
+//! Notifications go where GoTrue's own mailer sends them (`internal/mailer/templatemailer`): `user.email`, but
+//! the old address for an email change. Emails carry the OTP (`email_data.token`), never a link: the person
+//! types the code into the app, which calls Supabase's `verifyOtp`. `email_change` (two codes to two
+//! addresses) is refused as not supported yet, naming `email_data.email_action_type`.
 //!
 //! A retry carries the same `metadata.uuid`; [`queue`] keys a remembered answer (`reclaim_common::idempotency`,
 //! scope [`Hook::scope`]) on it, kept until the retention janitor prunes idempotency records.
@@ -73,7 +77,17 @@ pub struct HookMessage {
     pub template: &'static str,
     /// `sms_type` or `email_action_type`, for logs and metrics.
     pub kind: String,
-    code: Option<String>,
+    /// The template's variables: `code`, or a notification's `provider` or `factor_type`.
+    data: Map<String, Value>,
+}
+
+/// What a send-email type puts in the message besides its template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carries {
+    Code,
+    Nothing,
+    Provider,
+    FactorType,
 }
 
 impl HookMessage {
@@ -104,18 +118,26 @@ impl HookMessage {
             destination,
             template,
             kind: if kind.is_empty() { "otp".into() } else { kind },
-            code: Some(required("sms.otp", &input.sms.otp)?),
+            data: code_data(required("sms.otp", &input.sms.otp)?),
         })
     }
 
     /// Maps a send-email call.
     pub fn from_email(input: SendEmailInput) -> Result<Self, FieldError> {
-        let kind = input.email_data.email_action_type.trim().to_string();
-        let (template, carries_code) = match kind.as_str() {
-            "signup" | "invite" | "reauthentication" => ("verification_code", true),
-            "magiclink" | "email" => ("login_code", true),
-            "recovery" => ("recovery_code", true),
-            "password_changed_notification" => ("password_changed", false),
+        let email_data = &input.email_data;
+        let kind = email_data.email_action_type.trim().to_string();
+        let (template, carries) = match kind.as_str() {
+            "signup" | "invite" | "reauthentication" => ("verification_code", Carries::Code),
+            "magiclink" | "email" => ("login_code", Carries::Code),
+            "recovery" => ("recovery_code", Carries::Code),
+            "password_changed_notification" => ("password_changed", Carries::Nothing),
+            "email_changed_notification" | "phone_changed_notification" => {
+                ("address_changed", Carries::Nothing)
+            }
+            "identity_linked_notification" => ("sign_in_method_added", Carries::Provider),
+            "identity_unlinked_notification" => ("sign_in_method_removed", Carries::Provider),
+            "mfa_factor_enrolled_notification" => ("mfa_factor_added", Carries::FactorType),
+            "mfa_factor_unenrolled_notification" => ("mfa_factor_removed", Carries::FactorType),
             "" => {
                 return Err(FieldError::new(
                     "email_data.email_action_type",
@@ -129,11 +151,25 @@ impl HookMessage {
                 ))
             }
         };
-        let destination = Destination::parse(Channel::Email, &input.user.email)
-            .map_err(|message| FieldError::new("user.email", message))?;
-        let code = match carries_code {
-            true => Some(required("email_data.token", &input.email_data.token)?),
-            false => None,
+        // The old address is told of an email change, as GoTrue's own mailer does.
+        let (field, to) = match kind.as_str() {
+            "email_changed_notification" => ("email_data.old_email", email_data.old_email.as_str()),
+            _ => ("user.email", input.user.email.as_str()),
+        };
+        let destination = Destination::parse(Channel::Email, to)
+            .map_err(|message| FieldError::new(field, message))?;
+        let optional = |name: &str, value: &str| {
+            let mut data = Map::new();
+            if !value.trim().is_empty() {
+                data.insert(name.into(), json!(value.trim()));
+            }
+            data
+        };
+        let data = match carries {
+            Carries::Code => code_data(required("email_data.token", &email_data.token)?),
+            Carries::Nothing => Map::new(),
+            Carries::Provider => optional("provider", &email_data.provider),
+            Carries::FactorType => optional("factor_type", &email_data.factor_type),
         };
         Ok(Self {
             hook: Hook::SendEmail,
@@ -143,7 +179,7 @@ impl HookMessage {
             destination,
             template,
             kind,
-            code,
+            data,
         })
     }
 
@@ -157,11 +193,7 @@ impl HookMessage {
         now: NaiveDateTime,
     ) -> Result<NewMessage, FieldError> {
         let locale = settings.messages.default_locale.as_str();
-        let mut data = Map::new();
-        if let Some(code) = &self.code {
-            data.insert("code".into(), json!(code));
-        }
-        let data = Value::Object(data);
+        let data = Value::Object(self.data.clone());
         templates
             .render(self.template, locale, self.channel, &data)
             .map_err(|error| FieldError::new(self.hook.as_str(), error.message))?;
@@ -186,9 +218,15 @@ impl HookMessage {
             self.channel.as_str(),
             self.destination.as_str(),
             self.template,
-            self.code.as_deref().unwrap_or("")
+            Value::Object(self.data.clone())
         )
     }
+}
+
+fn code_data(code: String) -> Map<String, Value> {
+    let mut data = Map::new();
+    data.insert("code".into(), json!(code));
+    data
 }
 
 fn invocation(uuid: &str) -> Result<IdempotencyKey, FieldError> {
@@ -283,7 +321,7 @@ mod tests {
         let message = HookMessage::from_sms(sms).expect("maps");
         assert_eq!(message.destination.as_str(), "+14155550100");
         assert_eq!(message.template, "verification_code");
-        assert_eq!(message.code.as_deref(), Some("561166"));
+        assert_eq!(message.data["code"], "561166");
         assert_eq!(
             message.invocation.as_str(),
             "a941e714-9c9f-41a2-ab22-2a7a6e16ff75"
@@ -304,14 +342,42 @@ mod tests {
                 .expect("parses");
         let message = HookMessage::from_email(recovery).expect("maps");
         assert_eq!(message.template, "recovery_code");
-        assert_eq!(message.code.as_deref(), Some("305805"));
+        assert_eq!(message.data["code"], "305805");
         let changed: SendEmailInput = reclaim_common::json::parse(&contract(
             "send-email-hook.password_changed_notification.request.json",
         ))
         .expect("parses");
         let message = HookMessage::from_email(changed).expect("maps");
         assert_eq!(message.template, "password_changed");
-        assert_eq!(message.code, None);
+        assert!(message.data.is_empty());
+    }
+
+    #[test]
+    fn notifications_go_where_gotrue_sends_them_with_their_detail() {
+        let mut input: SendEmailInput = reclaim_common::json::parse(&contract(
+            "send-email-hook.password_changed_notification.request.json",
+        ))
+        .expect("parses");
+        input.email_data.email_action_type = "email_changed_notification".into();
+        input.email_data.old_email = "old@example.com".into();
+        let message = HookMessage::from_email(input.clone()).expect("maps");
+        assert_eq!(message.destination.as_str(), "old@example.com");
+        assert_eq!(message.template, "address_changed");
+        input.email_data.email_action_type = "mfa_factor_enrolled_notification".into();
+        input.email_data.factor_type = "totp".into();
+        let message = HookMessage::from_email(input.clone()).expect("maps");
+        assert_eq!(message.destination.as_str(), "jane.doe@example.com");
+        assert_eq!(message.template, "mfa_factor_added");
+        assert_eq!(message.data["factor_type"], "totp");
+        input.email_data.email_action_type = "identity_unlinked_notification".into();
+        input.email_data.provider = "".into();
+        let message = HookMessage::from_email(input.clone()).expect("maps");
+        assert_eq!(message.template, "sign_in_method_removed");
+        assert!(message.data.is_empty());
+        input.email_data.email_action_type = "email_changed_notification".into();
+        input.email_data.old_email = "".into();
+        let error = HookMessage::from_email(input).expect_err("no old address");
+        assert_eq!(error.field, "email_data.old_email");
     }
 
     #[test]
