@@ -6,6 +6,7 @@
 
 use crate::gateway_messages::spawn_gateway;
 use crate::gateway_smtp::use_smtp;
+use crate::support::captured_logs::CapturedLogs;
 use crate::support::prism::RecordingPrism;
 use crate::support::smtp::SmtpServer;
 use crate::support::supabase::{post, send, Signing, HOOK_SECRET, OTHER_SECRET};
@@ -411,4 +412,40 @@ async fn malformed_payloads_get_400_naming_the_field_and_queue_nothing() {
         assert!(message.contains(field), "{field} not named in {message}");
     }
     assert_eq!(queued_count(&app), 0);
+}
+
+#[tokio::test]
+async fn the_logs_hold_no_code_and_no_full_recipient() {
+    // nextest runs each test in its own process, so this test may own the global subscriber, which the
+    // services' worker threads log to.
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("trace")
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    let (app, _dir) = supabase_app(|_| {}).await;
+    let sms = contract("send-sms-hook.request.json");
+    queued(&app, SEND_SMS, &sms).await;
+    call(&app, SEND_SMS, &sms).await;
+    queued(
+        &app,
+        SEND_EMAIL,
+        &contract("send-email-hook.recovery.request.json"),
+    )
+    .await;
+    let mut bad = contract("send-email-hook.recovery.request.json");
+    bad["email_data"]["email_action_type"] = json!("email_change");
+    call(&app, SEND_EMAIL, &bad).await;
+    app.delivery.drain().await.expect("drain");
+    let logged = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf-8");
+    assert!(
+        logged.contains("Supabase send hook message queued"),
+        "{logged}"
+    );
+    assert!(logged.contains("already answered"), "{logged}");
+    for secret in ["561166", "305805", "4155550100", EMAIL, HOOK_SECRET] {
+        assert!(!logged.contains(secret), "logs hold {secret:?}:\n{logged}");
+    }
 }
