@@ -202,6 +202,40 @@ async fn send_email_contracts_arrive_through_the_smtp_server() {
 }
 
 #[tokio::test]
+async fn with_email_links_a_recovery_email_carries_supabase_verify_link_and_no_code() {
+    let server = SmtpServer::start();
+    let (app, _dir) = supabase_app(|s| {
+        use_smtp(s, &server);
+        s.gateway.supabase.email_links = true;
+    })
+    .await;
+    queued(
+        &app,
+        SEND_EMAIL,
+        &contract("send-email-hook.recovery.request.json"),
+    )
+    .await;
+    app.delivery.drain().await.expect("drain");
+    let mail = server.messages();
+    assert_eq!(mail.len(), 1);
+    assert_eq!(
+        mail[0].header("Subject").as_deref(),
+        Some("Recover your account")
+    );
+    // Quoted-printable soft breaks and `=3D` undone, so the link reads whole.
+    let text = mail[0]
+        .data
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
+    let link = "https://abcdefghijklmnopqrst.supabase.co/auth/v1/verify?\
+        token=b043a287982303bde2d463f552806e72aca8f0c5cf443875c14b8e3d&type=recovery&\
+        redirect_to=https%3A%2F%2Fapp.example.com%2Faccount%2Fupdate-password";
+    assert!(text.contains(link), "{text}");
+    assert!(!text.contains("305805"), "{text}");
+}
+
+#[tokio::test]
 async fn a_retry_with_the_same_metadata_uuid_is_answered_the_same_and_queued_once() {
     let (app, _dir) = supabase_app(|_| {}).await;
     let body = contract("send-sms-hook.request.json");

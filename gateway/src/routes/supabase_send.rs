@@ -131,7 +131,8 @@ async fn answer(
         })?;
     let message = match hook {
         Hook::SendSms => json::parse::<SendSmsInput>(body).and_then(HookMessage::from_sms),
-        Hook::SendEmail => json::parse::<SendEmailInput>(body).and_then(HookMessage::from_email),
+        Hook::SendEmail => json::parse::<SendEmailInput>(body)
+            .and_then(|input| HookMessage::from_email(input, state.settings.supabase.email_links)),
     }
     .inspect_err(|e| {
         tracing::warn!(field = %e.field, supabase.hook = hook.as_str(), "Supabase send hook call refused");

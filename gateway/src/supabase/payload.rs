@@ -45,6 +45,15 @@ pub struct EmailData {
     #[serde(default)]
     pub token: String,
     pub email_action_type: String,
+    /// Hex SHA-224 of email and OTP (`pkce_`-prefixed for PKCE flows): the `token` of a `/verify` link.
+    #[serde(default)]
+    pub token_hash: String,
+    /// Where `/verify` sends the person afterwards.
+    #[serde(default)]
+    pub redirect_to: String,
+    /// The Auth API's external URL (`…/auth/v1`), not `SITE_URL`.
+    #[serde(default)]
+    pub site_url: String,
     /// `email_changed_notification`: the address before the change, where GoTrue's own mailer sends it.
     #[serde(default)]
     pub old_email: String,

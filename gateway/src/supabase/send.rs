@@ -14,6 +14,10 @@
 //! | send-email `identity_linked_notification`, `identity_unlinked_notification` | `sign_in_method_added`, `_removed` (`provider`) |
 //! | send-email `mfa_factor_enrolled_notification`, `mfa_factor_unenrolled_notification` | `mfa_factor_added`, `_removed` (`factor_type`) |
 //!
+//! With `gateway.supabase.email_links`, `signup` and `invite` get `verification_link`, `recovery`
+//! `recovery_link` and `magiclink` `login_link`: a link to Supabase's `/verify` built as Supabase documents
+//! for this hook, `<site_url>/verify?token=<token_hash>&type=<email_action_type>&redirect_to=<redirect_to>`.
+//!
 //! Notifications go where GoTrue's own mailer sends them (`internal/mailer/templatemailer`): `user.email`, but
 //! the old address for an email change. Emails carry the OTP (`email_data.token`), never a link: the person
 //! types the code into the app, which calls Supabase's `verifyOtp`. `email_change` (two codes to two
@@ -22,7 +26,7 @@
 //! A retry carries the same `metadata.uuid`; [`queue`] keys a remembered answer (`reclaim_common::idempotency`,
 //! scope [`Hook::scope`]) on it, kept until the retention janitor prunes idempotency records.
 
-use super::payload::{SendEmailInput, SendSmsInput, User};
+use super::payload::{EmailData, SendEmailInput, SendSmsInput, User};
 use crate::address::Destination;
 use crate::admission::{self, Admission, Answers};
 use crate::channel::Channel;
@@ -122,8 +126,8 @@ impl HookMessage {
         })
     }
 
-    /// Maps a send-email call.
-    pub fn from_email(input: SendEmailInput) -> Result<Self, FieldError> {
+    /// Maps a send-email call; `links`: `gateway.supabase.email_links`.
+    pub fn from_email(input: SendEmailInput, links: bool) -> Result<Self, FieldError> {
         let email_data = &input.email_data;
         let kind = email_data.email_action_type.trim().to_string();
         let (template, carries) = match kind.as_str() {
@@ -165,11 +169,28 @@ impl HookMessage {
             }
             data
         };
-        let data = match carries {
-            Carries::Code => code_data(required("email_data.token", &email_data.token)?),
-            Carries::Nothing => Map::new(),
-            Carries::Provider => optional("provider", &email_data.provider),
-            Carries::FactorType => optional("factor_type", &email_data.factor_type),
+        // The link variant of a code, when links are asked for and GoTrue's own mailer sends one.
+        let link_template = match kind.as_str() {
+            "signup" | "invite" => Some("verification_link"),
+            "recovery" => Some("recovery_link"),
+            "magiclink" => Some("login_link"),
+            _ => None,
+        };
+        let (template, data) = match (carries, link_template) {
+            (Carries::Code, Some(link_template)) if links => {
+                let mut data = Map::new();
+                data.insert("link".into(), json!(verify_link(email_data, &kind)?));
+                (link_template, data)
+            }
+            (Carries::Code, _) => (
+                template,
+                code_data(required("email_data.token", &email_data.token)?),
+            ),
+            (Carries::Nothing, _) => (template, Map::new()),
+            (Carries::Provider, _) => (template, optional("provider", &email_data.provider)),
+            (Carries::FactorType, _) => {
+                (template, optional("factor_type", &email_data.factor_type))
+            }
         };
         Ok(Self {
             hook: Hook::SendEmail,
@@ -221,6 +242,24 @@ impl HookMessage {
             Value::Object(self.data.clone())
         )
     }
+}
+
+/// Supabase's `/verify` link for `email_data`, as its documentation builds it for this hook.
+fn verify_link(email_data: &EmailData, kind: &str) -> Result<String, FieldError> {
+    let token_hash = required("email_data.token_hash", &email_data.token_hash)?;
+    let mut url = url::Url::parse(email_data.site_url.trim())
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+        .ok_or_else(|| FieldError::new("email_data.site_url", "must be an http(s) URL"))?;
+    let path = format!("{}/verify", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url.set_fragment(None);
+    url.query_pairs_mut()
+        .clear()
+        .append_pair("token", &token_hash)
+        .append_pair("type", kind)
+        .append_pair("redirect_to", email_data.redirect_to.trim());
+    Ok(url.to_string())
 }
 
 fn code_data(code: String) -> Map<String, Value> {
@@ -340,16 +379,39 @@ mod tests {
         let recovery: SendEmailInput =
             reclaim_common::json::parse(&contract("send-email-hook.recovery.request.json"))
                 .expect("parses");
-        let message = HookMessage::from_email(recovery).expect("maps");
+        let message = HookMessage::from_email(recovery, false).expect("maps");
         assert_eq!(message.template, "recovery_code");
         assert_eq!(message.data["code"], "305805");
         let changed: SendEmailInput = reclaim_common::json::parse(&contract(
             "send-email-hook.password_changed_notification.request.json",
         ))
         .expect("parses");
-        let message = HookMessage::from_email(changed).expect("maps");
+        let message = HookMessage::from_email(changed, false).expect("maps");
         assert_eq!(message.template, "password_changed");
         assert!(message.data.is_empty());
+    }
+
+    #[test]
+    fn with_links_a_recovery_gets_supabase_verify_link() {
+        let recovery: SendEmailInput =
+            reclaim_common::json::parse(&contract("send-email-hook.recovery.request.json"))
+                .expect("parses");
+        let message = HookMessage::from_email(recovery.clone(), true).expect("maps");
+        assert_eq!(message.template, "recovery_link");
+        assert_eq!(
+            message.data["link"],
+            "https://abcdefghijklmnopqrst.supabase.co/auth/v1/verify?\
+             token=b043a287982303bde2d463f552806e72aca8f0c5cf443875c14b8e3d&type=recovery&\
+             redirect_to=https%3A%2F%2Fapp.example.com%2Faccount%2Fupdate-password"
+        );
+        let mut bad = recovery.clone();
+        bad.email_data.site_url = "not a url".into();
+        let error = HookMessage::from_email(bad, true).expect_err("no site");
+        assert_eq!(error.field, "email_data.site_url");
+        let mut bad = recovery;
+        bad.email_data.token_hash = "".into();
+        let error = HookMessage::from_email(bad, true).expect_err("no hash");
+        assert_eq!(error.field, "email_data.token_hash");
     }
 
     #[test]
@@ -360,23 +422,23 @@ mod tests {
         .expect("parses");
         input.email_data.email_action_type = "email_changed_notification".into();
         input.email_data.old_email = "old@example.com".into();
-        let message = HookMessage::from_email(input.clone()).expect("maps");
+        let message = HookMessage::from_email(input.clone(), false).expect("maps");
         assert_eq!(message.destination.as_str(), "old@example.com");
         assert_eq!(message.template, "address_changed");
         input.email_data.email_action_type = "mfa_factor_enrolled_notification".into();
         input.email_data.factor_type = "totp".into();
-        let message = HookMessage::from_email(input.clone()).expect("maps");
+        let message = HookMessage::from_email(input.clone(), false).expect("maps");
         assert_eq!(message.destination.as_str(), "jane.doe@example.com");
         assert_eq!(message.template, "mfa_factor_added");
         assert_eq!(message.data["factor_type"], "totp");
         input.email_data.email_action_type = "identity_unlinked_notification".into();
         input.email_data.provider = "".into();
-        let message = HookMessage::from_email(input.clone()).expect("maps");
+        let message = HookMessage::from_email(input.clone(), false).expect("maps");
         assert_eq!(message.template, "sign_in_method_removed");
         assert!(message.data.is_empty());
         input.email_data.email_action_type = "email_changed_notification".into();
         input.email_data.old_email = "".into();
-        let error = HookMessage::from_email(input).expect_err("no old address");
+        let error = HookMessage::from_email(input, false).expect_err("no old address");
         assert_eq!(error.field, "email_data.old_email");
     }
 
@@ -386,11 +448,11 @@ mod tests {
             reclaim_common::json::parse(&contract("send-email-hook.recovery.request.json"))
                 .expect("parses");
         input.email_data.email_action_type = "email_change".into();
-        let error = HookMessage::from_email(input.clone()).expect_err("not yet");
+        let error = HookMessage::from_email(input.clone(), false).expect_err("not yet");
         assert_eq!(error.field, "email_data.email_action_type");
         input.email_data.email_action_type = "signup".into();
         input.email_data.token = " ".into();
-        let error = HookMessage::from_email(input).expect_err("no code");
+        let error = HookMessage::from_email(input, false).expect_err("no code");
         assert_eq!(error.field, "email_data.token");
     }
 
