@@ -24,7 +24,8 @@ pub struct User {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Sms {
     pub otp: String,
-    /// Absent for a sign-in or confirmation OTP; `mfa` for an MFA challenge; `phone_change` for a new number.
+    /// `mfa` for an MFA challenge; absent for every other OTP (sign-in, confirmation, phone change): GoTrue
+    /// sets no other value (`internal/api/mfa.go`).
     #[serde(default)]
     pub sms_type: Option<String>,
     /// The number to send to (newer GoTrue versions), E.164 without `+`; else `user.phone`.

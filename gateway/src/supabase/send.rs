@@ -4,7 +4,7 @@
 //!
 //! | hook, type | template |
 //! |---|---|
-//! | send-sms, `sms_type` absent (sign-in or confirmation OTP), `phone_change`, any other | `verification_code` |
+//! | send-sms, `sms_type` absent (sign-in, confirmation or phone change OTP) or any other | `verification_code` |
 //! | send-sms, `sms_type: mfa` | `login_code` |
 //! | send-email `signup`, `invite`, `reauthentication` | `verification_code` |
 //! | send-email `magiclink`, `email` | `login_code` |
@@ -19,8 +19,8 @@
 //! for this hook, `<site_url>/verify?token=<token_hash>&type=<email_action_type>&redirect_to=<redirect_to>`.
 //!
 //! Notifications go where GoTrue's own mailer sends them (`internal/mailer/templatemailer`): `user.email`, but
-//! the old address for an email change. Emails carry the OTP (`email_data.token`), never a link: the person
-//! types the code into the app, which calls Supabase's `verifyOtp`. `email_change` (two codes to two
+//! the old address for an email change. Without `email_links`, emails carry the OTP (`email_data.token`): the
+//! person types the code into the app, which calls Supabase's `verifyOtp`. `email_change` (two codes to two
 //! addresses) is refused as not supported yet, naming `email_data.email_action_type`.
 //!
 //! A retry carries the same `metadata.uuid`; [`queue`] keys a remembered answer (`reclaim_common::idempotency`,
