@@ -2,16 +2,19 @@
 //! contract payloads of `shared/contracts/zitadel/http-*.json`, signed with `ZITADEL-Signature`, delivered
 //! by SMS through Prism serving Twilio's spec and by email through the real SMTP server; our templates for
 //! code events, ZITADEL's text otherwise; ZITADEL's retries deduplicated within the window; the abuse limits
-//! answered 2xx; 401 and 400 with nothing queued; calls counted by hook and outcome.
+//! answered 2xx; 401 and 400 with nothing queued; calls counted by hook and outcome; no code, recipient or
+//! key in the `reclaim` binary's logs or in clear in the database.
 
 use crate::gateway_kratos_courier::{on_prism, readable};
 use crate::gateway_messages::{delivered, get_message, spawn_gateway};
 use crate::gateway_smtp::use_smtp;
+use crate::logs::Reclaim;
 use crate::support::prism::RecordingPrism;
 use crate::support::smtp::SmtpServer;
-use crate::support::TestApp;
+use crate::support::twilio_faults::{FaultyTwilio, Reply};
+use crate::support::{TestApp, TestDatabase};
 use chrono::Duration;
-use diesel::{QueryDsl, RunQueryDsl};
+use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 use reclaim_common::auth::zitadel::signature_header;
 use reclaim_common::settings::Settings;
 use reclaim_common::Secret;
@@ -419,4 +422,160 @@ async fn zitadel_calls_are_counted_by_hook_and_outcome() {
         );
         assert!(metrics.contains(&line), "{line} not in\n{metrics}");
     }
+}
+
+/// `reclaim serve` with JSON logs at trace level, email on the SMTP server and SMS on a Twilio stand-in,
+/// ZITADEL's providers on.
+fn binary_config(database_url: &str, smtp: &SmtpServer, twilio_url: &str) -> String {
+    format!(
+        r#"
+[database]
+url = "{database_url}"
+pool_size = 4
+
+[http]
+workers = 1
+
+[plugin]
+listen = "127.0.0.1:0"
+
+[gateway]
+listen = "127.0.0.1:0"
+public_url = "https://reclaim.example.test"
+
+[gateway.worker]
+poll_interval_ms = 50
+
+[gateway.zitadel]
+signing_keys = ["{KEY}"]
+
+[gateway.channels.email]
+provider = "smtp"
+
+[gateway.channels.sms]
+provider = "twilio"
+fallback = []
+
+[gateway.smtp]
+host = "127.0.0.1"
+port = {port}
+security = "none"
+from = "Reclaim <no-reply@reclaim.test>"
+
+[gateway.twilio]
+base_url = "{twilio_url}"
+account_sid = "AC0123456789abcdef0123456789abcdef"
+auth_token = "zitadel-log-test-twilio-token"
+from = "+14155552671"
+"#,
+        port = smtp.port,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_logs_no_zitadel_code_recipient_or_signing_key() {
+    let database = TestDatabase::fresh();
+    let smtp = SmtpServer::start();
+    let twilio =
+        FaultyTwilio::start(vec![Reply::created("SM0123456789abcdef0123456789abcdef")]).await;
+    let mut reclaim = Reclaim::start(&binary_config(&database.url, &smtp, &twilio.url)).await;
+    let client = reqwest::Client::new();
+    let (email, email_code) = ("zitadel.logs.jane@example.org", "Q8W3ZR");
+    let (phone, sms_code) = ("+41791234599", "T5K9MX");
+    let mut email_payload = email_contract();
+    email_payload["contextInfo"]["recipientEmailAddress"] = json!(email);
+    email_payload["contextInfo"]["eventType"] = json!("user.human.email.code.added");
+    email_payload["args"]["code"] = json!(email_code);
+    let mut sms_payload = sms_contract();
+    sms_payload["contextInfo"]["recipientPhoneNumber"] = json!(phone);
+    sms_payload["args"]["code"] = json!(sms_code);
+    let bad_recipient = "not-an-address.zitadel.logs@";
+    let mut invalid = email_payload.clone();
+    invalid["contextInfo"]["recipientEmailAddress"] = json!(bad_recipient);
+    let post = |hook: &str, body: &Value, key: &str| {
+        let bytes = serde_json::to_vec(body).expect("json");
+        let signature =
+            signature_header(&[Secret::new(key)], chrono::Utc::now().timestamp(), &bytes);
+        client
+            .post(format!("{}/hooks/zitadel/{hook}", reclaim.gateway))
+            .header("ZITADEL-Signature", signature)
+            .header("Content-Type", "application/json")
+            .body(bytes)
+            .send()
+    };
+    let mut ids = Vec::new();
+    for (hook, body) in [("email", &email_payload), ("sms", &sms_payload)] {
+        let response = post(hook, body, KEY).await.expect("request");
+        assert_eq!(response.status(), 202);
+        let answer: Value = response.json().await.expect("json");
+        ids.push(answer["id"].as_str().expect("id").to_string());
+    }
+    let retry = post("email", &email_payload, KEY).await.expect("retry");
+    assert_eq!(retry.status(), 202);
+    assert_eq!(
+        post("email", &invalid, KEY)
+            .await
+            .expect("invalid")
+            .status(),
+        400
+    );
+    let refused = post("sms", &sms_payload, "wrong-key")
+        .await
+        .expect("refused");
+    assert_eq!(refused.status(), 401);
+    for id in &ids {
+        reclaim
+            .wait_for("message sent", |l| {
+                l.contains("message sent") && l.contains(id.as_str())
+            })
+            .await;
+    }
+    reclaim.terminate();
+    assert!(reclaim.exit().await.success());
+    assert_eq!(smtp.messages().len(), 1);
+    assert!(smtp.messages()[0].data.contains(email_code));
+    assert!(twilio.requests()[0]
+        .field("Body")
+        .is_some_and(|b| b.contains(sms_code)));
+
+    let lines = reclaim.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("ZITADEL notification retry")),
+        "the retry is logged"
+    );
+    for (what, secret) in [
+        ("a code", email_code),
+        ("a code", sms_code),
+        ("an address", email),
+        ("a phone number", &phone[1..]),
+        ("a refused recipient", bad_recipient),
+        ("the signing key", KEY),
+    ] {
+        let leaks: Vec<&String> = lines.iter().filter(|l| l.contains(secret)).collect();
+        assert!(leaks.is_empty(), "{what} ({secret}) is logged:\n{leaks:#?}");
+    }
+}
+
+#[tokio::test]
+async fn the_queued_zitadel_message_holds_no_code_or_address_outside_its_sealed_data() {
+    let (app, _dir) = zitadel_app(|_| {}).await;
+    let id = queue(&app, "sms", &sms_contract()).await;
+    let mut conn = app.db.get().expect("conn");
+    let data: String = gateway_messages::table
+        .filter(gateway_messages::id.eq(&id))
+        .select(gateway_messages::data)
+        .first(&mut conn)
+        .expect("row");
+    assert!(!data.contains("K3NQ7P"), "{data}");
+    let keys: Vec<String> = reclaim_common::schema::idempotency_keys::table
+        .select(reclaim_common::schema::idempotency_keys::key)
+        .load(&mut conn)
+        .expect("keys");
+    assert_eq!(keys.len(), 1);
+    assert!(
+        !keys[0].contains("K3NQ7P") && !keys[0].contains(&PHONE[1..]),
+        "{keys:?}"
+    );
 }
