@@ -3,7 +3,7 @@
 //! by SMS through Prism serving Twilio's spec and by email through the real SMTP server; our templates for
 //! code events, ZITADEL's text otherwise; ZITADEL's retries deduplicated within the window; the abuse limits
 //! answered 2xx; 401 and 400 with nothing queued; calls counted by hook and outcome; no code, recipient or
-//! key in the `reclaim` binary's logs or in clear in the database.
+//! key in the `reclaim` binary's logs; the code sealed in the database, and not in the dedupe record.
 
 use crate::gateway_kratos_courier::{on_prism, readable};
 use crate::gateway_messages::{delivered, get_message, spawn_gateway};
@@ -559,7 +559,7 @@ async fn the_binary_logs_no_zitadel_code_recipient_or_signing_key() {
 }
 
 #[tokio::test]
-async fn the_queued_zitadel_message_holds_no_code_or_address_outside_its_sealed_data() {
+async fn the_queued_zitadel_code_is_sealed_and_the_dedupe_record_holds_no_code_or_number() {
     let (app, _dir) = zitadel_app(|_| {}).await;
     let id = queue(&app, "sms", &sms_contract()).await;
     let mut conn = app.db.get().expect("conn");
