@@ -140,7 +140,7 @@ impl ZitadelMessage {
 
     /// The template the message goes out with: ours when `gateway.zitadel.use_own_templates`, the event
     /// carries a code and the template exists for the channel; else [`PASS_THROUGH`].
-    fn template<'a>(&self, settings: &GatewaySettings, templates: &Templates) -> &'a str {
+    fn template(&self, settings: &GatewaySettings, templates: &Templates) -> &'static str {
         match &self.code {
             Some((event, _))
                 if settings.zitadel.use_own_templates
