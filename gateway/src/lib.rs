@@ -3,7 +3,7 @@
 //! What lives here: the outbox (`outbox`, `schema`), the delivery worker (`delivery`, `retry`), the
 //! retention janitor (`retention`), providers (`providers`), templates (`templates`), destination validation
 //! (`address`), configured fallback chains (`fallback`), verifications (`verifications`: codes and links with
-//! a lifecycle), identity provider couriers (`kratos`), the HTTP handlers (`routes`) and metrics (`metrics`).
+//! a lifecycle), identity provider couriers (`kratos`, `zitadel`, queued once by `handoff`), the HTTP handlers (`routes`) and metrics (`metrics`).
 //! The service is built by
 //! [`Application::build`] and served by
 //! [`Application::run_until_stopped`].
@@ -12,6 +12,7 @@ pub mod address;
 pub mod channel;
 pub mod delivery;
 pub mod fallback;
+pub mod handoff;
 pub mod kratos;
 pub mod limits;
 pub mod metrics;
@@ -24,6 +25,7 @@ pub mod schema;
 mod startup;
 pub mod templates;
 pub mod verifications;
+pub mod zitadel;
 
 pub use delivery::Delivery;
 pub use startup::{Application, RunMode};

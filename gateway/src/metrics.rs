@@ -27,6 +27,9 @@ pub struct GatewayMetrics {
     /// Kratos courier calls by template type (`unknown` before it is read) and outcome (`queued`,
     /// `duplicate`, `refused`, `invalid`).
     pub kratos_courier: IntCounterVec,
+    /// ZITADEL HTTP provider calls by hook (`sms`, `email`) and outcome (`queued`, `duplicate`, `throttled`,
+    /// `refused`, `invalid`).
+    pub zitadel_provider: IntCounterVec,
     /// Rows deleted by the retention janitor, by kind (`messages`, `idempotency_records`, `verifications`,
     /// `limit_records`).
     pub retention_deleted: IntCounterVec,
@@ -85,6 +88,14 @@ impl GatewayMetrics {
             &["template_type", "outcome"],
         )?;
         registry.register(Box::new(kratos_courier.clone()))?;
+        let zitadel_provider = IntCounterVec::new(
+            Opts::new(
+                "reclaim_gateway_zitadel_provider_total",
+                "ZITADEL HTTP provider calls by hook and outcome",
+            ),
+            &["hook", "outcome"],
+        )?;
+        registry.register(Box::new(zitadel_provider.clone()))?;
         let limit_refusals = IntCounterVec::new(
             Opts::new(
                 "reclaim_gateway_limit_refusals_total",
@@ -112,6 +123,7 @@ impl GatewayMetrics {
             worker_restarts,
             retention_deleted,
             kratos_courier,
+            zitadel_provider,
             limit_refusals,
         })
     }

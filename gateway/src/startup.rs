@@ -36,7 +36,9 @@ use utoipa::{Modify, OpenApi};
         routes::verifications::resend_verification,
         routes::verifications::check_verification,
         routes::verifications::cancel_verification,
-        routes::kratos_courier::receive_kratos_courier
+        routes::kratos_courier::receive_kratos_courier,
+        routes::zitadel_provider::receive_zitadel_sms,
+        routes::zitadel_provider::receive_zitadel_email
     ),
     modifiers(&BearerAuth)
 )]

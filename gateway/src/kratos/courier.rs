@@ -2,19 +2,18 @@
 //!
 //! Kratos sends no message id and retries a message after any non-2xx answer (up to
 //! `courier.message_retries`), re-sending the body it stored, so a retry carries the same recipient,
-//! template type and code. [`queue`] keys a remembered answer (`reclaim_common::idempotency`, scope
-//! [`DEDUPE_SCOPE`]) on a keyed digest of those three, kept for `gateway.kratos.dedupe_window_seconds`: no
-//! code or address is stored in clear, only inside the sealed message data.
+//! template type and code. [`queue`] hands those three to [`crate::handoff::queue`] (scope
+//! [`DEDUPE_SCOPE`]), which remembers the answer for `gateway.kratos.dedupe_window_seconds`.
 
 use super::payload::CourierBody;
 use crate::address::Destination;
 use crate::channel::Channel;
-use crate::limits::{Limits, Refusal, SendAttempt};
-use crate::outbox::{self, MessageStatus, NewMessage};
+use crate::handoff::{self, Handoff, HandoffOutcome};
+use crate::limits::Limits;
+use crate::outbox::{MessageStatus, NewMessage};
 use crate::templates::{self, Templates, PASS_THROUGH};
 use chrono::{NaiveDateTime, TimeDelta};
-use reclaim_common::db::{write_transaction, AnyConnection, DbError};
-use reclaim_common::idempotency::{self, Claim, IdempotencyKey, Remembered};
+use reclaim_common::db::{AnyConnection, DbError};
 use reclaim_common::json::FieldError;
 use reclaim_common::sealed::Keyring;
 use reclaim_common::settings::GatewaySettings;
@@ -353,21 +352,24 @@ fn required_text(body: &CourierBody, fields: &[&str]) -> Result<String, FieldErr
     })
 }
 
-/// What [`queue`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CourierOutcome {
-    /// Queued as a new message; `answer` is the JSON answer (`{"id": ...}`) also remembered for retries.
-    Queued { id: String, answer: String },
-    /// Kratos's retry of a message queued within the window: nothing queued; the first answer.
-    Duplicate(Remembered),
-    /// Refused by the abuse limits: nothing queued, answered 2xx all the same (Kratos would retry anything
-    /// else) and remembered, so a retry gets the same answer.
-    Throttled { refusal: Refusal, answer: String },
+/// What [`queue`] did (see [`HandoffOutcome`]).
+pub type CourierOutcome = HandoffOutcome;
+
+impl CourierMessage {
+    /// What [`crate::handoff::queue`] needs to queue this message once per Kratos retry window.
+    pub fn handoff(&self) -> Handoff {
+        Handoff {
+            scope: DEDUPE_SCOPE,
+            material: self.dedupe_material(),
+            channel: self.channel,
+            destination: self.destination.clone(),
+            identity_id: self.identity_id.clone(),
+        }
+    }
 }
 
 /// Queues `message` (planned as `planned`) unless the same message was queued within `window` of `now`.
-/// Runs inside the caller's write transaction, so checks that must hold with the insert (abuse limits) can
-/// join it.
+/// Runs inside the caller's write transaction.
 pub fn queue(
     conn: &mut AnyConnection,
     message: &CourierMessage,
@@ -376,43 +378,7 @@ pub fn queue(
     limits: &Limits,
     window: TimeDelta,
 ) -> Result<CourierOutcome, DbError> {
-    let now = planned.created_at;
-    let digest = keyring.digest(DEDUPE_SCOPE, message.dedupe_material().as_bytes());
-    let key = IdempotencyKey::parse(&digest)
-        .map_err(|e| DbError::Task(format!("a courier dedupe key is unusable: {e}")))?;
-    let mut once = idempotency::Request::new(DEDUPE_SCOPE, key, b"");
-    if let Some(identity) = &message.identity_id {
-        once = once.about(identity.clone());
-    }
-    idempotency::forget_if_older(conn, &once, now - window)?;
-    match idempotency::claim(conn, &once, now)? {
-        Claim::Claimed => {}
-        Claim::Answered(first) => return Ok(CourierOutcome::Duplicate(first)),
-        // Claim and answer commit together here, so no claim of this scope is ever seen pending.
-        Claim::Pending { .. } => {
-            return Err(DbError::Task("a courier dedupe key is pending".into()))
-        }
-    }
-    let attempt = SendAttempt {
-        channel: message.channel,
-        destination: &message.destination,
-        // Kratos forwards only allow-listed headers of the user's request, which the user can write:
-        // no client address worth limiting on.
-        client_ip: None,
-        identity_id: message.identity_id.as_deref(),
-    };
-    if let Err(refusal) = limits.admit(conn, &attempt, now)? {
-        let answer = json!({"id": null, "throttled": refusal.reason.as_str()}).to_string();
-        idempotency::complete(conn, &once, 202, &answer)?;
-        return Ok(CourierOutcome::Throttled { refusal, answer });
-    }
-    outbox::insert(conn, planned, keyring)?;
-    let answer = json!({"id": planned.id}).to_string();
-    idempotency::complete(conn, &once, 202, &answer)?;
-    Ok(CourierOutcome::Queued {
-        id: planned.id.clone(),
-        answer,
-    })
+    handoff::queue(conn, &message.handoff(), planned, keyring, limits, window)
 }
 
 /// [`queue`] in a write transaction of its own, off the async threads.
@@ -424,12 +390,7 @@ pub async fn queue_in_transaction(
     limits: Limits,
     window: TimeDelta,
 ) -> Result<CourierOutcome, DbError> {
-    db.run(move |conn| {
-        write_transaction(conn, |conn| {
-            queue(conn, &message, &planned, &keyring, &limits, window)
-        })
-    })
-    .await
+    handoff::queue_in_transaction(db, message.handoff(), planned, keyring, limits, window).await
 }
 
 #[cfg(test)]

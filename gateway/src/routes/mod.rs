@@ -1,12 +1,13 @@
 //! HTTP handlers: the messages API (`/v1/messages`, `gateway.api.tokens`), operator actions (`/admin`,
 //! `gateway.admin.tokens`), identity provider couriers (`/hooks/kratos/courier`, Kratos's own credentials,
-//! `gateway.kratos`) and provider callbacks (`/providers/...`, signed by the provider).
+//! `gateway.kratos`; `/hooks/zitadel/{sms,email}`, signed, `gateway.zitadel`) and provider callbacks (`/providers/...`, signed by the provider).
 
 pub mod admin;
 pub mod kratos_courier;
 pub mod messages;
 pub mod twilio_status;
 pub mod verifications;
+pub mod zitadel_provider;
 
 use crate::metrics::GatewayMetrics;
 use crate::templates::Templates;
@@ -70,6 +71,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &GatewaySettings) {
     .route(
         "/hooks/kratos/courier",
         web::post().to(kratos_courier::receive_kratos_courier),
+    )
+    // ZITADEL signs its HTTP provider calls; the handler checks the signature over the raw body.
+    .route(
+        "/hooks/zitadel/sms",
+        web::post().to(zitadel_provider::receive_zitadel_sms),
+    )
+    .route(
+        "/hooks/zitadel/email",
+        web::post().to(zitadel_provider::receive_zitadel_email),
     )
     .route(
         "/providers/twilio/status",
