@@ -75,14 +75,14 @@ fn queued_count(app: &TestApp) -> i64 {
 }
 
 /// The mail's text with quoted-printable soft breaks and `=3D` undone, so long links read whole.
-fn readable(mail: &ReceivedMail) -> String {
+pub fn readable(mail: &ReceivedMail) -> String {
     mail.data
         .replace("=\r\n", "")
         .replace("=\n", "")
         .replace("=3D", "=")
 }
 
-fn on_prism(settings: &mut Settings, prism: &RecordingPrism) {
+pub fn on_prism(settings: &mut Settings, prism: &RecordingPrism) {
     settings.gateway.twilio = TwilioSettings {
         base_url: prism.url.clone(),
         account_sid: "AC0123456789abcdef0123456789abcdef".into(),

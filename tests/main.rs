@@ -17,6 +17,7 @@ mod gateway_supabase;
 mod gateway_twilio;
 mod gateway_twilio_outbox;
 mod gateway_verifications;
+mod gateway_zitadel;
 mod hardening_data;
 mod kratos_guard;
 mod kratos_guard_recovery;

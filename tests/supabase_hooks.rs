@@ -27,7 +27,8 @@ async fn supabase_app() -> TestApp {
     .await
 }
 
-/// The contract's attempt for `user_id`, correct password or not.
+/// The contract's attempt for `user_id`, correct password or not, as a new invocation (Supabase gives each
+/// call its own `metadata.uuid`; its retries of one call keep it).
 fn attempt(user_id: &str, valid: bool) -> Value {
     let name = if valid {
         "password-verification-hook.request.json"
@@ -36,6 +37,7 @@ fn attempt(user_id: &str, valid: bool) -> Value {
     };
     let mut body = contract(name);
     body["user_id"] = json!(user_id);
+    body["metadata"]["uuid"] = json!(uuid::Uuid::new_v4().to_string());
     body
 }
 
@@ -200,4 +202,50 @@ async fn malformed_payloads_get_400_in_supabase_shape_naming_the_field() {
     let line =
         r#"reclaim_plugin_supabase_hook_total{hook="password-verification",outcome="invalid"} 4"#;
     assert!(metrics.contains(line), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_retried_call_gets_the_first_answer_and_takes_no_second_grace_login() {
+    let app = spawn_app_with(|settings| {
+        settings.plugin.supabase.hook_secrets = vec![Secret::new(HOOK_SECRET)];
+        let staff = settings
+            .plugin
+            .policy
+            .profiles
+            .get_mut("staff")
+            .expect("staff profile");
+        staff.grace_logins = 2;
+        settings.plugin.policy.select.insert(
+            0,
+            SelectRule {
+                profile: "staff".into(),
+                schema_id: "supabase".into(),
+                ..SelectRule::default()
+            },
+        );
+    })
+    .await;
+    let id = new_id();
+    assert_eq!(call(&app, &attempt(&id, true)).await.0, 200);
+    app.clock.advance(chrono::Duration::days(91));
+    // One sign-in past expiry, which Supabase sends three times (new webhook-id and signature each time,
+    // the same metadata.uuid): one grace login is used, and every retry gets the first answer.
+    let sign_in = attempt(&id, true);
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(call(&app, &sign_in).await);
+    }
+    assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+    assert_eq!(answers[0].1["decision"], "continue", "a grace login");
+    let state = password_state(&app, &id).await;
+    assert_eq!(state["grace_logins_used"], 1, "{state}");
+    // The next sign-in is a new call: the last grace login, then a refusal.
+    assert_eq!(
+        call(&app, &attempt(&id, true)).await.1["decision"],
+        "continue"
+    );
+    assert_eq!(
+        call(&app, &attempt(&id, true)).await.1["decision"],
+        "reject"
+    );
 }

@@ -27,6 +27,9 @@ pub struct GatewayMetrics {
     /// Kratos courier calls by template type (`unknown` before it is read) and outcome (`queued`,
     /// `duplicate`, `refused`, `invalid`).
     pub kratos_courier: IntCounterVec,
+    /// ZITADEL HTTP provider calls by hook (`sms`, `email`) and outcome (`queued`, `duplicate`, `throttled`,
+    /// `refused`, `invalid`).
+    pub zitadel_provider: IntCounterVec,
     /// Supabase send-hook calls by hook (`send-sms`, `send-email`) and outcome (`queued`, `duplicate`,
     /// `throttled`, `unauthorized`, `invalid`, `error`).
     pub supabase_hooks: IntCounterVec,
@@ -88,6 +91,14 @@ impl GatewayMetrics {
             &["template_type", "outcome"],
         )?;
         registry.register(Box::new(kratos_courier.clone()))?;
+        let zitadel_provider = IntCounterVec::new(
+            Opts::new(
+                "reclaim_gateway_zitadel_provider_total",
+                "ZITADEL HTTP provider calls by hook and outcome",
+            ),
+            &["hook", "outcome"],
+        )?;
+        registry.register(Box::new(zitadel_provider.clone()))?;
         let supabase_hooks = IntCounterVec::new(
             Opts::new(
                 "reclaim_gateway_supabase_hook_total",
@@ -123,6 +134,7 @@ impl GatewayMetrics {
             worker_restarts,
             retention_deleted,
             kratos_courier,
+            zitadel_provider,
             supabase_hooks,
             limit_refusals,
         })

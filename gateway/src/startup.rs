@@ -37,6 +37,8 @@ use utoipa::{Modify, OpenApi};
         routes::verifications::check_verification,
         routes::verifications::cancel_verification,
         routes::kratos_courier::receive_kratos_courier,
+        routes::zitadel_provider::receive_zitadel_sms,
+        routes::zitadel_provider::receive_zitadel_email,
         routes::supabase_send::receive_supabase_send_sms,
         routes::supabase_send::receive_supabase_send_email
     ),

@@ -39,6 +39,8 @@ pub struct GatewaySettings {
     pub kratos: CourierKratosSettings,
     /// Supabase Auth's send-sms and send-email hooks (`/hooks/supabase/send-sms`, `/send-email`).
     pub supabase: super::GatewaySupabaseSettings,
+    /// ZITADEL's HTTP SMS and email providers (`/hooks/zitadel/sms`, `/hooks/zitadel/email`).
+    pub zitadel: super::GatewayZitadelSettings,
 }
 
 impl Default for GatewaySettings {
@@ -63,6 +65,7 @@ impl Default for GatewaySettings {
             verifications: VerificationSettings::default(),
             kratos: CourierKratosSettings::default(),
             supabase: super::GatewaySupabaseSettings::default(),
+            zitadel: super::GatewayZitadelSettings::default(),
         }
     }
 }
@@ -574,6 +577,8 @@ impl GatewaySettings {
         self.verifications.validate(problems);
         self.kratos.validate(&self.retention, problems);
         self.supabase.validate(problems);
+        self.zitadel
+            .validate(self.retention.idempotency_hours, problems);
         let sms_twilio = self.channels.sms.provider == ProviderKind::Twilio;
         let voice_twilio = self.channels.voice.provider == ProviderKind::Twilio;
         if sms_twilio {

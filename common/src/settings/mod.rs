@@ -398,6 +398,18 @@ mod tests {
                 "gateway.messages.max_expires_in_seconds",
             ),
             (
+                json!({"gateway": {"zitadel": {"signature_tolerance_seconds": 0}}}),
+                "gateway.zitadel.signature_tolerance_seconds",
+            ),
+            (
+                json!({"gateway": {"zitadel": {"dedupe_window_seconds": 0}}}),
+                "gateway.zitadel.dedupe_window_seconds",
+            ),
+            (
+                json!({"gateway": {"zitadel": {"dedupe_window_seconds": 7 * 24 * 3600}}}),
+                "gateway.zitadel.dedupe_window_seconds",
+            ),
+            (
                 json!({"gateway": {"messages": {"max_expires_in_seconds": 31_536_001}}}),
                 "gateway.messages.max_expires_in_seconds",
             ),

@@ -2,20 +2,18 @@
 //!
 //! Kratos sends no message id and retries a message after any non-2xx answer (up to
 //! `courier.message_retries`), re-sending the body it stored, so a retry carries the same recipient,
-//! template type and code. [`queue`] keys a remembered answer (`reclaim_common::idempotency`, scope
-//! [`DEDUPE_SCOPE`]) on a keyed digest of those three, kept for `gateway.kratos.dedupe_window_seconds`: no
-//! code or address is stored in clear, only inside the sealed message data.
+//! template type and code. [`queue`] hands those three to [`crate::handoff::queue`] (scope
+//! [`DEDUPE_SCOPE`]), which remembers the answer for `gateway.kratos.dedupe_window_seconds`.
 
 use super::payload::CourierBody;
 use crate::address::Destination;
-use crate::admission::{self, Admission, Answers};
 use crate::channel::Channel;
-use crate::limits::{Limits, SendAttempt};
+use crate::handoff::{self, Handoff, HandoffOutcome};
+use crate::limits::Limits;
 use crate::outbox::NewMessage;
 use crate::templates::{self, Templates, PASS_THROUGH};
 use chrono::{NaiveDateTime, TimeDelta};
-use reclaim_common::db::{write_transaction, AnyConnection, DbError};
-use reclaim_common::idempotency::{self, IdempotencyKey};
+use reclaim_common::db::{AnyConnection, DbError};
 use reclaim_common::json::FieldError;
 use reclaim_common::sealed::Keyring;
 use reclaim_common::settings::GatewaySettings;
@@ -268,7 +266,7 @@ impl CourierMessage {
                 i64::try_from(settings.messages.max_expires_in_seconds).unwrap_or(i64::MAX),
             ))
         });
-        Ok(admission::new_message(
+        Ok(handoff::new_message(
             settings,
             templates,
             template,
@@ -341,12 +339,25 @@ fn required_text(body: &CourierBody, fields: &[&str]) -> Result<String, FieldErr
     })
 }
 
-/// What [`queue`] did. A throttled message is answered 2xx all the same (Kratos would retry anything else).
-pub type CourierOutcome = Admission;
+/// What [`queue`] did (see [`HandoffOutcome`]).
+pub type CourierOutcome = HandoffOutcome;
+
+impl CourierMessage {
+    /// What [`crate::handoff::queue`] needs to queue this message once per Kratos retry window.
+    pub fn handoff(&self) -> Handoff {
+        Handoff {
+            scope: DEDUPE_SCOPE,
+            material: self.dedupe_material(),
+            channel: self.channel,
+            destination: self.destination.clone(),
+            identity_id: self.identity_id.clone(),
+            answers: &handoff::ID_ANSWERS,
+        }
+    }
+}
 
 /// Queues `message` (planned as `planned`) unless the same message was queued within `window` of `now`.
-/// Runs inside the caller's write transaction, so checks that must hold with the insert (abuse limits) can
-/// join it.
+/// Runs inside the caller's write transaction.
 pub fn queue(
     conn: &mut AnyConnection,
     message: &CourierMessage,
@@ -355,29 +366,7 @@ pub fn queue(
     limits: &Limits,
     window: TimeDelta,
 ) -> Result<CourierOutcome, DbError> {
-    let now = planned.created_at;
-    let digest = keyring.digest(DEDUPE_SCOPE, message.dedupe_material().as_bytes());
-    let key = IdempotencyKey::parse(&digest)
-        .map_err(|e| DbError::Task(format!("a courier dedupe key is unusable: {e}")))?;
-    let mut once = idempotency::Request::new(DEDUPE_SCOPE, key, b"");
-    if let Some(identity) = &message.identity_id {
-        once = once.about(identity.clone());
-    }
-    idempotency::forget_if_older(conn, &once, now - window)?;
-    let attempt = SendAttempt {
-        channel: message.channel,
-        destination: &message.destination,
-        // Kratos forwards only allow-listed headers of the user's request, which the user can write:
-        // no client address worth limiting on.
-        client_ip: None,
-        identity_id: message.identity_id.as_deref(),
-    };
-    let answers = Answers {
-        status: 202,
-        queued: json!({"id": planned.id}).to_string(),
-        throttled: &|refusal| json!({"id": null, "throttled": refusal.reason.as_str()}).to_string(),
-    };
-    admission::admit_once(conn, &once, &attempt, planned, keyring, limits, &answers)
+    handoff::queue(conn, &message.handoff(), planned, keyring, limits, window)
 }
 
 /// [`queue`] in a write transaction of its own, off the async threads.
@@ -389,12 +378,7 @@ pub async fn queue_in_transaction(
     limits: Limits,
     window: TimeDelta,
 ) -> Result<CourierOutcome, DbError> {
-    db.run(move |conn| {
-        write_transaction(conn, |conn| {
-            queue(conn, &message, &planned, &keyring, &limits, window)
-        })
-    })
-    .await
+    handoff::queue_in_transaction(db, message.handoff(), planned, keyring, limits, window).await
 }
 
 #[cfg(test)]

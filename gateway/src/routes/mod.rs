@@ -1,6 +1,8 @@
 //! HTTP handlers: the messages API (`/v1/messages`, `gateway.api.tokens`), operator actions (`/admin`,
 //! `gateway.admin.tokens`), identity provider couriers (`/hooks/kratos/courier`, Kratos's own credentials,
-//! `gateway.kratos`; `/hooks/supabase/send-sms|send-email`, signed, `gateway.supabase`) and provider callbacks (`/providers/...`, signed by the provider).
+//! `gateway.kratos`; `/hooks/zitadel/{sms,email}`, signed, `gateway.zitadel`;
+//! `/hooks/supabase/send-sms|send-email`, signed, `gateway.supabase`) and provider callbacks
+//! (`/providers/...`, signed by the provider).
 
 pub mod admin;
 pub mod kratos_courier;
@@ -8,6 +10,7 @@ pub mod messages;
 pub mod supabase_send;
 pub mod twilio_status;
 pub mod verifications;
+pub mod zitadel_provider;
 
 use crate::metrics::GatewayMetrics;
 use crate::templates::Templates;
@@ -73,6 +76,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &GatewaySettings) {
     .route(
         "/hooks/kratos/courier",
         web::post().to(kratos_courier::receive_kratos_courier),
+    )
+    // ZITADEL signs its HTTP provider calls; the handler checks the signature over the raw body.
+    .route(
+        "/hooks/zitadel/sms",
+        web::post().to(zitadel_provider::receive_zitadel_sms),
+    )
+    .route(
+        "/hooks/zitadel/email",
+        web::post().to(zitadel_provider::receive_zitadel_email),
     )
     // Supabase signs its send hooks (Standard Webhooks), checked by the handler over the raw body.
     .route(

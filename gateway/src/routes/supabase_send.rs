@@ -5,11 +5,12 @@
 //! their own status (401 signature, 400 payload naming the field).
 
 use super::ApiState;
-use crate::admission::Admission;
+use crate::handoff::HandoffOutcome;
 use crate::supabase::payload::{SendEmailInput, SendSmsInput};
 use crate::supabase::send::{self, Hook, HookMessage};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use chrono::TimeDelta;
 use reclaim_common::auth::standard_webhooks::SignatureError;
 use reclaim_common::json::{self, supabase_error_response, FieldError};
 use reclaim_common::Db;
@@ -155,6 +156,8 @@ async fn answer(
         planned,
         state.keyring.clone(),
         state.limits.clone(),
+        // Supabase retries within seconds; a uuid is remembered as long as any idempotency record.
+        TimeDelta::hours(i64::from(state.settings.retention.idempotency_hours)),
     )
     .await
     .map_err(anyhow::Error::new)?;
@@ -164,18 +167,18 @@ async fn answer(
             .body(text)
     };
     Ok(match outcome {
-        Admission::Queued { id, answer } => {
+        HandoffOutcome::Queued { id, answer } => {
             tracing::info!(message.id = %id, message.channel = %channel, message.to = %to,
                 supabase.hook = hook.as_str(), supabase.type = %kind, "Supabase send hook message queued");
             (json_body(answer), "queued")
         }
-        Admission::Throttled { refusal, answer } => {
+        HandoffOutcome::Throttled { refusal, answer } => {
             tracing::info!(message.channel = %channel, message.to = %to, supabase.hook = hook.as_str(),
                 supabase.type = %kind, limit.reason = refusal.reason.as_str(),
                 "Supabase send hook message not sent: abuse limit");
             (json_body(answer), "throttled")
         }
-        Admission::Duplicate(first) => {
+        HandoffOutcome::Duplicate(first) => {
             tracing::info!(message.channel = %channel, message.to = %to, supabase.hook = hook.as_str(),
                 supabase.type = %kind, "Supabase send hook retry: already answered");
             (reclaim_common::idempotency::replay(&first), "duplicate")

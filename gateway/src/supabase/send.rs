@@ -23,19 +23,19 @@
 //! person types the code into the app, which calls Supabase's `verifyOtp`. `email_change` (two codes to two
 //! addresses) is refused as not supported yet, naming `email_data.email_action_type`.
 //!
-//! A retry carries the same `metadata.uuid`; [`queue`] keys a remembered answer (`reclaim_common::idempotency`,
-//! scope [`Hook::scope`]) on it, kept until the retention janitor prunes idempotency records.
+//! A retry carries the same `metadata.uuid`; [`queue`] hands it to [`crate::handoff::queue`] (scope
+//! [`Hook::scope`]), which remembers the answer for `gateway.retention.idempotency_hours`.
 
 use super::payload::{EmailData, SendEmailInput, SendSmsInput, User};
 use crate::address::Destination;
-use crate::admission::{self, Admission, Answers};
 use crate::channel::Channel;
-use crate::limits::{Limits, SendAttempt};
+use crate::handoff::{self, Answers, Handoff, HandoffOutcome};
+use crate::limits::Limits;
 use crate::outbox::NewMessage;
 use crate::templates::Templates;
-use chrono::NaiveDateTime;
-use reclaim_common::db::{write_transaction, AnyConnection, DbError};
-use reclaim_common::idempotency::{self, IdempotencyKey};
+use chrono::{NaiveDateTime, TimeDelta};
+use reclaim_common::db::{AnyConnection, DbError};
+use reclaim_common::idempotency::IdempotencyKey;
 use reclaim_common::json::FieldError;
 use reclaim_common::sealed::Keyring;
 use reclaim_common::settings::GatewaySettings;
@@ -218,7 +218,7 @@ impl HookMessage {
         templates
             .render(self.template, locale, self.channel, &data)
             .map_err(|error| FieldError::new(self.hook.as_str(), error.message))?;
-        Ok(admission::new_message(
+        Ok(handoff::new_message(
             settings,
             templates,
             self.template,
@@ -230,17 +230,6 @@ impl HookMessage {
             id,
             now,
         ))
-    }
-
-    /// What tells a true retry from a reused `metadata.uuid`.
-    fn request_material(&self) -> String {
-        format!(
-            "{}\n{}\n{}\n{}",
-            self.channel.as_str(),
-            self.destination.as_str(),
-            self.template,
-            Value::Object(self.data.clone())
-        )
     }
 }
 
@@ -291,34 +280,41 @@ pub fn throttled_answer(message: &str) -> String {
     json!({"error": {"http_code": 429, "message": message}}).to_string()
 }
 
-/// Queues `message` (planned as `planned`) once per `metadata.uuid`, inside the caller's write transaction.
+/// Supabase's answers: `200 {}`, and a throttled send as [`throttled_answer`].
+pub const SUPABASE_ANSWERS: Answers = Answers {
+    status: 200,
+    queued: |_| "{}".to_string(),
+    throttled: |refusal| throttled_answer(&refusal.message()),
+};
+
+impl HookMessage {
+    /// What [`handoff::queue`] needs to queue this call once: its `metadata.uuid` (the same across
+    /// Supabase's retries) in the hook's scope. Identity `user.id` is counted by the limits; no client IP:
+    /// `metadata.ip_address` is what GoTrue read from the user's request, X-Forwarded-For included, which the
+    /// user can write unless a proxy overwrites it.
+    pub fn handoff(&self) -> Handoff {
+        Handoff {
+            scope: self.hook.scope(),
+            material: self.invocation.as_str().to_string(),
+            channel: self.channel,
+            destination: self.destination.clone(),
+            identity_id: Some(self.identity_id.clone()),
+            answers: &SUPABASE_ANSWERS,
+        }
+    }
+}
+
+/// Queues `message` (planned as `planned`) once per `metadata.uuid` seen within `window`, inside the
+/// caller's write transaction.
 pub fn queue(
     conn: &mut AnyConnection,
     message: &HookMessage,
     planned: &NewMessage,
     keyring: &Keyring,
     limits: &Limits,
-) -> Result<Admission, DbError> {
-    let once = idempotency::Request::new(
-        message.hook.scope(),
-        message.invocation.clone(),
-        message.request_material().as_bytes(),
-    )
-    .about(message.identity_id.clone());
-    let attempt = SendAttempt {
-        channel: message.channel,
-        destination: &message.destination,
-        // `metadata.ip_address` is what GoTrue read from the user's request, X-Forwarded-For included,
-        // which the user can write unless a proxy overwrites it: not trusted for limits.
-        client_ip: None,
-        identity_id: Some(&message.identity_id),
-    };
-    let answers = Answers {
-        status: 200,
-        queued: "{}".into(),
-        throttled: &|refusal| throttled_answer(&refusal.message()),
-    };
-    admission::admit_once(conn, &once, &attempt, planned, keyring, limits, &answers)
+    window: TimeDelta,
+) -> Result<HandoffOutcome, DbError> {
+    handoff::queue(conn, &message.handoff(), planned, keyring, limits, window)
 }
 
 /// [`queue`] in a write transaction of its own, off the async threads.
@@ -328,13 +324,9 @@ pub async fn queue_in_transaction(
     planned: NewMessage,
     keyring: Keyring,
     limits: Limits,
-) -> Result<Admission, DbError> {
-    db.run(move |conn| {
-        write_transaction(conn, |conn| {
-            queue(conn, &message, &planned, &keyring, &limits)
-        })
-    })
-    .await
+    window: TimeDelta,
+) -> Result<HandoffOutcome, DbError> {
+    handoff::queue_in_transaction(db, message.handoff(), planned, keyring, limits, window).await
 }
 
 #[cfg(test)]

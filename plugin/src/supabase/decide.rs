@@ -12,6 +12,8 @@ use chrono::{DateTime, Utc};
 pub struct Attempt {
     pub identity: Identity,
     pub valid: bool,
+    /// Supabase's `metadata.uuid`: the same for every retry of one call.
+    pub invocation: Option<String>,
 }
 
 /// Decides `attempt` at `now`. A wrong password is Supabase's to refuse: nothing is recorded. An identity

@@ -10,6 +10,7 @@ use crate::Passwords;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use reclaim_common::auth::standard_webhooks::{SignatureError, Verifier};
+use reclaim_common::idempotency::{self, IdempotencyKey, Waited};
 use reclaim_common::json::{self, supabase_error_response, FieldError};
 use reclaim_common::settings::PluginSupabaseSettings;
 
@@ -46,6 +47,9 @@ pub enum PasswordVerificationError {
     Invalid(#[from] FieldError),
     #[error(transparent)]
     Unexpected(#[from] PasswordsError),
+    /// The answer to a retry could not be remembered or replayed.
+    #[error(transparent)]
+    Retry(#[from] anyhow::Error),
 }
 
 impl ResponseError for PasswordVerificationError {
@@ -54,7 +58,7 @@ impl ResponseError for PasswordVerificationError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::Unexpected(PasswordsError::Saturated { .. }) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unexpected(_) | Self::Retry(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -65,6 +69,10 @@ impl ResponseError for PasswordVerificationError {
             Self::Invalid(error) => error.to_string(),
             Self::Unexpected(error) => {
                 tracing::error!(error = %error, "Supabase password verification hook could not decide");
+                "internal error; see the server log".to_string()
+            }
+            Self::Retry(error) => {
+                tracing::error!(error = %format!("{error:#}"), "Supabase password verification hook could not answer a retry");
                 "internal error; see the server log".to_string()
             }
         };
@@ -83,7 +91,9 @@ async fn verify_password_attempt(
         Ok(VerificationAnswer::Reject { .. }) => "reject",
         Err(PasswordVerificationError::Unauthorized(_)) => "unauthorized",
         Err(PasswordVerificationError::Invalid(_)) => "invalid",
-        Err(PasswordVerificationError::Unexpected(_)) => "error",
+        Err(PasswordVerificationError::Unexpected(_) | PasswordVerificationError::Retry(_)) => {
+            "error"
+        }
     };
     hooks
         .passwords
@@ -107,15 +117,57 @@ async fn answer_attempt(
             tracing::warn!(reason = %reason, "Supabase password verification hook refused: signature");
         })?;
     let attempt = parse(body, &hooks.settings)?;
+    // Supabase retries a call that timed out; a retry must not take a second grace login. The answer is
+    // remembered under the call's `metadata.uuid` and replayed.
+    let claim = match attempt
+        .invocation
+        .as_deref()
+        .and_then(|uuid| IdempotencyKey::parse(uuid).ok())
+    {
+        None => None,
+        Some(key) => {
+            let once = idempotency::Request::new(RETRY_SCOPE, key, b"")
+                .about(attempt.identity.id.as_str());
+            match idempotency::claim_or_wait(hooks.passwords.db(), &once, RETRY_WAIT)
+                .await
+                .map_err(anyhow::Error::new)?
+            {
+                Waited::Claimed(claim) => Some(claim),
+                Waited::Answered(first) => {
+                    return serde_json::from_str(&first.response_body).map_err(|e| {
+                        anyhow::anyhow!("a remembered answer does not read: {e}").into()
+                    })
+                }
+                Waited::Pending { .. } => {
+                    return Err(anyhow::anyhow!(
+                        "the first call of this retry is still being decided"
+                    )
+                    .into())
+                }
+            }
+        }
+    };
     let now = hooks.passwords.clock().now();
-    Ok(decide(
+    let answer = decide(
         &hooks.passwords,
         &attempt,
         hooks.settings.logout_on_reject,
         now,
     )
-    .await?)
+    .await?;
+    if let Some(claim) = claim {
+        let body = serde_json::to_string(&answer).map_err(anyhow::Error::new)?;
+        claim
+            .complete(200, body)
+            .await
+            .map_err(anyhow::Error::new)?;
+    }
+    Ok(answer)
 }
+
+/// Where answers are remembered for Supabase's retries, and how long a retry waits for the first call.
+const RETRY_SCOPE: &str = "plugin.supabase.password-verification";
+const RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn parse(body: &[u8], settings: &PluginSupabaseSettings) -> Result<Attempt, FieldError> {
     let parsed: VerificationAttempt = json::parse(body)?;
@@ -125,5 +177,6 @@ fn parse(body: &[u8], settings: &PluginSupabaseSettings) -> Result<Attempt, Fiel
     Ok(Attempt {
         identity,
         valid: parsed.valid,
+        invocation: parsed.metadata.and_then(|m| m.uuid),
     })
 }

@@ -3,16 +3,24 @@
 
 use serde::{Deserialize, Serialize};
 
-/// `PasswordVerificationAttemptInput`. `metadata` is absent in older versions and not needed here.
+/// `PasswordVerificationAttemptInput`. `metadata` is absent in older versions.
 #[derive(Debug, Clone, Deserialize)]
 pub struct VerificationAttempt {
     pub user_id: String,
     /// Whether the password Supabase compared was correct.
     pub valid: bool,
+    pub metadata: Option<Metadata>,
+}
+
+/// The envelope's `metadata`; `uuid` is fixed for one hook invocation, so Supabase's retries of it carry the
+/// same one (unlike `webhook-id`, which is new for every attempt).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Metadata {
+    pub uuid: Option<String>,
 }
 
 /// `PasswordVerificationAttemptOutput`. Supabase requires `should_logout_user` to be a JSON boolean.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum VerificationAnswer {
     Continue,
