@@ -13,6 +13,7 @@ mod gateway_messages;
 mod gateway_retention;
 mod gateway_retries;
 mod gateway_smtp;
+mod gateway_supabase;
 mod gateway_twilio;
 mod gateway_twilio_outbox;
 mod gateway_verifications;

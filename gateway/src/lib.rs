@@ -3,8 +3,8 @@
 //! What lives here: the outbox (`outbox`, `schema`), the delivery worker (`delivery`, `retry`), the
 //! retention janitor (`retention`), providers (`providers`), templates (`templates`), destination validation
 //! (`address`), configured fallback chains (`fallback`), verifications (`verifications`: codes and links with
-//! a lifecycle), identity provider couriers (`kratos`, `zitadel`, queued once by `handoff`), the HTTP handlers (`routes`) and metrics (`metrics`).
-//! The service is built by
+//! a lifecycle), identity provider couriers (`kratos`, `zitadel`, `supabase`, queued once by `handoff`), the
+//! HTTP handlers (`routes`) and metrics (`metrics`). The service is built by
 //! [`Application::build`] and served by
 //! [`Application::run_until_stopped`].
 
@@ -23,6 +23,7 @@ pub mod retry;
 mod routes;
 pub mod schema;
 mod startup;
+pub mod supabase;
 pub mod templates;
 pub mod verifications;
 pub mod zitadel;

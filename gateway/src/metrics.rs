@@ -30,6 +30,9 @@ pub struct GatewayMetrics {
     /// ZITADEL HTTP provider calls by hook (`sms`, `email`) and outcome (`queued`, `duplicate`, `throttled`,
     /// `refused`, `invalid`).
     pub zitadel_provider: IntCounterVec,
+    /// Supabase send-hook calls by hook (`send-sms`, `send-email`) and outcome (`queued`, `duplicate`,
+    /// `throttled`, `unauthorized`, `invalid`, `error`).
+    pub supabase_hooks: IntCounterVec,
     /// Rows deleted by the retention janitor, by kind (`messages`, `idempotency_records`, `verifications`,
     /// `limit_records`).
     pub retention_deleted: IntCounterVec,
@@ -96,6 +99,14 @@ impl GatewayMetrics {
             &["hook", "outcome"],
         )?;
         registry.register(Box::new(zitadel_provider.clone()))?;
+        let supabase_hooks = IntCounterVec::new(
+            Opts::new(
+                "reclaim_gateway_supabase_hook_total",
+                "Supabase send-hook calls by hook and outcome",
+            ),
+            &["hook", "outcome"],
+        )?;
+        registry.register(Box::new(supabase_hooks.clone()))?;
         let limit_refusals = IntCounterVec::new(
             Opts::new(
                 "reclaim_gateway_limit_refusals_total",
@@ -124,6 +135,7 @@ impl GatewayMetrics {
             retention_deleted,
             kratos_courier,
             zitadel_provider,
+            supabase_hooks,
             limit_refusals,
         })
     }

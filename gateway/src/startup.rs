@@ -38,7 +38,9 @@ use utoipa::{Modify, OpenApi};
         routes::verifications::cancel_verification,
         routes::kratos_courier::receive_kratos_courier,
         routes::zitadel_provider::receive_zitadel_sms,
-        routes::zitadel_provider::receive_zitadel_email
+        routes::zitadel_provider::receive_zitadel_email,
+        routes::supabase_send::receive_supabase_send_sms,
+        routes::supabase_send::receive_supabase_send_email
     ),
     modifiers(&BearerAuth)
 )]
@@ -137,6 +139,7 @@ impl Application {
             keyring,
             clock,
             limits,
+            supabase_verifier: gateway.supabase.verifier(),
         });
         let spec = ServiceSpec {
             name: "gateway",

@@ -344,6 +344,11 @@ mod tests {
             "verification_no_account",
             "address_changed",
             "authenticator_added",
+            "login_link",
+            "mfa_factor_added",
+            "mfa_factor_removed",
+            "sign_in_method_added",
+            "sign_in_method_removed",
         ] {
             assert_eq!(
                 templates.resolve_locale(name, "es").as_deref(),

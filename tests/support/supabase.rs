@@ -37,6 +37,19 @@ pub async fn send(
     body: &[u8],
     signing: Signing<'_>,
 ) -> (u16, Value) {
+    let response = post(client, url, body, signing).await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// POSTs `body` (raw bytes) to `url` signed as asked, with a new `webhook-id` each time as Supabase's
+/// retries have; answers the whole response.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: &[u8],
+    signing: Signing<'_>,
+) -> reqwest::Response {
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let (secrets, offset): (&[&str], i64) = match signing {
         Signing::With(secrets) => (secrets, 0),
@@ -62,9 +75,7 @@ pub async fn send(
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signatures.join(", "));
     }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    request.send().await.expect("request")
 }
 
 /// [`send`] of a JSON value, compact, signed with [`HOOK_SECRET`].

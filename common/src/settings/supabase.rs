@@ -50,6 +50,10 @@ pub struct GatewaySupabaseSettings {
     /// Accepted Standard Webhooks secrets of both hooks, `v1,whsec_<base64>`; empty = every hook call is
     /// refused with 401. Secret: also as hook_secrets_file (one per line).
     pub hook_secrets: Vec<Secret>,
+    /// Emails for `signup`, `invite`, `recovery` and `magiclink` carry a link to Supabase's `/verify` (built
+    /// as Supabase documents it from `email_data`: `site_url`, `token_hash`, `email_action_type`,
+    /// `redirect_to`) instead of the 6-digit code.
+    pub email_links: bool,
 }
 
 impl GatewaySupabaseSettings {
@@ -98,6 +102,7 @@ mod tests {
                 Secret::new("v1,whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
                 Secret::new("v1,whsec_"),
             ],
+            ..GatewaySupabaseSettings::default()
         };
         bad.validate(&mut problems);
         assert_eq!(problems.len(), 1);

@@ -10,7 +10,7 @@ use crate::address::Destination;
 use crate::channel::Channel;
 use crate::handoff::{self, Handoff, HandoffOutcome};
 use crate::limits::Limits;
-use crate::outbox::{MessageStatus, NewMessage};
+use crate::outbox::NewMessage;
 use crate::templates::{self, Templates, PASS_THROUGH};
 use chrono::{NaiveDateTime, TimeDelta};
 use reclaim_common::db::{AnyConnection, DbError};
@@ -261,36 +261,23 @@ impl CourierMessage {
                 };
                 FieldError::new(field, error.message)
             })?;
-        let fallback = crate::fallback::configured(
-            &settings.channels,
-            templates,
-            template,
-            &self.locale,
-            self.channel,
-            &self.destination,
-        );
         let lifetime = self.ttl_minutes.map(|minutes| {
             TimeDelta::minutes(i64::from(minutes)).min(TimeDelta::seconds(
                 i64::try_from(settings.messages.max_expires_in_seconds).unwrap_or(i64::MAX),
             ))
         });
-        Ok(NewMessage {
+        Ok(handoff::new_message(
+            settings,
+            templates,
+            template,
+            &self.locale,
+            self.channel,
+            &self.destination,
+            &data,
+            lifetime.map(|lifetime| now + lifetime),
             id,
-            channel: self.channel.as_str().into(),
-            destination: self.destination.as_str().into(),
-            template: template.into(),
-            locale: self.locale.clone(),
-            data: data.to_string(),
-            status: MessageStatus::Queued,
-            attempts: 0,
-            next_attempt_at: now,
-            expires_at: lifetime.map(|lifetime| now + lifetime),
-            fallback: serde_json::to_string(&fallback).unwrap_or_else(|_| "[]".into()),
-            fallback_position: 0,
-            idempotency_key: None,
-            created_at: now,
-            updated_at: now,
-        })
+            now,
+        ))
     }
 
     /// The variables of our templates: `code` or `link`, and `ttl_minutes`.
@@ -364,6 +351,7 @@ impl CourierMessage {
             channel: self.channel,
             destination: self.destination.clone(),
             identity_id: self.identity_id.clone(),
+            answers: &handoff::ID_ANSWERS,
         }
     }
 }

@@ -1,10 +1,13 @@
 //! HTTP handlers: the messages API (`/v1/messages`, `gateway.api.tokens`), operator actions (`/admin`,
 //! `gateway.admin.tokens`), identity provider couriers (`/hooks/kratos/courier`, Kratos's own credentials,
-//! `gateway.kratos`; `/hooks/zitadel/{sms,email}`, signed, `gateway.zitadel`) and provider callbacks (`/providers/...`, signed by the provider).
+//! `gateway.kratos`; `/hooks/zitadel/{sms,email}`, signed, `gateway.zitadel`;
+//! `/hooks/supabase/send-sms|send-email`, signed, `gateway.supabase`) and provider callbacks
+//! (`/providers/...`, signed by the provider).
 
 pub mod admin;
 pub mod kratos_courier;
 pub mod messages;
+pub mod supabase_send;
 pub mod twilio_status;
 pub mod verifications;
 pub mod zitadel_provider;
@@ -30,6 +33,8 @@ pub struct ApiState {
     pub clock: Clock,
     /// The abuse limits every send passes.
     pub limits: crate::limits::Limits,
+    /// Checks Supabase's send-hook signatures (`gateway.supabase.hook_secrets`).
+    pub supabase_verifier: reclaim_common::auth::standard_webhooks::Verifier,
 }
 
 /// Mounts the routes. The bearer token is checked before any body is read.
@@ -80,6 +85,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &GatewaySettings) {
     .route(
         "/hooks/zitadel/email",
         web::post().to(zitadel_provider::receive_zitadel_email),
+    )
+    // Supabase signs its send hooks (Standard Webhooks), checked by the handler over the raw body.
+    .route(
+        "/hooks/supabase/send-sms",
+        web::post().to(supabase_send::receive_supabase_send_sms),
+    )
+    .route(
+        "/hooks/supabase/send-email",
+        web::post().to(supabase_send::receive_supabase_send_email),
     )
     .route(
         "/providers/twilio/status",

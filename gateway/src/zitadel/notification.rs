@@ -8,8 +8,8 @@
 use super::payload::ProviderBody;
 use crate::address::Destination;
 use crate::channel::Channel;
-use crate::handoff::Handoff;
-use crate::outbox::{MessageStatus, NewMessage};
+use crate::handoff::{self, Handoff};
+use crate::outbox::NewMessage;
 use crate::templates::{Templates, PASS_THROUGH};
 use chrono::NaiveDateTime;
 use reclaim_common::json::FieldError;
@@ -182,31 +182,18 @@ impl ZitadelMessage {
                 };
                 FieldError::new(field, error.message)
             })?;
-        let fallback = crate::fallback::configured(
-            &settings.channels,
+        Ok(handoff::new_message(
+            settings,
             templates,
             template,
             &locale,
             self.channel,
             &self.destination,
-        );
-        Ok(NewMessage {
+            &data,
+            None,
             id,
-            channel: self.channel.as_str().into(),
-            destination: self.destination.as_str().into(),
-            template: template.into(),
-            locale,
-            data: data.to_string(),
-            status: MessageStatus::Queued,
-            attempts: 0,
-            next_attempt_at: now,
-            expires_at: None,
-            fallback: serde_json::to_string(&fallback).unwrap_or_else(|_| "[]".into()),
-            fallback_position: 0,
-            idempotency_key: None,
-            created_at: now,
-            updated_at: now,
-        })
+            now,
+        ))
     }
 
     /// What [`crate::handoff::queue`] needs to queue this message once per ZITADEL retry window: recipient,
@@ -227,6 +214,7 @@ impl ZitadelMessage {
             channel: self.channel,
             destination: self.destination.clone(),
             identity_id: None,
+            answers: &handoff::ID_ANSWERS,
         }
     }
 }
