@@ -492,51 +492,13 @@ async fn courier_calls_are_counted_by_template_type_and_outcome() {
     }
 }
 
-/// `reclaim serve` with JSON logs at trace level, the gateway's email on the SMTP server and SMS on a Twilio
-/// stand-in, Kratos's courier on.
+/// `reclaim serve` with Kratos's courier on (see `support::delivery_binary_config`).
 fn binary_config(database_url: &str, smtp: &SmtpServer, twilio_url: &str) -> String {
-    format!(
-        r#"
-[database]
-url = "{database_url}"
-pool_size = 4
-
-[http]
-workers = 1
-
-[plugin]
-listen = "127.0.0.1:0"
-
-[gateway]
-listen = "127.0.0.1:0"
-public_url = "https://reclaim.example.test"
-
-[gateway.worker]
-poll_interval_ms = 50
-
-[gateway.kratos]
-api_keys = ["{COURIER_KEY}"]
-
-[gateway.channels.email]
-provider = "smtp"
-
-[gateway.channels.sms]
-provider = "twilio"
-fallback = []
-
-[gateway.smtp]
-host = "127.0.0.1"
-port = {port}
-security = "none"
-from = "Reclaim <no-reply@reclaim.test>"
-
-[gateway.twilio]
-base_url = "{twilio_url}"
-account_sid = "AC0123456789abcdef0123456789abcdef"
-auth_token = "courier-log-test-twilio-token"
-from = "+14155552671"
-"#,
-        port = smtp.port,
+    crate::support::delivery_binary_config(
+        database_url,
+        smtp.port,
+        twilio_url,
+        &format!("[gateway.kratos]\napi_keys = [\"{COURIER_KEY}\"]"),
     )
 }
 

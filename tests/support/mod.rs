@@ -137,3 +137,55 @@ pub async fn spawn_app_in(mode: RunMode, customize: impl FnOnce(&mut Settings)) 
         guard,
     }
 }
+
+/// `reclaim serve` settings for a test of the real binary's logs: the gateway's email on the SMTP server at
+/// `smtp_port`, SMS on a Twilio stand-in at `twilio_url`, plus `adapter` (a TOML section that turns an
+/// identity provider's adapter on).
+pub fn delivery_binary_config(
+    database_url: &str,
+    smtp_port: u16,
+    twilio_url: &str,
+    adapter: &str,
+) -> String {
+    format!(
+        r#"
+[database]
+url = "{database_url}"
+pool_size = 4
+
+[http]
+workers = 1
+
+[plugin]
+listen = "127.0.0.1:0"
+
+[gateway]
+listen = "127.0.0.1:0"
+public_url = "https://reclaim.example.test"
+
+[gateway.worker]
+poll_interval_ms = 50
+
+{adapter}
+
+[gateway.channels.email]
+provider = "smtp"
+
+[gateway.channels.sms]
+provider = "twilio"
+fallback = []
+
+[gateway.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+from = "Reclaim <no-reply@reclaim.test>"
+
+[gateway.twilio]
+base_url = "{twilio_url}"
+account_sid = "AC0123456789abcdef0123456789abcdef"
+auth_token = "log-test-twilio-token"
+from = "+14155552671"
+"#
+    )
+}
