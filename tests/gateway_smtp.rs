@@ -88,17 +88,19 @@ async fn a_4xx_reply_is_retried_with_growing_delays_until_accepted() {
             let attempt = &message["history"][retry as usize - 1];
             assert_eq!(attempt["outcome"], "transient", "{message}");
             assert_eq!(attempt["error_code"], "451", "{message}");
-            let wait = if message["status"] == "queued" {
-                let next = time(&message["next_attempt_at"]);
-                clock = clock.max(next);
-                still_queued.push(id.clone());
-                next - time(&attempt["started_at"])
-            } else {
-                // Full jitter can draw a wait of 0 ms: the next attempt was then due within this same drain
-                // (at the same instant), so the message is already further along.
-                let following = &message["history"][retry as usize];
+            // Attempts are stamped with the drain's instant, so the gap between two of them is exactly the
+            // wait the gateway drew. Full jitter can draw 0 ms: the next attempt was then due at the same
+            // instant and this drain already made it (and may have scheduled the one after).
+            let following = &message["history"][retry as usize];
+            let wait = if following["started_at"].is_string() {
                 time(&following["started_at"]) - time(&attempt["started_at"])
+            } else {
+                time(&message["next_attempt_at"]) - time(&attempt["started_at"])
             };
+            if message["status"] == "queued" {
+                clock = clock.max(time(&message["next_attempt_at"]));
+                still_queued.push(id.clone());
+            }
             assert!(
                 wait >= Duration::zero() && wait <= ceiling,
                 "retry {retry}: {wait} outside [0, {ceiling}]"
