@@ -4,7 +4,9 @@
 //! or Kratos's rendering; 401 and 400 with nothing queued; and the `reclaim` binary's logs free of codes and
 //! full recipients.
 
-use crate::gateway_messages::{delivered, get_message, spawn_gateway};
+use crate::gateway_messages::{
+    count_messages, delivered, gateway_metrics, get_message, spawn_gateway,
+};
 use crate::gateway_smtp::use_smtp;
 use crate::logs::Reclaim;
 use crate::support::prism::RecordingPrism;
@@ -64,14 +66,6 @@ async fn queue(app: &TestApp, body: &Value) -> String {
     assert_eq!(response.status(), 202);
     let answer: Value = response.json().await.expect("json");
     answer["id"].as_str().expect("id").to_string()
-}
-
-fn queued_count(app: &TestApp) -> i64 {
-    let mut conn = app.db.get().expect("conn");
-    gateway_messages::table
-        .count()
-        .get_result(&mut conn)
-        .expect("count")
 }
 
 /// The mail's text with quoted-printable soft breaks and `=3D` undone, so long links read whole.
@@ -234,20 +228,20 @@ async fn a_kratos_retry_is_answered_with_the_first_id_and_queues_nothing_until_t
     );
     let answer: Value = retry.json().await.expect("json");
     assert_eq!(answer["id"], first.as_str());
-    assert_eq!(queued_count(&app), 1);
+    assert_eq!(count_messages(&app), 1);
 
     // Another code for the same person is another message.
     let mut other = payload.clone();
     other["template_data"]["login_code"] = json!("111222");
     let second = queue(&app, &other).await;
     assert_ne!(second, first);
-    assert_eq!(queued_count(&app), 2);
+    assert_eq!(count_messages(&app), 2);
 
     // Past the window the same body is queued again.
     app.clock.advance(Duration::seconds(601));
     let late = queue(&app, &payload).await;
     assert_ne!(late, first);
-    assert_eq!(queued_count(&app), 3);
+    assert_eq!(count_messages(&app), 3);
     app.delivery.drain_at(app.clock.now()).await.expect("drain");
     let codes: Vec<String> = delivered(_dir.path())
         .iter()
@@ -344,12 +338,12 @@ async fn wrong_or_missing_kratos_credentials_are_refused_with_401_and_nothing_is
         let body: Value = response.json().await.expect("json");
         assert_eq!(body["error"]["code"], "unauthorized");
     }
-    assert_eq!(queued_count(&app), 0);
+    assert_eq!(count_messages(&app), 0);
 
     // No keys configured: even the harness's key is refused.
     let (closed, _dir) = spawn_gateway(|_| {}).await;
     assert_eq!(post_courier(&closed, &payload).await.status(), 401);
-    assert_eq!(queued_count(&closed), 0);
+    assert_eq!(count_messages(&closed), 0);
 
     // Basic auth, as Kratos's `basic_auth` sends it.
     let (basic_app, _dir) = spawn_gateway(|s| {
@@ -366,7 +360,7 @@ async fn wrong_or_missing_kratos_credentials_are_refused_with_401_and_nothing_is
         .await
         .expect("request");
     assert_eq!(accepted.status(), 202);
-    assert_eq!(queued_count(&basic_app), 1);
+    assert_eq!(count_messages(&basic_app), 1);
 }
 
 #[tokio::test]
@@ -454,7 +448,7 @@ async fn unmappable_payloads_are_refused_with_400_naming_the_field_and_nothing_i
     assert_eq!(not_json.status(), 400);
     let answer: Value = not_json.json().await.expect("json");
     assert_eq!(answer["error"]["field"], "body");
-    assert_eq!(queued_count(&app), 0);
+    assert_eq!(count_messages(&app), 0);
 }
 
 #[tokio::test]
@@ -471,15 +465,7 @@ async fn courier_calls_are_counted_by_template_type_and_outcome() {
         .await
         .expect("request");
     assert_eq!(refused.status(), 401);
-    let metrics = app
-        .client
-        .get(app.gateway_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = gateway_metrics(&app).await;
     for (template_type, outcome) in [
         ("recovery_code_valid", "queued"),
         ("recovery_code_valid", "duplicate"),
@@ -631,7 +617,7 @@ async fn a_courier_message_over_a_limit_is_answered_2xx_and_not_sent() {
         answer,
         json!({"id": null, "throttled": "destination_cooldown"})
     );
-    assert_eq!(queued_count(&app), 1);
+    assert_eq!(count_messages(&app), 1);
     // Kratos's retry of it gets the same answer.
     let retry: Value = post_courier(&app, &again).await.json().await.expect("json");
     assert_eq!(retry, answer);
@@ -643,15 +629,7 @@ async fn a_courier_message_over_a_limit_is_answered_2xx_and_not_sent() {
     assert_ne!(third, first);
     app.delivery.drain_at(app.clock.now()).await.expect("drain");
     assert_eq!(delivered(dir.path()).len(), 2);
-    let metrics = app
-        .client
-        .get(app.gateway_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = gateway_metrics(&app).await;
     assert!(
         metrics.contains(
             r#"reclaim_gateway_kratos_courier_total{outcome="throttled",template_type="login_code_valid"} 1"#

@@ -86,6 +86,18 @@ pub fn count_messages(app: &TestApp) -> i64 {
         .expect("count")
 }
 
+/// The gateway's `/metrics` text.
+pub async fn gateway_metrics(app: &TestApp) -> String {
+    app.client
+        .get(app.gateway_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 pub fn time(value: &Value) -> DateTime<Utc> {
     value
         .as_str()

@@ -4,7 +4,7 @@
 //! `metadata.uuid`, new `webhook-id`) answered the same and queued once; an abuse limit answered with
 //! Supabase's 429 error document; 401 and 400 in Supabase's error shape with nothing queued.
 
-use crate::gateway_messages::spawn_gateway;
+use crate::gateway_messages::{count_messages, gateway_metrics, spawn_gateway};
 use crate::gateway_smtp::use_smtp;
 use crate::support::captured_logs::CapturedLogs;
 use crate::support::prism::RecordingPrism;
@@ -12,11 +12,9 @@ use crate::support::smtp::SmtpServer;
 use crate::support::supabase::{post, send, Signing, HOOK_SECRET, OTHER_SECRET};
 use crate::support::TestApp;
 use chrono::Duration;
-use diesel::{QueryDsl, RunQueryDsl};
 use reclaim_common::auth::standard_webhooks::SigningKey;
 use reclaim_common::settings::{ProviderKind, Settings, TwilioSettings};
 use reclaim_common::Secret;
-use reclaim_gateway::schema::gateway_messages;
 use serde_json::{json, Value};
 
 const SEND_SMS: &str = "/hooks/supabase/send-sms";
@@ -81,25 +79,6 @@ async fn queued(app: &TestApp, hook: &str, body: &Value) {
         Some("application/json")
     );
     assert_eq!(response.json::<Value>().await.expect("json"), json!({}));
-}
-
-fn queued_count(app: &TestApp) -> i64 {
-    let mut conn = app.db.get().expect("conn");
-    gateway_messages::table
-        .count()
-        .get_result(&mut conn)
-        .expect("count")
-}
-
-async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(app.gateway_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
 }
 
 #[tokio::test]
@@ -251,13 +230,13 @@ async fn a_retry_with_the_same_metadata_uuid_is_answered_the_same_and_queued_onc
         Some("true")
     );
     assert_eq!(retry.json::<Value>().await.expect("json"), json!({}));
-    assert_eq!(queued_count(&app), 1);
+    assert_eq!(count_messages(&app), 1);
     // The same invocation id under the other hook is another call.
     let mut email = contract("send-email-hook.recovery.request.json");
     email["metadata"]["uuid"] = body["metadata"]["uuid"].clone();
     queued(&app, SEND_EMAIL, &email).await;
-    assert_eq!(queued_count(&app), 2);
-    let metrics = metrics(&app).await;
+    assert_eq!(count_messages(&app), 2);
+    let metrics = gateway_metrics(&app).await;
     for line in [
         r#"reclaim_gateway_supabase_hook_total{hook="send-sms",outcome="queued"} 1"#,
         r#"reclaim_gateway_supabase_hook_total{hook="send-sms",outcome="duplicate"} 1"#,
@@ -294,7 +273,7 @@ async fn an_abuse_limit_answers_supabase_429_error_document_and_queues_nothing()
             .is_some_and(|m| !m.is_empty()),
         "{answer}"
     );
-    assert_eq!(queued_count(&app), 1);
+    assert_eq!(count_messages(&app), 1);
     // Supabase's retry of it gets the same answer, still nothing queued.
     let (status, retry) = send(
         &app.client,
@@ -304,14 +283,14 @@ async fn an_abuse_limit_answers_supabase_429_error_document_and_queues_nothing()
     )
     .await;
     assert_eq!((status, &retry), (200, &answer));
-    assert_eq!(queued_count(&app), 1);
+    assert_eq!(count_messages(&app), 1);
     // After the cooldown a new send goes out.
     app.clock.advance(Duration::seconds(31));
     let mut later = first.clone();
     later["metadata"]["uuid"] = json!("9e8d7c6b-5a49-4382-a1b0-c9d8e7f6a5b4");
     queued(&app, SEND_SMS, &later).await;
-    assert_eq!(queued_count(&app), 2);
-    assert!(metrics(&app)
+    assert_eq!(count_messages(&app), 2);
+    assert!(gateway_metrics(&app)
         .await
         .contains(r#"reclaim_gateway_supabase_hook_total{hook="send-sms",outcome="throttled"} 1"#));
 }
@@ -353,7 +332,7 @@ async fn missing_wrong_and_stale_signatures_get_401_and_queue_nothing() {
         .await
         .expect("request");
     assert_eq!(response.status(), 401);
-    assert_eq!(queued_count(&app), 0);
+    assert_eq!(count_messages(&app), 0);
     // With a second secret configured (rotation) the same body, signed with both, is accepted.
     let (rotated, _dir2) = supabase_app(|s| {
         s.gateway.supabase.hook_secrets = vec![Secret::new(OTHER_SECRET), Secret::new(HOOK_SECRET)];
@@ -367,7 +346,7 @@ async fn missing_wrong_and_stale_signatures_get_401_and_queue_nothing() {
     )
     .await;
     assert_eq!((status, answer), (200, json!({})));
-    assert!(metrics(&app).await.contains(
+    assert!(gateway_metrics(&app).await.contains(
         r#"reclaim_gateway_supabase_hook_total{hook="send-sms",outcome="unauthorized"} 5"#
     ));
 }
@@ -445,7 +424,7 @@ async fn malformed_payloads_get_400_naming_the_field_and_queue_nothing() {
         let message = answer["error"]["message"].as_str().unwrap_or("");
         assert!(message.contains(field), "{field} not named in {message}");
     }
-    assert_eq!(queued_count(&app), 0);
+    assert_eq!(count_messages(&app), 0);
 }
 
 #[tokio::test]

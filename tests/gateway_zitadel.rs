@@ -6,7 +6,9 @@
 //! key in the `reclaim` binary's logs; the code sealed in the database, and not in the dedupe record.
 
 use crate::gateway_kratos_courier::{on_prism, readable};
-use crate::gateway_messages::{delivered, get_message, spawn_gateway};
+use crate::gateway_messages::{
+    count_messages, delivered, gateway_metrics, get_message, spawn_gateway,
+};
 use crate::gateway_smtp::use_smtp;
 use crate::logs::Reclaim;
 use crate::support::prism::RecordingPrism;
@@ -82,25 +84,6 @@ async fn queue(app: &TestApp, hook: &str, body: &Value) -> String {
     assert_eq!(response.status(), 202);
     let answer: Value = response.json().await.expect("json");
     answer["id"].as_str().expect("id").to_string()
-}
-
-fn queued_count(app: &TestApp) -> i64 {
-    let mut conn = app.db.get().expect("conn");
-    gateway_messages::table
-        .count()
-        .get_result(&mut conn)
-        .expect("count")
-}
-
-async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(app.gateway_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
 }
 
 #[tokio::test]
@@ -203,18 +186,18 @@ async fn a_zitadel_retry_is_answered_with_the_first_id_and_queues_nothing_until_
     );
     let answer: Value = retry.json().await.expect("json");
     assert_eq!(answer["id"], first.as_str());
-    assert_eq!(queued_count(&app), 1);
+    assert_eq!(count_messages(&app), 1);
 
     // Another code for the same person is another message.
     let mut other = payload.clone();
     other["args"]["code"] = json!("AB12CD");
     assert_ne!(queue(&app, "sms", &other).await, first);
-    assert_eq!(queued_count(&app), 2);
+    assert_eq!(count_messages(&app), 2);
 
     // Past the window the same body is queued again.
     app.clock.advance(Duration::seconds(601));
     assert_ne!(queue(&app, "sms", &payload).await, first);
-    assert_eq!(queued_count(&app), 3);
+    assert_eq!(count_messages(&app), 3);
     app.delivery.drain_at(app.clock.now()).await.expect("drain");
     let bodies: Vec<String> = delivered(dir.path())
         .iter()
@@ -251,7 +234,7 @@ async fn a_zitadel_notification_over_a_limit_is_answered_2xx_and_not_queued() {
         answer,
         json!({"id": null, "throttled": "destination_cooldown"})
     );
-    assert_eq!(queued_count(&app), 1);
+    assert_eq!(count_messages(&app), 1);
     // ZITADEL's retry of it gets the same answer.
     let retry: Value = post_signed(&app, "sms", &again)
         .await
@@ -265,7 +248,7 @@ async fn a_zitadel_notification_over_a_limit_is_answered_2xx_and_not_queued() {
     queue(&app, "sms", &later).await;
     app.delivery.drain_at(app.clock.now()).await.expect("drain");
     assert_eq!(delivered(dir.path()).len(), 2);
-    assert!(metrics(&app)
+    assert!(gateway_metrics(&app)
         .await
         .contains(r#"reclaim_gateway_zitadel_provider_total{hook="sms",outcome="throttled"} 1"#));
 }
@@ -305,11 +288,11 @@ async fn a_missing_wrong_or_stale_signature_is_refused_with_401_and_nothing_is_q
         let answer: Value = response.json().await.expect("json");
         assert_eq!(answer["error"]["code"], "unauthorized");
     }
-    assert_eq!(queued_count(&app), 0);
+    assert_eq!(count_messages(&app), 0);
     // Either accepted key signs.
     let old = signature_header(&[Secret::new("an-old-key")], now, &body);
     assert_eq!(post_raw(&app, "sms", &body, Some(old)).await.status(), 202);
-    assert_eq!(queued_count(&app), 1);
+    assert_eq!(count_messages(&app), 1);
 
     // No key configured: every call is refused.
     let (closed, _dir) = spawn_gateway(|_| {}).await;
@@ -319,7 +302,7 @@ async fn a_missing_wrong_or_stale_signature_is_refused_with_401_and_nothing_is_q
             .status(),
         401
     );
-    assert_eq!(queued_count(&closed), 0);
+    assert_eq!(count_messages(&closed), 0);
 }
 
 #[tokio::test]
@@ -395,7 +378,7 @@ async fn malformed_notifications_are_refused_with_400_naming_the_field_and_nothi
     assert_eq!(response.status(), 400);
     let answer: Value = response.json().await.expect("json");
     assert_eq!(answer["error"]["field"], "body");
-    assert_eq!(queued_count(&app), 0);
+    assert_eq!(count_messages(&app), 0);
 }
 
 #[tokio::test]
@@ -409,7 +392,7 @@ async fn zitadel_calls_are_counted_by_hook_and_outcome() {
     queue(&app, "email", &email_contract()).await;
     assert_eq!(post_raw(&app, "email", b"{}", None).await.status(), 401);
     assert_eq!(post_signed(&app, "email", &json!({})).await.status(), 400);
-    let metrics = metrics(&app).await;
+    let metrics = gateway_metrics(&app).await;
     for (hook, outcome) in [
         ("sms", "queued"),
         ("sms", "duplicate"),
