@@ -264,6 +264,28 @@ async fn serve(settings: Settings, service: Service, mode: RunMode) -> anyhow::R
         }
         Service::Plugin | Service::Guard => None,
     };
+    // `serve all`: the plugin's notices go to the gateway it runs with, over the same HTTP API as anywhere.
+    if let (Some(plugin), Some(gateway)) = (&plugin, &gateway) {
+        if settings.plugin.notices.gateway_url.is_empty() {
+            let token = if settings.plugin.notices.gateway_token.is_empty() {
+                settings
+                    .gateway
+                    .api
+                    .tokens
+                    .first()
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                settings.plugin.notices.gateway_token.clone()
+            };
+            let url = format!(
+                "http://{}:{}",
+                connect_host(&settings.gateway.listen),
+                gateway.port()
+            );
+            plugin.link_gateway(url, token);
+        }
+    }
     if let Some(app) = &plugin {
         tracing::info!(
             "plugin listening on http://{}:{}",
@@ -322,4 +344,13 @@ async fn serve(settings: Settings, service: Service, mode: RunMode) -> anyhow::R
 
 fn host(listen: &str) -> &str {
     listen.rsplit_once(':').map_or(listen, |(host, _)| host)
+}
+
+/// The host to reach a listener on from this process: a wildcard address is reached on loopback.
+fn connect_host(listen: &str) -> &str {
+    match host(listen) {
+        "0.0.0.0" | "" => "127.0.0.1",
+        "[::]" => "[::1]",
+        other => other,
+    }
 }

@@ -28,6 +28,7 @@ mod logs;
 mod plugin_api;
 mod plugin_import;
 mod plugin_import_kratos;
+mod plugin_notices;
 mod plugin_passwords;
 mod proptest_inputs;
 mod readme_claims;

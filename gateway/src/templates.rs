@@ -339,6 +339,8 @@ mod tests {
             "recovery_link",
             "verification_code",
             "password_changed",
+            "password_expiring",
+            "password_change_required",
             "registration_code",
             "recovery_no_account",
             "verification_no_account",
@@ -407,6 +409,65 @@ mod tests {
         };
         assert!(html.contains("&lt;2&gt;"), "{html}");
         assert!(text.contains("https://x.test/?a=1&b=<2>"), "{text}");
+    }
+
+    #[test]
+    fn the_plugins_notices_say_how_many_days_are_left_and_why_a_change_is_required() {
+        let templates = shipped();
+        let subject = |template: &str, locale: &str, data: Value| match templates
+            .render(template, locale, Channel::Email, &data)
+            .expect("email")
+        {
+            Content::Email { subject, text, .. } => format!("{subject} | {text}"),
+            other => panic!("email expected, got {other:?}"),
+        };
+        let one = json!({"days": 1, "expires_on": "2027-03-01"});
+        let many = json!({"days": 10, "expires_on": "2027-03-01"});
+        assert!(subject("password_expiring", "en", one.clone())
+            .starts_with("Your password expires in 1 day |"));
+        assert!(subject("password_expiring", "en", many.clone())
+            .starts_with("Your password expires in 10 days |"));
+        assert!(
+            subject("password_expiring", "es", one).starts_with("Tu contraseña caduca en 1 día |")
+        );
+        assert!(
+            subject("password_expiring", "es", many).contains("el 2027-03-01, dentro de 10 días")
+        );
+        let compromised = subject(
+            "password_change_required",
+            "en",
+            json!({"reason": "compromised"}),
+        );
+        assert!(
+            compromised.contains("may be known to others"),
+            "{compromised}"
+        );
+        let admin = subject("password_change_required", "es", json!({"reason": "admin"}));
+        assert!(admin.contains("Un administrador exige"), "{admin}");
+        let sms = templates
+            .render(
+                "password_change_required",
+                "en",
+                Channel::Sms,
+                &json!({"reason": "compromised"}),
+            )
+            .expect("sms");
+        assert!(
+            matches!(sms, Content::Sms { ref body } if body.starts_with("Your password may be known")),
+            "{sms:?}"
+        );
+        assert_eq!(
+            templates
+                .render(
+                    "password_expiring",
+                    "en",
+                    Channel::Email,
+                    &json!({"days": 3})
+                )
+                .map(|_| ())
+                .map_err(|e| e.field),
+            Err("data.expires_on".to_string())
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //!   password migration hook).
 //! - [`zitadel`]: the ZITADEL adapter (Actions v2 set-password targets).
 //! - [`import`]: `reclaim import hashes`.
+//! - [`notices`]: "password changed", "expires soon" and "must change" notices, queued with the change and
+//!   delivered through the gateway by [`notices::NoticeWorker`].
 //!
 //! The HTTP service (generic API in `routes`) is built by [`Application::build`] and served by
 //! [`Application::run_until_stopped`]. Every "now" the plugin decides by comes from the facade's
@@ -28,6 +30,7 @@ pub mod identity;
 pub mod import;
 pub mod kratos;
 pub mod metrics;
+pub mod notices;
 pub mod password;
 pub mod passwords;
 pub mod policy;

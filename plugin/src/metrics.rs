@@ -22,6 +22,8 @@ pub struct PluginMetrics {
     /// Identity-provider hook calls, by hook (`zitadel.set_password`, ...) and outcome (`allowed`, `refused`,
     /// `passed`, `committed`, `unauthorized`, `bad_request`, `failed`).
     pub hook_calls: IntCounterVec,
+    /// Security notices handed to the gateway, by kind and outcome (`sent`, `failed`, `retry`).
+    pub notices: IntCounterVec,
 }
 
 impl PluginMetrics {
@@ -64,6 +66,14 @@ impl PluginMetrics {
             &["hook", "outcome"],
         )?;
         registry.register(Box::new(hook_calls.clone()))?;
+        let notices = IntCounterVec::new(
+            Opts::new(
+                "reclaim_plugin_notices_total",
+                "Security notices handed to the gateway, by kind and outcome (`sent`, `failed`, `retry`)",
+            ),
+            &["kind", "outcome"],
+        )?;
+        registry.register(Box::new(notices.clone()))?;
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(kdf_duration.clone()))?;
         registry.register(Box::new(kdf_rejections.clone()))?;
@@ -75,6 +85,7 @@ impl PluginMetrics {
             kdf_in_flight,
             supabase_hooks,
             hook_calls,
+            notices,
         })
     }
 

@@ -8,6 +8,7 @@
 use crate::history::{self, foreign, store, Kdf, KdfError, KdfParams, PasswordDigest};
 use crate::identity::{Identity, IdentityId};
 use crate::metrics::PluginMetrics;
+use crate::notices::{self, Cause, NoticeQueue};
 use crate::password::Password;
 use crate::policy::{
     ChangeContext, Decision, Locale, LoginOutcome, LoginStatus, MustChangeReason, Policy, Profile,
@@ -110,6 +111,8 @@ pub struct Passwords {
     keyring: Keyring,
     /// Every "now" the facade decides by; tests move it instead of editing stored times.
     clock: Clock,
+    /// The security notices changes queue (`plugin.notices`).
+    notices: NoticeQueue,
 }
 
 impl Passwords {
@@ -159,9 +162,11 @@ impl Passwords {
             Duration::from_millis(history.max_queue_ms),
             metrics.clone(),
         );
+        let policy = Policy::from_settings(&settings.plugin.policy);
+        let notices = NoticeQueue::new(&settings.plugin.notices, policy.default_locale().as_str());
         Ok(Self {
             db,
-            policy: Arc::new(Policy::from_settings(&settings.plugin.policy)),
+            policy: Arc::new(policy),
             kdf,
             metrics,
             foreign_memory_cap_kib: history.argon2.m_kib,
@@ -171,11 +176,22 @@ impl Passwords {
                 settings.environment != Environment::Production,
             )?,
             clock,
+            notices,
         })
     }
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// The policy, shared (the notice worker's expiry scan reads the profiles).
+    pub fn shared_policy(&self) -> Arc<Policy> {
+        self.policy.clone()
+    }
+
+    /// The notices changes queue, for the worker that delivers them.
+    pub fn notices(&self) -> &NoticeQueue {
+        &self.notices
     }
 
     /// The database, for callers that keep their own records next to a change (idempotency answers).
@@ -348,8 +364,9 @@ impl Passwords {
     ) -> Result<PasswordState, PasswordsError> {
         let saved = identity.clone();
         let flow = flow.cloned();
+        let notices = self.notices.clone();
         let state = self
-            .change_state(identity.clone(), move |c, row, profile, _| {
+            .change_state(identity.clone(), move |c, row, profile, now| {
                 let staged = match &flow {
                     Some(flow) => verdicts::take_accepted(c, flow, saved.id.as_str())?,
                     None => None,
@@ -364,9 +381,11 @@ impl Passwords {
                     )?;
                 }
                 apply_change(row, profile, &saved, changed_at);
+                queue_changed(&notices, c, row, changed_at, now)?;
                 Ok(())
             })
             .await?;
+        self.notices.wake();
         tracing::info!(identity.id = %state.identity_id, history.entries = state.history_entries, "password change saved by the identity provider");
         Ok(state)
     }
@@ -446,11 +465,18 @@ impl Passwords {
         identity_id: &IdentityId,
         reason: MustChangeReason,
     ) -> Result<PasswordState, PasswordsError> {
+        let notices = self.notices.clone();
         let state = self
-            .update_state(identity_id, move |row| {
-                row.must_change_reason = Some(reason.as_str().to_string());
+            .change_state(Identity::new(identity_id.clone()), move |c, row, _, now| {
+                let before = row.must_change_reason.replace(reason.as_str().to_string());
+                // A mark repeated (an administrator clicking twice) is one notice.
+                if before.as_deref() != Some(reason.as_str()) {
+                    notices.queue(c, row, &Cause::MustChange { reason, at: now }, now)?;
+                }
+                Ok(())
             })
             .await?;
+        self.notices.wake();
         tracing::info!(identity.id = %identity_id, must_change.reason = reason.as_str(), "password change required");
         Ok(state)
     }
@@ -524,10 +550,11 @@ impl Passwords {
                     let history = store::erase(c, id.as_str())?;
                     let states = state::erase(c, id.as_str())?;
                     let staged = verdicts::erase(c, id.as_str())?;
+                    let notices = notices::erase(c, id.as_str())?;
                     let answers = idempotency::forget_subject(c, id.as_str())?
                         // Answers remembered before they named their identity.
                         + idempotency::forget_scope(c, &scope)?;
-                    Ok(history + states + staged + answers)
+                    Ok(history + states + staged + notices + answers)
                 })
             })
             .await?;
@@ -588,7 +615,8 @@ impl Passwords {
     ) -> Result<Recorded, PasswordsError> {
         let policy = self.policy.clone();
         let clock = self.clock.clone();
-        Ok(self
+        let notices = self.notices.clone();
+        let recorded = self
             .db
             .run(move |conn| {
                 write_transaction(conn, |c| {
@@ -606,8 +634,13 @@ impl Passwords {
                     }
                     let state = change_row(c, &policy, &identity, now, |c, row, profile, _| {
                         store::insert_keyed(c, identity.id.as_str(), params, &digest, changed_at)?;
+                        // An identity's first password (a new user) is not a change to warn about.
+                        let first = row.changed_at.is_none();
                         apply_change(row, profile, &identity, changed_at);
-                        Ok(())
+                        if first {
+                            return Ok(());
+                        }
+                        queue_changed(&notices, c, row, changed_at, now)
                     })?;
                     if let Some(r) = &receipt {
                         let answer = serde_json::to_string(&state)
@@ -617,7 +650,9 @@ impl Passwords {
                     Ok(Recorded::New(state))
                 })
             })
-            .await?)
+            .await?;
+        self.notices.wake();
+        Ok(recorded)
     }
 
     async fn rekey(
@@ -681,4 +716,22 @@ impl Passwords {
             })
             .await?)
     }
+}
+
+/// How old a committed change may be and still be news: a change recorded with an earlier `changed_at` (a
+/// backfill, an import) gets no "your password was changed" notice.
+const CHANGE_NOTICE_HORIZON: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// Inside a change's transaction: queues "your password was changed" for a change made within the horizon.
+fn queue_changed(
+    notices: &NoticeQueue,
+    c: &mut AnyConnection,
+    row: &StateRow,
+    changed_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), DbError> {
+    if changed_at >= now - CHANGE_NOTICE_HORIZON {
+        notices.queue(c, row, &Cause::Changed { at: changed_at }, now)?;
+    }
+    Ok(())
 }

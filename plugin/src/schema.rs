@@ -1,5 +1,5 @@
 //! Tables owned by the plugin (migrations `2026-11-22-0001NN_*`, `2026-11-29-000701_legacy_passwords` and
-//! `2026-11-29-000902_import_checkpoints`).
+//! `2026-11-29-000902_import_checkpoints`, `2026-11-30-000101_notices`).
 
 diesel::table! {
     password_states (identity_id) {
@@ -64,5 +64,25 @@ diesel::table! {
         source -> Text,
         page_token -> Text,
         updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    notices (id) {
+        id -> Text,
+        identity_id -> Text,
+        kind -> Text,
+        dedupe_key -> Text,
+        channel -> Text,
+        recipient -> Text,
+        locale -> Text,
+        data -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        last_error -> Nullable<Text>,
+        gateway_message_id -> Nullable<Text>,
+        created_at -> Timestamp,
+        sent_at -> Nullable<Timestamp>,
     }
 }

@@ -3,6 +3,7 @@
 use crate::history::Kdf;
 use crate::kratos::guard::Guard;
 use crate::kratos::{self, admin::KratosAdmin, KratosHooks};
+use crate::notices::{GatewayLink, NoticeWorker};
 use crate::routes::{self, ApiDoc};
 use crate::Passwords;
 use reclaim_common::clock::Clock;
@@ -18,6 +19,9 @@ pub struct Application {
     kdf: Kdf,
     /// The Kratos edge guard, when `plugin.kratos.guard.listen` is set.
     guard: Option<Guard>,
+    /// Delivers security notices through the gateway; runs when `plugin.notices.enabled`.
+    notices: NoticeWorker,
+    notices_enabled: bool,
 }
 
 impl Application {
@@ -42,6 +46,13 @@ impl Application {
         let registry = prometheus::Registry::new();
         let passwords = Passwords::with_clock(settings, db.clone(), &registry, clock)?;
         let kdf = passwords.kdf().clone();
+        let notices = NoticeWorker::new(
+            db.clone(),
+            passwords.clock().clone(),
+            passwords.shared_policy(),
+            passwords.notices().clone(),
+            passwords.metrics().clone(),
+        )?;
         let api_tokens = settings.plugin.api.tokens.clone();
         let admin_tokens = settings.plugin.admin.tokens.clone();
         let admin = KratosAdmin::from_settings(&settings.plugin.kratos)?;
@@ -95,6 +106,8 @@ impl Application {
             server,
             kdf,
             guard,
+            notices,
+            notices_enabled: settings.plugin.notices.enabled,
         })
     }
 
@@ -107,6 +120,17 @@ impl Application {
         self.guard.as_ref().map(Guard::port)
     }
 
+    /// Points the notice worker at the gateway when `plugin.notices.gateway_url` is empty (`reclaim serve all`
+    /// links the gateway it runs). False when a link was set already.
+    pub fn link_gateway(&self, url: String, token: reclaim_common::Secret) -> bool {
+        self.notices.link(GatewayLink { url, token })
+    }
+
+    /// The notice worker, so tests can deliver and scan without waiting for its rounds.
+    pub fn notice_worker(&self) -> NoticeWorker {
+        self.notices.clone()
+    }
+
     /// The KDF pool the service runs argon2 on; tests occupy its slots to see the 503 deterministically.
     pub fn kdf(&self) -> Kdf {
         self.kdf.clone()
@@ -115,6 +139,14 @@ impl Application {
     /// Serves until `stop` triggers (the binary triggers it on SIGINT/SIGTERM), then lets in-flight
     /// requests finish.
     pub async fn run_until_stopped(self, stop: Shutdown) -> std::io::Result<()> {
+        if self.notices_enabled {
+            if !self.notices.is_linked() {
+                tracing::warn!(
+                    "plugin.notices.gateway_url is empty: notices are queued but not sent until it is set"
+                );
+            }
+            tokio::spawn(self.notices.run_until_stopped(stop.clone()));
+        }
         match self.guard {
             None => http::run_until(self.server, stop).await,
             Some(guard) => {

@@ -47,6 +47,8 @@ pub struct TestApp {
     pub clock: Clock,
     /// The Kratos edge guard's base URL, when the test set `plugin.kratos.guard.listen`.
     pub guard: Option<String>,
+    /// The plugin's notice worker, to deliver notices and scan for expiry warnings without waiting.
+    pub notices: reclaim_plugin::notices::NoticeWorker,
 }
 
 impl TestApp {
@@ -113,6 +115,11 @@ pub async fn spawn_app_in(mode: RunMode, customize: impl FnOnce(&mut Settings)) 
             .expect("build gateway");
     let plugin_url = format!("http://127.0.0.1:{}", plugin.port());
     let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
+    // As `reclaim serve all` does: notices go to the gateway running beside the plugin.
+    if settings.plugin.notices.gateway_url.is_empty() {
+        plugin.link_gateway(gateway_url.clone(), Secret::new(API_TOKEN));
+    }
+    let notices = plugin.notice_worker();
     let delivery = gateway.delivery();
     let kdf = plugin.kdf();
     let guard = plugin
@@ -135,6 +142,7 @@ pub async fn spawn_app_in(mode: RunMode, customize: impl FnOnce(&mut Settings)) 
         kdf,
         clock,
         guard,
+        notices,
     }
 }
 

@@ -29,6 +29,8 @@ pub struct PluginSettings {
     pub zitadel: PluginZitadelSettings,
     pub policy: PolicySettings,
     pub history: HistorySettings,
+    /// Security notices through the gateway.
+    pub notices: super::NoticeSettings,
 }
 
 impl Default for PluginSettings {
@@ -43,6 +45,7 @@ impl Default for PluginSettings {
             zitadel: PluginZitadelSettings::default(),
             policy: PolicySettings::default(),
             history: HistorySettings::default(),
+            notices: super::NoticeSettings::default(),
         }
     }
 }
@@ -209,6 +212,7 @@ impl PluginSettings {
         self.zitadel.validate(problems);
         self.policy.validate(problems);
         self.history.validate(environment, problems);
+        self.notices.validate(problems);
     }
 }
 

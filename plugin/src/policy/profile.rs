@@ -83,6 +83,11 @@ impl Policy {
         self.default_locale
     }
 
+    /// Every profile, by name.
+    pub fn profiles(&self) -> impl Iterator<Item = &Profile> {
+        self.profiles.values()
+    }
+
     /// A profile by name, for callers that name one explicitly.
     pub fn profile(&self, name: &str) -> Option<&Profile> {
         self.profiles.get(name)
