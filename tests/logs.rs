@@ -295,6 +295,10 @@ m_kib = 256
 t = 1
 p = 1
 
+# `serve all` links the notices to the gateway it runs.
+[plugin.notices]
+enabled = true
+
 [gateway]
 listen = "127.0.0.1:0"
 # Where Twilio would post status callbacks; the stand-in posts none.
@@ -512,6 +516,33 @@ async fn a_full_run_logs_no_password_code_token_hash_or_address_and_names_every_
         let body: Value = serde_json::from_str(&body).expect("json");
         assert_eq!(body["allowed"], allowed, "{body}");
     }
+    // A change: its "password changed" notice goes from the plugin to the gateway over HTTP, then by SMTP.
+    let (status, body) = send(
+        client
+            .post(format!("{plugin}/v1/passwords/record"))
+            .bearer_auth(API_TOKEN)
+            .json(&json!({"identity_id": "log-user", "password": second})),
+        &mut ids,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let handed = reclaim
+        .wait_for("a notice handed to the gateway", |l| {
+            l.contains("notice handed to the gateway")
+        })
+        .await;
+    let handed: Value = serde_json::from_str(&handed).expect("json line");
+    let notice_message = handed
+        .get("message.id")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no message id: {handed}"))
+        .to_string();
+    reclaim
+        .wait_for("the notice sent", |l| {
+            l.contains("message sent") && l.contains(notice_message.as_str())
+        })
+        .await;
+    assert_eq!(smtp.next_event("ACCEPTED").await, plugin_email);
     let (status, body) = send(
         client
             .post(format!("{plugin}/v1/passwords/check"))
@@ -572,6 +603,8 @@ async fn a_full_run_logs_no_password_code_token_hash_or_address_and_names_every_
         let (status, body) = send(hook(&client, &plugin, path, ctx), &mut ids).await;
         assert!((200..500).contains(&status), "{path}: {status} {body}");
     }
+    // The change saved through Kratos gets its notice too.
+    assert_eq!(smtp.next_event("ACCEPTED").await, kratos_email);
 
     // The gateway delivers a code by email (SMTP, STARTTLS + AUTH) and one by SMS (Twilio stand-in); then
     // an SMS that Twilio refuses and an email the SMTP server refuses (550) fail for good.
@@ -613,9 +646,15 @@ async fn a_full_run_logs_no_password_code_token_hash_or_address_and_names_every_
         failed_ids.push(id);
     }
     let mail = smtp.messages();
-    assert_eq!(mail.len(), 1);
-    assert!(mail[0].tls && mail[0].auth.as_deref() == Some(SMTP_USER));
-    assert!(mail[0].data.contains(email_code));
+    assert_eq!(mail.len(), 3);
+    assert_eq!(mail[0].to, vec![plugin_email.to_string()]);
+    assert_eq!(
+        mail[0].header("Subject").as_deref(),
+        Some("Your password was changed")
+    );
+    assert_eq!(mail[1].to, vec![kratos_email.clone()]);
+    assert!(mail[2].tls && mail[2].auth.as_deref() == Some(SMTP_USER));
+    assert!(mail[2].data.contains(email_code));
     let sms = twilio.requests();
     assert_eq!(sms.len(), 2);
     assert!(sms[0].field("Body").is_some_and(|b| b.contains(sms_code)));
