@@ -269,3 +269,75 @@ async fn a_created_users_first_password_is_recorded_on_the_response() {
     assert_eq!(body, envelope["response"]);
     assert_eq!(history(&app, &id).await, (1, None));
 }
+
+/// The identity's stored contacts (`email`, `phone`), read from its `password_states` row: the API never
+/// answers with them.
+async fn contacts(app: &TestApp, id: &str) -> (Option<String>, Option<String>) {
+    let id = id.to_string();
+    let row = app
+        .db
+        .run(move |c| reclaim_plugin::state::find(c, &id))
+        .await
+        .expect("state row")
+        .expect("the identity has a state row");
+    (row.email, row.phone)
+}
+
+#[tokio::test]
+async fn a_created_users_email_and_phone_are_kept_and_survive_a_set_password() {
+    let app = zitadel_app(ZitadelCommitOn::Response).await;
+    let id = new_id();
+    let mut envelope = contract("actions-v2-request-createuser.docs-example.json");
+    envelope["fullMethod"] = json!("/zitadel.user.v2.UserService/AddHumanUser");
+    envelope["request"] = json!({"username": "minnie", "profile": {"givenName": "Minnie", "familyName": "Mouse"},
+        "email": {"email": " mini1@mouse.com ", "isVerified": true}, "phone": {"phone": "+41791234567"},
+        "password": {"password": "A-first-P4ssw0rd"}});
+    let (status, body) = signed(&app, "/hooks/zitadel/set-password", &envelope).await;
+    assert_eq!(status, 200, "{body}");
+    // The user id is only in the response; the contacts come from the request part of the same envelope.
+    envelope["response"] = json!({"userId": id, "details": {"sequence": "1"}});
+    let (status, body) = signed(&app, "/hooks/zitadel/set-password/response", &envelope).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(history(&app, &id).await, (1, None));
+    let created = (
+        Some("mini1@mouse.com".to_string()),
+        Some("+41791234567".to_string()),
+    );
+    assert_eq!(contacts(&app, &id).await, created);
+
+    // SetPassword carries no contacts: the password is recorded, the contacts stay.
+    let set = for_user(
+        "actions-v2-request-setpassword-admin-change-required.json",
+        &id,
+    );
+    let (status, body) = signed(&app, "/hooks/zitadel/set-password", &set).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = signed(
+        &app,
+        "/hooks/zitadel/set-password/response",
+        &response_of(&set),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(history(&app, &id).await, (2, Some("admin".to_string())));
+    assert_eq!(contacts(&app, &id).await, created);
+}
+
+#[tokio::test]
+async fn commit_on_request_keeps_the_contacts_of_a_user_created_with_its_id() {
+    let app = zitadel_app(ZitadelCommitOn::Request).await;
+    let id = new_id();
+    let mut envelope = contract("actions-v2-request-createuser.docs-example.json");
+    envelope["request"]["userId"] = json!(id);
+    envelope["request"]["human"]["password"] = json!({"password": "A-first-P4ssw0rd"});
+    envelope["request"]["human"]["phone"] = json!({"phone": "079 123 45 67"});
+    let (status, body) = signed(&app, "/hooks/zitadel/set-password", &envelope).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, envelope["request"]);
+    assert_eq!(history(&app, &id).await, (1, None));
+    // The email of the docs example is kept; a phone not in E.164 is not.
+    assert_eq!(
+        contacts(&app, &id).await,
+        (Some("mini1@mouse.com".to_string()), None)
+    );
+}

@@ -167,10 +167,15 @@ fn authenticate(
     Ok(reclaim_common::json::parse(body)?)
 }
 
-fn identity(user_id: &str, field: &str) -> Result<Identity, FieldError> {
-    IdentityId::parse(user_id)
+/// The identity whose password is set, with the contacts the call gives it (read from the request message,
+/// which the response execution carries too); a call without contacts leaves the stored ones.
+fn identity(user_id: &str, field: &str, found: &NewPassword) -> Result<Identity, FieldError> {
+    let mut identity = IdentityId::parse(user_id)
         .map(Identity::new)
-        .map_err(|m| FieldError::new(field, m))
+        .map_err(|m| FieldError::new(field, m))?;
+    identity.email.clone_from(&found.contacts.email);
+    identity.phone.clone_from(&found.contacts.phone);
+    Ok(identity)
 }
 
 fn password(found: &NewPassword, field: &str) -> Result<Password, FieldError> {
@@ -205,7 +210,7 @@ async fn decide_request(
         // A user being created has no history yet: nothing to check; the response execution records it.
         return Ok(("allowed", message(envelope.request.as_ref())));
     };
-    let identity = identity(user_id, "request.userId")?;
+    let identity = identity(user_id, "request.userId", &found)?;
     let options = CheckOptions {
         context: context(found.proof),
         ..CheckOptions::default()
@@ -261,7 +266,7 @@ async fn decide_response(
         )
         .into());
     };
-    let identity = identity(&user_id, "request.userId")?;
+    let identity = identity(&user_id, "request.userId", &found)?;
     let candidate = password(&found, "request.newPassword.password")?;
     commit(hooks, &identity, &candidate, &found, body).await?;
     Ok(("committed", reply))

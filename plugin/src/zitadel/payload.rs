@@ -1,6 +1,7 @@
 //! What ZITADEL posts to an Actions v2 target: `{fullMethod, instanceID, orgID, projectID, userID, request,
 //! response?, headers?}`, the messages in protojson (lowerCamelCase, zero values omitted). Only the calls
-//! that carry a new password matter here; any other call passes untouched.
+//! that carry a new password matter here; any other call passes untouched. The calls that create a user
+//! (`AddHumanUser`, `CreateUser`) also give the user's email and phone, which address the notices.
 
 use reclaim_common::json::FieldError;
 use serde::de::DeserializeOwned;
@@ -41,6 +42,47 @@ pub(super) struct NewPassword {
     /// `changeRequired: true`: the user must change it at the next login.
     pub change_required: bool,
     pub proof: Proof,
+    /// The contacts the call gives the user; none for `SetPassword`.
+    pub contacts: Contacts,
+}
+
+/// An email and a phone read from a request message, normalised: the email trimmed, `None` when empty; the
+/// phone only in E.164 (`+` and up to 15 digits), as ZITADEL stores it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Contacts {
+    pub email: Option<String>,
+    pub phone: Option<String>,
+}
+
+impl Contacts {
+    fn of(email: Option<EmailField>, phone: Option<PhoneField>) -> Self {
+        let email = email
+            .and_then(|e| e.email)
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty());
+        let phone = phone.and_then(|p| p.phone).and_then(|p| {
+            if is_e164(&p) {
+                Some(p)
+            } else {
+                tracing::debug!(
+                    phone = %reclaim_common::secret::mask_address(&p),
+                    "ZITADEL phone is not in E.164 form; not kept"
+                );
+                None
+            }
+        });
+        Self { email, phone }
+    }
+}
+
+/// `+` then 2 to 15 digits, the first not 0.
+fn is_e164(phone: &str) -> bool {
+    let Some(digits) = phone.strip_prefix('+') else {
+        return false;
+    };
+    (2..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,6 +107,20 @@ struct SetPasswordRequest {
     verification_code: Option<String>,
 }
 
+/// `SetHumanEmail`: only the address matters here (not `isVerified`, `sendCode`...).
+#[derive(Debug, Default, Deserialize)]
+struct EmailField {
+    #[serde(default)]
+    email: Option<String>,
+}
+
+/// `SetHumanPhone`: only the number matters here.
+#[derive(Debug, Default, Deserialize)]
+struct PhoneField {
+    #[serde(default)]
+    phone: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AddHumanUserRequest {
@@ -72,6 +128,10 @@ struct AddHumanUserRequest {
     user_id: Option<String>,
     #[serde(default)]
     password: Option<PasswordField>,
+    #[serde(default)]
+    email: Option<EmailField>,
+    #[serde(default)]
+    phone: Option<PhoneField>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,7 +190,7 @@ pub(super) fn new_password(envelope: &Envelope) -> Result<Option<NewPassword>, F
     if !request.is_object() {
         return Err(FieldError::new("request", "must be a JSON object"));
     }
-    let (user_id, field, proof) = match method {
+    let (user_id, field, proof, contacts) = match method {
         Method::SetPassword => {
             let r: SetPasswordRequest = typed(request, "request")?;
             let proof = match (r.current_password.is_some(), r.verification_code.is_some()) {
@@ -138,16 +198,20 @@ pub(super) fn new_password(envelope: &Envelope) -> Result<Option<NewPassword>, F
                 (false, true) => Proof::VerificationCode,
                 (false, false) => Proof::Privileged,
             };
-            (r.user_id, r.new_password, proof)
+            (r.user_id, r.new_password, proof, Contacts::default())
         }
         Method::AddHumanUser => {
             let r: AddHumanUserRequest = typed(request, "request")?;
-            (r.user_id, r.password, Proof::Privileged)
+            let contacts = Contacts::of(r.email, r.phone);
+            (r.user_id, r.password, Proof::Privileged, contacts)
         }
         Method::CreateUser => {
             let r: CreateUserRequest = typed(request, "request")?;
-            let password = r.human.and_then(|h| h.password);
-            (r.user_id, password, Proof::Privileged)
+            let (password, contacts) = match r.human {
+                Some(h) => (h.password, Contacts::of(h.email, h.phone)),
+                None => (None, Contacts::default()),
+            };
+            (r.user_id, password, Proof::Privileged, contacts)
         }
     };
     let Some(PasswordField {
@@ -166,6 +230,7 @@ pub(super) fn new_password(envelope: &Envelope) -> Result<Option<NewPassword>, F
         password,
         change_required: change_required.unwrap_or(false),
         proof,
+        contacts,
     }))
 }
 
@@ -240,6 +305,81 @@ mod tests {
         assert_eq!(
             new_password(&no_user).expect_err("bad").field,
             "request.userId"
+        );
+    }
+
+    fn contract(name: &str) -> Value {
+        let path = format!(
+            "{}/../../shared/contracts/zitadel/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).expect("contract file");
+        serde_json::from_str(&text).expect("contract is JSON")
+    }
+
+    #[test]
+    fn create_user_gives_the_new_users_email_and_phone() {
+        let mut value = contract("actions-v2-request-createuser.docs-example.json");
+        value["request"]["human"]["password"] = json!({"password": "A-first-P4ssw0rd"});
+        value["request"]["human"]["phone"] = json!({"phone": "+41791234567", "isVerified": true});
+        let found = new_password(&envelope(value))
+            .expect("ok")
+            .expect("password");
+        assert_eq!(found.proof, Proof::Privileged);
+        assert_eq!(
+            found.contacts,
+            Contacts {
+                email: Some("mini1@mouse.com".into()),
+                phone: Some("+41791234567".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn add_human_user_contacts_are_trimmed_and_a_phone_not_in_e164_is_dropped() {
+        let method = "/zitadel.user.v2.UserService/AddHumanUser";
+        let add = |email: Value, phone: Value| {
+            let value = json!({"fullMethod": method, "request": {"userId": "1",
+                "password": {"password": "a"}, "email": email, "phone": phone}});
+            new_password(&envelope(value))
+                .expect("ok")
+                .expect("password")
+                .contacts
+        };
+        assert_eq!(
+            add(
+                json!({"email": "  jane@example.com\n", "sendCode": {}}),
+                json!({"phone": "+14155552671"})
+            ),
+            Contacts {
+                email: Some("jane@example.com".into()),
+                phone: Some("+14155552671".into()),
+            }
+        );
+        for phone in ["0791234567", "+41 79 123 45 67", "+0791234567", "+", ""] {
+            assert_eq!(
+                add(json!({"email": "   "}), json!({"phone": phone})),
+                Contacts::default(),
+                "{phone}"
+            );
+        }
+    }
+
+    #[test]
+    fn set_password_carries_no_contacts_and_bad_contact_types_are_named() {
+        let set = envelope(
+            json!({"fullMethod": "/zitadel.user.v2.UserService/SetPassword",
+            "request": {"userId": "1", "newPassword": {"password": "a"}, "email": {"email": "x@y.z"}}}),
+        );
+        let found = new_password(&set).expect("ok").expect("password");
+        assert_eq!(found.contacts, Contacts::default());
+        let bad = envelope(
+            json!({"fullMethod": "/zitadel.user.v2.UserService/CreateUser",
+            "request": {"human": {"password": {"password": "a"}, "phone": {"phone": 41}}}}),
+        );
+        assert_eq!(
+            new_password(&bad).expect_err("bad").field,
+            "request.human.phone.phone"
         );
     }
 }
