@@ -20,7 +20,10 @@ use std::time::Duration;
 
 /// Notices on, email through the SMTP server, a `max_age` profile for schema `staff` (the default settings'
 /// `staff`: 90 days, warned 14 days before). The gateway delivers only when the test drains it.
-async fn notice_app(server: &SmtpServer, customize: impl FnOnce(&mut Settings)) -> TestApp {
+pub(crate) async fn notice_app(
+    server: &SmtpServer,
+    customize: impl FnOnce(&mut Settings),
+) -> TestApp {
     spawn_app_in(RunMode::ApiOnly, |settings| {
         use_smtp(settings, server);
         settings.plugin.notices.enabled = true;
@@ -33,7 +36,7 @@ async fn notice_app(server: &SmtpServer, customize: impl FnOnce(&mut Settings)) 
 }
 
 /// The notices of `identity` as the plugin keeps them.
-async fn notices_of(db: &Db, identity: &str) -> Vec<NoticeRow> {
+pub(crate) async fn notices_of(db: &Db, identity: &str) -> Vec<NoticeRow> {
     let identity = identity.to_string();
     db.run(move |c| notices::of_identity(c, &identity))
         .await
@@ -42,7 +45,7 @@ async fn notices_of(db: &Db, identity: &str) -> Vec<NoticeRow> {
 
 /// Hands every due notice to the gateway (the background worker may take some first), then lets the gateway
 /// deliver what it queued.
-async fn deliver(app: &TestApp, worker: &NoticeWorker) {
+pub(crate) async fn deliver(app: &TestApp, worker: &NoticeWorker) {
     for _ in 0..200 {
         worker.deliver_due().await.expect("deliver notices");
         let pending: i64 = {
@@ -67,7 +70,7 @@ async fn deliver(app: &TestApp, worker: &NoticeWorker) {
     app.delivery.drain().await.expect("drain the gateway");
 }
 
-fn mails_to(server: &SmtpServer, to: &str) -> Vec<ReceivedMail> {
+pub(crate) fn mails_to(server: &SmtpServer, to: &str) -> Vec<ReceivedMail> {
     server
         .messages()
         .into_iter()
@@ -76,7 +79,7 @@ fn mails_to(server: &SmtpServer, to: &str) -> Vec<ReceivedMail> {
 }
 
 /// Subjects, with RFC 2047 encoded words (`=?utf-8?b?…?=`, what lettre writes for non-ASCII) decoded.
-fn subjects(mails: &[ReceivedMail]) -> Vec<String> {
+pub(crate) fn subjects(mails: &[ReceivedMail]) -> Vec<String> {
     use base64::Engine;
     let decode = |word: &str| -> String {
         let lower = word.to_ascii_lowercase();
@@ -111,7 +114,7 @@ fn subjects(mails: &[ReceivedMail]) -> Vec<String> {
 }
 
 /// The gateway's view of the message a notice became.
-async fn gateway_message(app: &TestApp, notice: &NoticeRow) -> Value {
+pub(crate) async fn gateway_message(app: &TestApp, notice: &NoticeRow) -> Value {
     let id = notice
         .gateway_message_id
         .clone()

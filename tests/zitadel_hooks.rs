@@ -341,3 +341,46 @@ async fn commit_on_request_keeps_the_contacts_of_a_user_created_with_its_id() {
         (Some("mini1@mouse.com".to_string()), None)
     );
 }
+
+#[tokio::test]
+async fn a_password_set_through_zitadel_sends_one_changed_notice_to_the_users_email() {
+    use crate::plugin_notices::{deliver, mails_to, notice_app, notices_of, subjects};
+    let server = crate::support::smtp::SmtpServer::start();
+    let app = notice_app(&server, |settings| {
+        settings.plugin.zitadel.signing_keys = vec![Secret::new(KEY)];
+        settings.plugin.zitadel.commit_on = ZitadelCommitOn::Response;
+    })
+    .await;
+    let id = new_id();
+    // The user is created with an email: a first password, no notice.
+    let mut created = contract("actions-v2-request-createuser.docs-example.json");
+    created["fullMethod"] = json!("/zitadel.user.v2.UserService/AddHumanUser");
+    created["request"] = json!({"userId": id, "username": "minnie",
+        "profile": {"givenName": "Minnie", "familyName": "Mouse"},
+        "email": {"email": "minnie@mouse.example"}, "password": {"password": "A-first-P4ssw0rd"}});
+    created["response"] = json!({"userId": id, "details": {"sequence": "1"}});
+    let (status, body) = signed(&app, "/hooks/zitadel/set-password/response", &created).await;
+    assert_eq!(status, 200, "{body}");
+    deliver(&app, &app.notices).await;
+    assert!(mails_to(&server, "minnie@mouse.example").is_empty());
+
+    // The user changes it (response execution, retried once by ZITADEL): one notice.
+    let change = for_user("actions-v2-request-setpassword-current-password.json", &id);
+    let (status, body) = signed(&app, "/hooks/zitadel/set-password", &change).await;
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..2 {
+        let (status, body) = signed(
+            &app,
+            "/hooks/zitadel/set-password/response",
+            &response_of(&change),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    deliver(&app, &app.notices).await;
+    assert_eq!(
+        subjects(&mails_to(&server, "minnie@mouse.example")),
+        vec!["Your password was changed".to_string()]
+    );
+    assert_eq!(notices_of(&app.db, &id).await.len(), 1);
+}
