@@ -237,6 +237,14 @@ async fn after_real_traffic_both_services_metrics_pass_promtool_and_hold_every_m
     let verification = view["id"].as_str().expect("id").to_string();
     app.delivery.drain_at(app.clock.now()).await.expect("drain");
     let code = code_sent_to(dir.path(), &to);
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let (status, checked) = post_gateway(
+        &app,
+        &format!("/v1/verifications/{verification}/check"),
+        json!({ "code": wrong }),
+    )
+    .await;
+    assert_eq!((status, &checked["status"]), (200, &json!("pending")));
     let (status, checked) = post_gateway(
         &app,
         &format!("/v1/verifications/{verification}/check"),
@@ -250,6 +258,19 @@ async fn after_real_traffic_both_services_metrics_pass_promtool_and_hold_every_m
         (429, &json!("destination_cooldown")),
         "{refused}"
     );
+
+    // One canceled, to another address.
+    let other = json!({"channel": "email", "to": format!("x{to}"), "purpose": "login"});
+    let (status, view) = post_gateway(&app, "/v1/verifications", other).await;
+    assert_eq!(status, 201, "{view}");
+    let canceled = view["id"].as_str().expect("id");
+    let (status, view) = post_gateway(
+        &app,
+        &format!("/v1/verifications/{canceled}/cancel"),
+        json!({}),
+    )
+    .await;
+    assert_eq!((status, &view["status"]), (200, &json!("canceled")));
 
     // Passwords: a first one (no notice), a change (one notice to the gateway), a reuse refused at the guard.
     let id = new_id();
@@ -332,7 +353,9 @@ async fn after_real_traffic_both_services_metrics_pass_promtool_and_hold_every_m
         r#"reclaim_gateway_fallbacks_total{from="sms",to="voice"} 1"#,
         r#"reclaim_gateway_messages_total{channel="sms",outcome="permanent",provider="twilio"} 2"#,
         r#"reclaim_gateway_messages_total{channel="email",outcome="sent",provider="file"}"#,
-        r#"reclaim_gateway_verifications_total{channel="email",outcome="started"} 1"#,
+        r#"reclaim_gateway_verifications_total{channel="email",outcome="started"} 2"#,
+        r#"reclaim_gateway_verifications_total{channel="email",outcome="wrong"} 1"#,
+        r#"reclaim_gateway_verifications_total{channel="email",outcome="canceled"} 1"#,
         r#"reclaim_gateway_verifications_total{channel="email",outcome="approved"} 1"#,
         r#"reclaim_gateway_limit_refusals_total{reason="destination_cooldown",scope="destination"} 1"#,
     ] {
