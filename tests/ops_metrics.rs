@@ -272,6 +272,28 @@ async fn after_real_traffic_both_services_metrics_pass_promtool_and_hold_every_m
     .await;
     assert_eq!((status, &view["status"]), (200, &json!("canceled")));
 
+    // One to an address no account has (nothing is sent), checked wrong until it runs out of checks.
+    let unknown =
+        json!({"channel": "email", "to": format!("y{to}"), "purpose": "login", "known": false});
+    let (status, view) = post_gateway(&app, "/v1/verifications", unknown).await;
+    assert_eq!(status, 201, "{view}");
+    let unknown = view["id"].as_str().expect("id");
+    let max_checks = app.settings.gateway.verifications.max_checks;
+    for check in 1..=max_checks {
+        let (status, view) = post_gateway(
+            &app,
+            &format!("/v1/verifications/{unknown}/check"),
+            json!({"code": "123456"}),
+        )
+        .await;
+        let expected = if check == max_checks {
+            "max_checks_reached"
+        } else {
+            "pending"
+        };
+        assert_eq!((status, &view["status"]), (200, &json!(expected)), "{view}");
+    }
+
     // Passwords: a first one (no notice), a change (one notice to the gateway), a reuse refused at the guard.
     let id = new_id();
     let email = format!("pw-{}@example.com", &id[..8]);
@@ -354,13 +376,23 @@ async fn after_real_traffic_both_services_metrics_pass_promtool_and_hold_every_m
         r#"reclaim_gateway_messages_total{channel="sms",outcome="permanent",provider="twilio"} 2"#,
         r#"reclaim_gateway_messages_total{channel="email",outcome="sent",provider="file"}"#,
         r#"reclaim_gateway_verifications_total{channel="email",outcome="started"} 2"#,
-        r#"reclaim_gateway_verifications_total{channel="email",outcome="wrong"} 1"#,
+        r#"reclaim_gateway_verifications_total{channel="email",outcome="started_unknown"} 1"#,
+        r#"reclaim_gateway_verifications_total{channel="email",outcome="max_checks_reached"} 1"#,
         r#"reclaim_gateway_verifications_total{channel="email",outcome="canceled"} 1"#,
         r#"reclaim_gateway_verifications_total{channel="email",outcome="approved"} 1"#,
         r#"reclaim_gateway_limit_refusals_total{reason="destination_cooldown",scope="destination"} 1"#,
     ] {
         assert!(gateway.contains(line), "{line} in the gateway's {gateway}");
     }
+    // One wrong check on the first verification, all but the last on the unknown one.
+    let wrong = format!(
+        "reclaim_gateway_verifications_total{{channel=\"email\",outcome=\"wrong\"}} {}\n",
+        max_checks
+    );
+    assert!(
+        gateway.contains(&wrong),
+        "{wrong} in the gateway's {gateway}"
+    );
     for line in [
         "reclaim_plugin_kdf_rejections_total 1",
         "reclaim_plugin_kdf_slots 1",
