@@ -25,6 +25,7 @@ mod kratos_hooks;
 mod kratos_journey;
 mod kratos_kit;
 mod logs;
+mod ops_metrics;
 mod plugin_api;
 mod plugin_import;
 mod plugin_import_kratos;

@@ -1,6 +1,7 @@
 //! The gateway's metrics, all in one struct registered on the service's registry. The outbox gauges are
 //! computed from the database when Prometheus scrapes (on the blocking pool: see `reclaim_common::metrics::expose`).
 
+use crate::channel::Channel;
 use crate::limits::Reason;
 use crate::outbox::{self, MessageStatus, Transition};
 use chrono::Utc;
@@ -10,6 +11,36 @@ use prometheus::{
     Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 use reclaim_common::Db;
+
+/// What happened to a verification, as `reclaim_gateway_verifications_total` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerificationOutcome {
+    /// Started, and its first message queued.
+    Started,
+    /// Started for a destination the caller said no account has: nothing was sent.
+    StartedUnknown,
+    /// The right code or link token was checked.
+    Approved,
+    /// A wrong (or superseded) code or token was checked; checks are left.
+    Wrong,
+    /// A wrong one was checked and it was the last check.
+    MaxChecksReached,
+    /// Canceled by the caller.
+    Canceled,
+}
+
+impl VerificationOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerificationOutcome::Started => "started",
+            VerificationOutcome::StartedUnknown => "started_unknown",
+            VerificationOutcome::Approved => "approved",
+            VerificationOutcome::Wrong => "wrong",
+            VerificationOutcome::MaxChecksReached => "max_checks_reached",
+            VerificationOutcome::Canceled => "canceled",
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct GatewayMetrics {
@@ -39,6 +70,10 @@ pub struct GatewayMetrics {
     /// Sends refused by the abuse limits, by scope (`destination`, `ip`, `identity`, `prefix`, `country`,
     /// `number_type`) and reason code.
     pub limit_refusals: IntCounterVec,
+    /// Verifications by channel and outcome: `started` (a code or link queued), `started_unknown` (the caller
+    /// said no account has the destination, so nothing was sent), `approved`, `wrong`, `max_checks_reached`
+    /// and `canceled`. `approved` over `started` is the conversion.
+    pub verifications: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -118,6 +153,22 @@ impl GatewayMetrics {
         for reason in Reason::ALL {
             limit_refusals.with_label_values(&[reason.scope().as_str(), reason.as_str()]);
         }
+        let verifications = IntCounterVec::new(
+            Opts::new(
+                "reclaim_gateway_verifications_total",
+                "Verifications by channel and outcome (started, started_unknown, approved, wrong, \
+                 max_checks_reached, canceled)",
+            ),
+            &["channel", "outcome"],
+        )?;
+        // Started and approved exist from the start at 0 on every channel, so the conversion is defined from
+        // the first verification on.
+        for channel in Channel::ALL {
+            for outcome in [VerificationOutcome::Started, VerificationOutcome::Approved] {
+                verifications.with_label_values(&[channel.as_str(), outcome.as_str()]);
+            }
+        }
+        registry.register(Box::new(verifications.clone()))?;
         registry.register(Box::new(messages.clone()))?;
         registry.register(Box::new(limit_refusals.clone()))?;
         registry.register(Box::new(worker_restarts.clone()))?;
@@ -137,7 +188,15 @@ impl GatewayMetrics {
             zitadel_provider,
             supabase_hooks,
             limit_refusals,
+            verifications,
         })
+    }
+
+    /// Counts one verification event on `channel`.
+    pub fn count_verification(&self, channel: &str, outcome: VerificationOutcome) {
+        self.verifications
+            .with_label_values(&[channel, outcome.as_str()])
+            .inc();
     }
 
     /// Counts a retry or a fallback of a message that was on channel `from`.

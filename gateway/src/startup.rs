@@ -130,6 +130,7 @@ impl Application {
             gateway.clone(),
             clock.clone(),
             limits.clone(),
+            metrics.clone(),
         ));
         let janitor = Janitor::new(db.clone(), gateway.retention.clone(), metrics.clone());
         let state = web::Data::new(ApiState {

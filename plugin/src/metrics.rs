@@ -17,6 +17,9 @@ pub struct PluginMetrics {
     pub kdf_rejections: IntCounter,
     /// KDF runs in progress right now.
     pub kdf_in_flight: IntGauge,
+    /// KDF runs the pool can hold at once (`plugin.history.max_concurrent_kdf`): in flight at this many is
+    /// saturation.
+    pub kdf_slots: IntGauge,
     /// Supabase hook calls, by hook and outcome (continue, reject, unauthorized, invalid, error).
     pub supabase_hooks: IntCounterVec,
     /// Identity-provider hook calls, by hook (`zitadel.set_password`, ...) and outcome (`allowed`, `refused`,
@@ -50,6 +53,10 @@ impl PluginMetrics {
             "reclaim_plugin_kdf_in_flight",
             "KDF runs in progress right now",
         )?;
+        let kdf_slots = IntGauge::new(
+            "reclaim_plugin_kdf_slots",
+            "KDF runs the pool can hold at once (plugin.history.max_concurrent_kdf)",
+        )?;
         let supabase_hooks = IntCounterVec::new(
             Opts::new(
                 "reclaim_plugin_supabase_hook_total",
@@ -78,11 +85,13 @@ impl PluginMetrics {
         registry.register(Box::new(kdf_duration.clone()))?;
         registry.register(Box::new(kdf_rejections.clone()))?;
         registry.register(Box::new(kdf_in_flight.clone()))?;
+        registry.register(Box::new(kdf_slots.clone()))?;
         Ok(Self {
             decisions,
             kdf_duration,
             kdf_rejections,
             kdf_in_flight,
+            kdf_slots,
             supabase_hooks,
             hook_calls,
             notices,

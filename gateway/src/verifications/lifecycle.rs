@@ -10,6 +10,7 @@ use super::{Kind, Purpose, Status};
 use crate::address::Destination;
 use crate::channel::Channel;
 use crate::limits::{Limits, Refusal, SendAttempt};
+use crate::metrics::{GatewayMetrics, VerificationOutcome};
 use crate::outbox::{self, MessageStatus, NewMessage};
 use crate::templates::Templates;
 use chrono::{NaiveDateTime, TimeDelta};
@@ -78,6 +79,9 @@ pub enum CheckOutcome {
     MaxChecksReached,
 }
 
+/// A check that landed: the answer, the verification's channel and what the check found (for the metrics).
+type Checked = (CheckView, String, CheckOutcome);
+
 /// The verification service the handlers call.
 #[derive(Clone)]
 pub struct Verifications {
@@ -87,6 +91,7 @@ pub struct Verifications {
     settings: Arc<GatewaySettings>,
     clock: Clock,
     limits: Limits,
+    metrics: GatewayMetrics,
 }
 
 /// The authenticated context of a verification's digests and sealed code: valid for its own row only.
@@ -102,6 +107,7 @@ impl Verifications {
         settings: GatewaySettings,
         clock: Clock,
         limits: Limits,
+        metrics: GatewayMetrics,
     ) -> Self {
         Self {
             db,
@@ -110,6 +116,7 @@ impl Verifications {
             settings: Arc::new(settings),
             clock,
             limits,
+            metrics,
         }
     }
 
@@ -238,6 +245,14 @@ impl Verifications {
             })
             .await
             .map_err(unexpected)??;
+        self.metrics.count_verification(
+            new.channel.as_str(),
+            if new.known {
+                VerificationOutcome::Started
+            } else {
+                VerificationOutcome::StartedUnknown
+            },
+        );
         tracing::info!(
             verification.id = %view.id,
             verification.purpose = new.purpose.as_str(),
@@ -543,7 +558,8 @@ impl Verifications {
     ) -> Result<CheckView, VerificationError> {
         let this = self.clone();
         let attempts = self.settings.verifications.max_checks + 2;
-        self.db
+        let (view, channel, outcome) = self
+            .db
             .run(move |conn| {
                 for _ in 0..attempts {
                     let step = write_transaction(conn, |conn| {
@@ -556,7 +572,17 @@ impl Verifications {
                 Ok(Err(VerificationError::Busy))
             })
             .await
-            .map_err(unexpected)?
+            .map_err(unexpected)??;
+        // Counted once the check's transaction committed.
+        self.metrics.count_verification(
+            &channel,
+            match outcome {
+                CheckOutcome::Approved => VerificationOutcome::Approved,
+                CheckOutcome::MaxChecksReached => VerificationOutcome::MaxChecksReached,
+                CheckOutcome::Wrong | CheckOutcome::Superseded => VerificationOutcome::Wrong,
+            },
+        );
+        Ok(view)
     }
 
     fn check_once(
@@ -565,7 +591,7 @@ impl Verifications {
         id: &str,
         submitted: &str,
         now: NaiveDateTime,
-    ) -> Result<Option<Result<CheckView, VerificationError>>, DbError> {
+    ) -> Result<Option<Result<Checked, VerificationError>>, DbError> {
         let row = match Self::load_pending(conn, id, now)? {
             Ok(row) => row,
             Err(refusal) => return Ok(Some(Err(refusal))),
@@ -629,13 +655,18 @@ impl Verifications {
             checks = row.checks,
             "verification checked"
         );
-        Ok(Some(Ok(CheckView::new(&row, outcome, max_checks))))
+        Ok(Some(Ok((
+            CheckView::new(&row, outcome, max_checks),
+            row.channel.clone(),
+            outcome,
+        ))))
     }
 
     /// Cancels a pending verification: its code stops working and its queued messages are dropped.
     pub async fn cancel(&self, id: String) -> Result<VerificationView, VerificationError> {
         let this = self.clone();
-        self.db
+        let view = self
+            .db
             .run(move |conn| {
                 write_transaction(conn, |conn| {
                     let now = this.now();
@@ -660,7 +691,10 @@ impl Verifications {
                 })
             })
             .await
-            .map_err(unexpected)?
+            .map_err(unexpected)??;
+        self.metrics
+            .count_verification(&view.channel, VerificationOutcome::Canceled);
+        Ok(view)
     }
 
     /// A verification with its sends and their messages' statuses.

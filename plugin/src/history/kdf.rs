@@ -139,6 +139,9 @@ impl Kdf {
                 tracing::error!(error = %e, "cannot start a KDF thread");
             }
         }
+        metrics
+            .kdf_slots
+            .set(i64::try_from(threads).unwrap_or(i64::MAX));
         Self {
             inner: Arc::new(Inner {
                 slots: Arc::new(Semaphore::new(threads)),
