@@ -211,3 +211,53 @@ async fn the_readme_walkthrough_runs_against_a_fresh_start() {
         assert!(leaks.is_empty(), "{name} is logged:\n{leaks:#?}");
     }
 }
+
+/// With notices on and no token anywhere, `serve all` links the plugin's notices to its gateway with the
+/// gateway's generated token: a recorded password's "password changed" notice is delivered by the console.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_all_hands_notices_to_its_gateway_with_the_generated_token() {
+    let database = TestDatabase::fresh();
+    let mut command = Reclaim::command();
+    command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RECLAIM__DATABASE__URL", &database.url)
+        .env("RECLAIM__PLUGIN__LISTEN", "127.0.0.1:0")
+        .env("RECLAIM__GATEWAY__LISTEN", "127.0.0.1:0")
+        .env("RECLAIM__PLUGIN__NOTICES__ENABLED", "true")
+        .env("RECLAIM__PLUGIN__NOTICES__POLL_INTERVAL_MS", "50");
+    let dir = tempfile::tempdir().expect("dir");
+    let mut reclaim = Reclaim::spawn(command, dir).await;
+    let tokens = reclaim.development_tokens().await;
+    let plugin_token = tokens
+        .iter()
+        .find(|(name, _)| name == "RECLAIM_PLUGIN_TOKEN")
+        .map(|(_, token)| token.clone())
+        .expect("a generated plugin token");
+
+    // An identity's first password is no change to tell about; its second is.
+    let client = reqwest::Client::new();
+    for password in ["the first long password", "the second long password"] {
+        let response = client
+            .post(format!("{}/v1/passwords/record", reclaim.plugin))
+            .bearer_auth(&plugin_token)
+            .json(&serde_json::json!({
+                "identity_id": "bob",
+                "password": password,
+                "email": "bob@example.com",
+            }))
+            .send()
+            .await
+            .expect("record");
+        assert_eq!(response.status(), 200);
+    }
+    // The gateway accepted the notice (a wrong token would be a 401, retried, never delivered) and the
+    // console provider delivered it.
+    reclaim
+        .wait_for("the notice on the console", |l| {
+            l.contains("Subject: Your password was changed")
+        })
+        .await;
+    reclaim.terminate();
+    let status = reclaim.exit().await;
+    assert!(status.success(), "{status}");
+}
