@@ -233,10 +233,17 @@ fn migrate(settings: &Settings) -> anyhow::Result<Db> {
     Ok(db)
 }
 
-async fn serve(settings: Settings, service: Service, mode: RunMode) -> anyhow::Result<()> {
+async fn serve(mut settings: Settings, service: Service, mode: RunMode) -> anyhow::Result<()> {
     // Installed first, so that a SIGTERM during migrations or start-up stops the process gracefully too.
     let stop = Shutdown::default();
     stop.on_signals();
+    // Before the applications are built, so they accept these tokens and `serve all` links the plugin's
+    // notices with the gateway's generated token.
+    let served = settings::ServedApis {
+        plugin: matches!(service, Service::All | Service::Plugin),
+        gateway: matches!(service, Service::All | Service::Gateway) && mode != RunMode::WorkerOnly,
+    };
+    let generated = settings::generate_development_tokens(&mut settings, served);
     let db = {
         let settings = settings.clone();
         tokio::task::spawn_blocking(move || migrate(&settings)).await??
@@ -285,6 +292,15 @@ async fn serve(settings: Settings, service: Service, mode: RunMode) -> anyhow::R
             );
             plugin.link_gateway(url, token);
         }
+    }
+    // On stdout, not through the logger: log files and JSON logs never hold the tokens.
+    print!("{}", settings::development_tokens_notice(&generated));
+    for token in &generated {
+        tracing::warn!(
+            key = token.key,
+            "{} is empty: a development token was generated for it (printed on stdout, not logged)",
+            token.key
+        );
     }
     if let Some(app) = &plugin {
         tracing::info!(

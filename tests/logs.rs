@@ -1,7 +1,8 @@
 //! The `reclaim` binary as an operator runs it (`reclaim serve`, JSON logs at the most verbose level), with
 //! its logs captured: a full run through the plugin's API, the Kratos hooks, and the gateway delivering
 //! codes by email (real SMTP server, STARTTLS and authentication) and SMS (a Twilio stand-in) must log no
-//! password, code, token, hash or full address, and must name every response's `x-request-id`; SIGTERM
+//! password, code, token, hash or full address (nor the development tokens it generated for the empty admin
+//! lists: those reach stdout only), and must name every response's `x-request-id`; SIGTERM
 //! with a request and a delivery in flight lets both finish and the process exits 0.
 
 use crate::support::kratos::{
@@ -40,7 +41,12 @@ pub(crate) struct Reclaim {
     child: Option<Child>,
     pid: u32,
     readers: Vec<std::thread::JoinHandle<()>>,
+    /// Every line, of stdout and stderr, in the order read.
     lines: Arc<Mutex<Vec<String>>>,
+    /// The lines of stdout alone.
+    stdout_lines: Arc<Mutex<Vec<String>>>,
+    /// The lines of stderr alone: the logs.
+    log_lines: Arc<Mutex<Vec<String>>>,
     new_line: Arc<Notify>,
     pub(crate) plugin: String,
     pub(crate) gateway: String,
@@ -52,37 +58,56 @@ impl Reclaim {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("reclaim.toml");
         std::fs::write(&path, config).expect("write config");
+        let mut command = Self::command();
+        command
+            .arg("--config")
+            .arg(&path)
+            .arg("serve")
+            .env("RECLAIM__TELEMETRY__FORMAT", "json")
+            .env("RECLAIM__TELEMETRY__LEVEL", "trace");
+        Self::spawn(command, dir).await
+    }
+
+    /// The binary, with no `RECLAIM*` or `RUST_LOG` variable inherited from the test's environment.
+    pub(crate) fn command() -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_reclaim"));
         for (key, _) in std::env::vars() {
             if key.starts_with("RECLAIM") || key == "RUST_LOG" {
                 command.env_remove(key);
             }
         }
+        command
+    }
+
+    /// Starts `command` (a `serve` of both services), keeping `dir` until the process is dropped, and waits
+    /// for both services to listen.
+    pub(crate) async fn spawn(mut command: Command, dir: tempfile::TempDir) -> Self {
         let mut child = command
-            .arg("--config")
-            .arg(&path)
-            .arg("serve")
-            .env("RECLAIM__TELEMETRY__FORMAT", "json")
-            .env("RECLAIM__TELEMETRY__LEVEL", "trace")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start reclaim");
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout_lines = Arc::new(Mutex::new(Vec::new()));
+        let log_lines = Arc::new(Mutex::new(Vec::new()));
         let new_line = Arc::new(Notify::new());
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
         let readers = [
-            Box::new(stdout) as Box<dyn std::io::Read + Send>,
-            Box::new(stderr),
+            (
+                Box::new(stdout) as Box<dyn std::io::Read + Send>,
+                stdout_lines.clone(),
+            ),
+            (Box::new(stderr), log_lines.clone()),
         ]
         .into_iter()
-        .map(|stream| {
+        .map(|(stream, own_lines)| {
             let lines = lines.clone();
             let new_line = new_line.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    own_lines.lock().expect("lock").push(line.clone());
                     lines.lock().expect("lock").push(line);
                     new_line.notify_waiters();
                 }
@@ -94,6 +119,8 @@ impl Reclaim {
             child: Some(child),
             readers,
             lines,
+            stdout_lines,
+            log_lines,
             new_line,
             plugin: String::new(),
             gateway: String::new(),
@@ -111,7 +138,7 @@ impl Reclaim {
         let line = self.wait_for(&marker, |l| l.contains(&marker)).await;
         let start = line.find(&marker).expect("marker") + marker.len();
         line[start..]
-            .split(|c: char| c == '"' || c.is_whitespace())
+            .split(|c: char| c == '"' || c == '\x1b' || c.is_whitespace())
             .next()
             .expect("url")
             .to_string()
@@ -154,6 +181,33 @@ impl Reclaim {
 
     pub(crate) fn lines(&self) -> Vec<String> {
         self.lines.lock().expect("lock").clone()
+    }
+
+    pub(crate) fn stdout_lines(&self) -> Vec<String> {
+        self.stdout_lines.lock().expect("lock").clone()
+    }
+
+    /// The log lines: everything on stderr.
+    pub(crate) fn log_lines(&self) -> Vec<String> {
+        self.log_lines.lock().expect("lock").clone()
+    }
+
+    /// The `export NAME=token` lines `reclaim serve` printed for the token lists it generated, as
+    /// (NAME, token), once the block's last line is read (stdout is read apart from the logs).
+    pub(crate) async fn development_tokens(&self) -> Vec<(String, String)> {
+        self.wait_for("the end of the development tokens", |l| {
+            l == "==== end of development tokens ===="
+        })
+        .await;
+        self.stdout_lines()
+            .iter()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| {
+                let (name, rest) = l.split_once('=')?;
+                let token = rest.split_whitespace().next()?;
+                Some((name.to_string(), token.to_string()))
+            })
+            .collect()
     }
 
     fn signal(&self, signal: &str) {
@@ -669,7 +723,16 @@ async fn a_full_run_logs_no_password_code_token_hash_or_address_and_names_every_
         assert_eq!(message_status(&database, id), "failed");
     }
 
-    let lines = reclaim.lines();
+    // stdout holds nothing but the development tokens of the two admin lists this config leaves empty.
+    let generated = reclaim.development_tokens().await;
+    let names: Vec<&str> = generated.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["RECLAIM_PLUGIN_ADMIN_TOKEN", "RECLAIM_GATEWAY_ADMIN_TOKEN"]
+    );
+    let stdout = reclaim.stdout_lines();
+    assert_eq!(stdout.len(), generated.len() + 2, "{stdout:#?}");
+    let lines = reclaim.log_lines();
     for line in &lines {
         serde_json::from_str::<Value>(line)
             .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
@@ -696,11 +759,15 @@ async fn a_full_run_logs_no_password_code_token_hash_or_address_and_names_every_
         ("a phone number quoted by Twilio", digits(refused_phone)),
         ("a refused address", rejected_email.to_string()),
     ];
+    let generated: Vec<(&str, String)> = generated
+        .into_iter()
+        .map(|(_, token)| ("a generated development token", token))
+        .collect();
     let stored: Vec<(&str, String)> = stored_secrets(&database)
         .into_iter()
         .map(|s| ("a stored salt or digest", s))
         .collect();
-    for (what, secret) in secrets.iter().chain(&stored) {
+    for (what, secret) in secrets.iter().chain(&stored).chain(&generated) {
         let leaks: Vec<&String> = lines
             .iter()
             .filter(|l| l.contains(secret.as_str()))

@@ -36,4 +36,5 @@ mod readme_claims;
 mod secrets;
 mod spine;
 mod supabase_hooks;
+mod walkthrough;
 mod zitadel_hooks;

@@ -7,6 +7,7 @@
 //!
 //! The plugin's and the gateway's sections live in `plugin.rs` and `gateway.rs`.
 
+mod dev_tokens;
 mod gateway;
 mod kratos;
 mod limits;
@@ -18,6 +19,9 @@ mod twilio;
 mod verifications;
 mod zitadel;
 
+pub use dev_tokens::{
+    development_tokens_notice, generate_development_tokens, GeneratedToken, ServedApis,
+};
 pub use gateway::*;
 pub use kratos::*;
 pub use limits::*;
@@ -162,7 +166,8 @@ impl Default for HttpSettings {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSettings {
-    /// Bearer tokens accepted on the API; empty = the API refuses every request (401).
+    /// Bearer tokens accepted on the API; empty = the API refuses every request (401), except that in
+    /// `development` `reclaim serve` fills an empty list with a generated token ([`generate_development_tokens`]).
     pub tokens: Vec<Secret>,
 }
 
@@ -171,7 +176,8 @@ pub struct ApiSettings {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
-    /// Bearer tokens accepted on `/admin`; empty = every admin request is refused (401).
+    /// Bearer tokens accepted on `/admin`; empty = every admin request is refused (401), except that in
+    /// `development` `reclaim serve` fills an empty list with a generated token ([`generate_development_tokens`]).
     pub tokens: Vec<Secret>,
 }
 
