@@ -285,6 +285,26 @@ async fn serve(settings: Settings, service: Service, mode: RunMode) -> anyhow::R
             );
             plugin.link_gateway(url, token);
         }
+        // And Supabase's password changes reach the plugin it runs with.
+        if settings.gateway.supabase.plugin_url.is_empty() {
+            let token = if settings.gateway.supabase.plugin_token.is_empty() {
+                settings
+                    .plugin
+                    .api
+                    .tokens
+                    .first()
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                settings.gateway.supabase.plugin_token.clone()
+            };
+            let url = format!(
+                "http://{}:{}",
+                connect_host(&settings.plugin.listen),
+                plugin.port()
+            );
+            gateway.link_plugin(url, token);
+        }
     }
     if let Some(app) = &plugin {
         tracing::info!(

@@ -34,5 +34,6 @@ mod proptest_inputs;
 mod readme_claims;
 mod secrets;
 mod spine;
+mod supabase_change_time;
 mod supabase_hooks;
 mod zitadel_hooks;
