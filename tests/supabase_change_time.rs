@@ -7,6 +7,7 @@
 //! notice for a change Supabase mails itself.
 
 use crate::gateway_messages::{count_messages, gateway_metrics, spawn_gateway};
+use crate::support::captured_logs::CapturedLogs;
 use crate::support::plugin::{new_id, password_state, post_json};
 use crate::support::ports::closed_port;
 use crate::support::supabase::{contract, post, send_signed, Signing, HOOK_SECRET};
@@ -209,7 +210,14 @@ async fn the_plugin_unreachable_answers_503_with_retry_after_and_queues_nothing(
 }
 
 #[tokio::test]
-async fn a_wrong_plugin_token_answers_500_and_queues_nothing() {
+async fn a_wrong_plugin_token_answers_500_queues_nothing_and_logs_the_key_not_the_token() {
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("trace")
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
     let (app, _dir) = supabase_app(|s| {
         s.gateway.supabase.plugin_token = Secret::new("not-a-plugin-token");
     })
@@ -225,6 +233,9 @@ async fn a_wrong_plugin_token_answers_500_and_queues_nothing() {
         metric_line(&metrics, "refused").is_some_and(|l| l.ends_with(" 1")),
         "{metrics}"
     );
+    let text = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf-8");
+    assert!(text.contains("gateway.supabase.plugin_token"), "{text}");
+    assert!(!text.contains("not-a-plugin-token"), "{text}");
 }
 
 #[tokio::test]
