@@ -7,11 +7,13 @@
 //! notice for a change Supabase mails itself.
 
 use crate::gateway_messages::{count_messages, gateway_metrics, spawn_gateway};
+use crate::logs::Reclaim;
 use crate::support::captured_logs::CapturedLogs;
 use crate::support::plugin::{new_id, password_state, post_json};
 use crate::support::ports::closed_port;
-use crate::support::supabase::{contract, post, send_signed, Signing, HOOK_SECRET};
-use crate::support::{TestApp, ADMIN_TOKEN, API_TOKEN};
+use crate::support::smtp::SmtpServer;
+use crate::support::supabase::{contract, post, send, send_signed, Signing, HOOK_SECRET};
+use crate::support::{TestApp, TestDatabase, ADMIN_TOKEN, API_TOKEN};
 use chrono::{DateTime, SubsecRound, Utc};
 use reclaim_common::settings::{SelectRule, Settings};
 use reclaim_common::Secret;
@@ -370,4 +372,43 @@ async fn a_reported_change_queues_no_reclaim_notice() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(notices_of(id.clone()).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclaim_serve_links_the_gateway_to_the_plugin_it_runs() {
+    const TOKEN: &str = "serve-all-plugin-token-4Rt8";
+    let database = TestDatabase::fresh();
+    let smtp = SmtpServer::start();
+    // No gateway.supabase.plugin_url nor plugin_token: the first of plugin.api.tokens reaches the plugin.
+    let config = crate::support::delivery_binary_config(
+        &database.url,
+        smtp.port,
+        "http://127.0.0.1:9",
+        &format!(
+            "[plugin.api]\ntokens = [\"{TOKEN}\"]\n\n[gateway.supabase]\nhook_secrets = [\"{HOOK_SECRET}\"]"
+        ),
+    );
+    let reclaim = Reclaim::start(&config).await;
+    let client = reqwest::Client::new();
+    let id = new_id();
+    let changed_at = (Utc::now() - chrono::Duration::seconds(1)).trunc_subsecs(6);
+    let bytes = serde_json::to_vec(&notification(&id, changed_at)).expect("json");
+    let (status, body) = send(
+        &client,
+        &format!("{}{SEND_EMAIL}", reclaim.gateway),
+        &bytes,
+        Signing::With(&[HOOK_SECRET]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let state: Value = client
+        .get(format!("{}/v1/identities/{id}/password", reclaim.plugin))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("state")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(time(&state["changed_at"]), changed_at, "{state}");
 }
