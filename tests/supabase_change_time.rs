@@ -9,7 +9,7 @@
 use crate::gateway_messages::{count_messages, gateway_metrics, spawn_gateway};
 use crate::logs::Reclaim;
 use crate::support::captured_logs::CapturedLogs;
-use crate::support::plugin::{new_id, password_state, post_json};
+use crate::support::plugin::{drop_password_tables, new_id, password_state, post_json};
 use crate::support::ports::closed_port;
 use crate::support::smtp::SmtpServer;
 use crate::support::supabase::{contract, post, send, send_signed, Signing, HOOK_SECRET};
@@ -411,4 +411,44 @@ async fn reclaim_serve_links_the_gateway_to_the_plugin_it_runs() {
         .await
         .expect("json");
     assert_eq!(time(&state["changed_at"]), changed_at, "{state}");
+}
+
+/// Expects Supabase's retry answer: 503, `retry-after: 2`, Supabase's error shape.
+async fn asks_to_retry(response: reqwest::Response) {
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("2")
+    );
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["http_code"], json!(503), "{body}");
+}
+
+#[tokio::test]
+async fn a_plugin_that_fails_or_never_answers_gets_a_503_with_retry_after_and_nothing_queued() {
+    // A listener that accepts connections (the kernel's backlog) and never answers: the report times out.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let (app, _dir) = supabase_app(|s| {
+        s.gateway.supabase.plugin_url = format!("http://127.0.0.1:{silent_port}");
+        s.gateway.supabase.plugin_token = Secret::new(API_TOKEN);
+    })
+    .await;
+    asks_to_retry(send_email(&app, &notification(&new_id(), Utc::now())).await).await;
+    assert_eq!(count_messages(&app), 0);
+    drop(silent);
+
+    // The linked in-process plugin answering 500: its tables are gone.
+    let (app, _dir) = supabase_app(|_| {}).await;
+    drop_password_tables(&app).await;
+    asks_to_retry(send_email(&app, &notification(&new_id(), Utc::now())).await).await;
+    assert_eq!(count_messages(&app), 0);
+    let metrics = gateway_metrics(&app).await;
+    assert!(
+        metric_line(&metrics, "unavailable").is_some_and(|l| l.ends_with(" 1")),
+        "{metrics}"
+    );
 }
