@@ -113,6 +113,19 @@ async fn report(
     request.send().await.expect("request")
 }
 
+/// The send-email hook's count of calls with `outcome` (`reclaim_gateway_supabase_hook_total`).
+fn hook_count(metrics: &str, outcome: &str) -> Option<String> {
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("reclaim_gateway_supabase_hook_total")
+                && l.contains("hook=\"send-email\"")
+                && l.contains(&format!("outcome=\"{outcome}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .map(str::to_string)
+}
+
 fn metric_line(metrics: &str, outcome: &str) -> Option<String> {
     metrics
         .lines()
@@ -209,6 +222,11 @@ async fn the_plugin_unreachable_answers_503_with_retry_after_and_queues_nothing(
         metric_line(&metrics, "unavailable").is_some_and(|l| l.ends_with(" 1")),
         "{metrics}"
     );
+    assert_eq!(
+        hook_count(&metrics, "plugin_unavailable").as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -233,6 +251,11 @@ async fn a_wrong_plugin_token_answers_500_queues_nothing_and_logs_the_key_not_th
     let metrics = gateway_metrics(&app).await;
     assert!(
         metric_line(&metrics, "refused").is_some_and(|l| l.ends_with(" 1")),
+        "{metrics}"
+    );
+    assert_eq!(
+        hook_count(&metrics, "plugin_refused").as_deref(),
+        Some("1"),
         "{metrics}"
     );
     let text = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf-8");
