@@ -292,6 +292,26 @@ async fn serve(mut settings: Settings, service: Service, mode: RunMode) -> anyho
             );
             plugin.link_gateway(url, token);
         }
+        // And Supabase's password changes reach the plugin it runs with.
+        if settings.gateway.supabase.plugin_url.is_empty() {
+            let token = if settings.gateway.supabase.plugin_token.is_empty() {
+                settings
+                    .plugin
+                    .api
+                    .tokens
+                    .first()
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                settings.gateway.supabase.plugin_token.clone()
+            };
+            let url = format!(
+                "http://{}:{}",
+                connect_host(&settings.plugin.listen),
+                plugin.port()
+            );
+            gateway.link_plugin(url, token);
+        }
     }
     // On stdout, not through the logger: log files and JSON logs never hold the tokens.
     print!("{}", settings::development_tokens_notice(&generated));

@@ -35,6 +35,7 @@ mod proptest_inputs;
 mod readme_claims;
 mod secrets;
 mod spine;
+mod supabase_change_time;
 mod supabase_hooks;
 mod walkthrough;
 mod zitadel_hooks;

@@ -64,6 +64,9 @@ pub struct GatewayMetrics {
     /// Supabase send-hook calls by hook (`send-sms`, `send-email`) and outcome (`queued`, `duplicate`,
     /// `throttled`, `unauthorized`, `invalid`, `error`).
     pub supabase_hooks: IntCounterVec,
+    /// Password changes from Supabase's `password_changed_notification` reported to the plugin, by outcome
+    /// (`reported`, `unavailable`, `refused`, `off`: no plugin linked).
+    pub supabase_change_reports: IntCounterVec,
     /// Rows deleted by the retention janitor, by kind (`messages`, `idempotency_records`, `verifications`,
     /// `limit_records`).
     pub retention_deleted: IntCounterVec,
@@ -142,6 +145,14 @@ impl GatewayMetrics {
             &["hook", "outcome"],
         )?;
         registry.register(Box::new(supabase_hooks.clone()))?;
+        let supabase_change_reports = IntCounterVec::new(
+            Opts::new(
+                "reclaim_gateway_supabase_change_reports_total",
+                "Supabase password changes reported to the plugin, by outcome",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(supabase_change_reports.clone()))?;
         let limit_refusals = IntCounterVec::new(
             Opts::new(
                 "reclaim_gateway_limit_refusals_total",
@@ -187,6 +198,7 @@ impl GatewayMetrics {
             kratos_courier,
             zitadel_provider,
             supabase_hooks,
+            supabase_change_reports,
             limit_refusals,
             verifications,
         })

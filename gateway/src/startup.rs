@@ -6,6 +6,7 @@ use crate::metrics::GatewayMetrics;
 use crate::providers::Providers;
 use crate::retention::Janitor;
 use crate::routes::{self, ApiState};
+use crate::supabase::plugin_link::{PluginLink, PluginReporter};
 use crate::templates::Templates;
 use crate::verifications::Verifications;
 use actix_web::web;
@@ -77,6 +78,8 @@ pub struct Application {
     delivery: Delivery,
     janitor: Janitor,
     mode: RunMode,
+    /// Tells the plugin of Supabase's password changes; linked by [`Application::link_plugin`].
+    supabase_plugin: PluginReporter,
 }
 
 impl Application {
@@ -133,6 +136,8 @@ impl Application {
             metrics.clone(),
         ));
         let janitor = Janitor::new(db.clone(), gateway.retention.clone(), metrics.clone());
+        let supabase_plugin =
+            PluginReporter::new(&gateway.supabase.plugin_url, &gateway.supabase.plugin_token)?;
         let state = web::Data::new(ApiState {
             settings: gateway.clone(),
             templates,
@@ -141,6 +146,7 @@ impl Application {
             clock,
             limits,
             supabase_verifier: gateway.supabase.verifier(),
+            supabase_plugin: supabase_plugin.clone(),
         });
         let spec = ServiceSpec {
             name: "gateway",
@@ -164,7 +170,14 @@ impl Application {
             delivery,
             janitor,
             mode,
+            supabase_plugin,
         })
+    }
+
+    /// Points Supabase's password-change reports at the plugin when `gateway.supabase.plugin_url` is empty
+    /// (`reclaim serve all` links the plugin it runs). False when a link was set already.
+    pub fn link_plugin(&self, url: String, token: reclaim_common::Secret) -> bool {
+        self.supabase_plugin.link(PluginLink { url, token })
     }
 
     pub fn port(&self) -> u16 {

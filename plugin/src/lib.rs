@@ -47,6 +47,6 @@ pub use identity::{Identity, IdentityId};
 pub use password::Password;
 pub use passwords::{
     CheckOptions, LegacyIdentifier, LegacyImported, LegacyMigration, PasswordState, Passwords,
-    PasswordsError, Receipt, Recorded, UnseenChange,
+    PasswordsError, Receipt, Recorded, Reported, UnseenChange,
 };
 pub use startup::{Application, GuardApplication};

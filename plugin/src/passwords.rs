@@ -32,8 +32,10 @@ use std::time::Duration;
 
 mod legacy;
 pub use crate::state::PasswordState;
+mod reported;
 mod staging;
 pub use legacy::{LegacyIdentifier, LegacyImported, LegacyMigration};
+pub use reported::Reported;
 pub use staging::Submission;
 
 #[derive(Debug, thiserror::Error)]

@@ -119,6 +119,14 @@ pub async fn spawn_app_in(mode: RunMode, customize: impl FnOnce(&mut Settings)) 
     if settings.plugin.notices.gateway_url.is_empty() {
         plugin.link_gateway(gateway_url.clone(), Secret::new(API_TOKEN));
     }
+    // And Supabase's password changes reach the plugin.
+    if settings.gateway.supabase.plugin_url.is_empty() {
+        let token = match settings.gateway.supabase.plugin_token.is_empty() {
+            true => Secret::new(API_TOKEN),
+            false => settings.gateway.supabase.plugin_token.clone(),
+        };
+        gateway.link_plugin(plugin_url.clone(), token);
+    }
     let notices = plugin.notice_worker();
     let delivery = gateway.delivery();
     let kdf = plugin.kdf();

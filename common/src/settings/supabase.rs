@@ -54,6 +54,13 @@ pub struct GatewaySupabaseSettings {
     /// as Supabase documents it from `email_data`: `site_url`, `token_hash`, `email_action_type`,
     /// `redirect_to`) instead of the 6-digit code.
     pub email_links: bool,
+    /// The plugin's base URL, e.g. `http://127.0.0.1:4470`: a `password_changed_notification` is first
+    /// reported to the plugin (`POST /v1/identities/{id}/password/changed`) so it learns the change time.
+    /// Empty: `reclaim serve all` uses the plugin it runs; a gateway on its own reports nothing.
+    pub plugin_url: String,
+    /// A bearer token the plugin accepts (one of `plugin.api.tokens`). Empty: `serve all` uses the first of
+    /// `plugin.api.tokens`. Secret: also as plugin_token_file.
+    pub plugin_token: Secret,
 }
 
 impl GatewaySupabaseSettings {
@@ -67,6 +74,21 @@ impl GatewaySupabaseSettings {
             &self.hook_secrets,
             problems,
         );
+        if !self.plugin_url.is_empty() {
+            match url::Url::parse(&self.plugin_url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+                _ => problems.push(Problem::new(
+                    "gateway.supabase.plugin_url",
+                    "must be an http(s) URL such as http://127.0.0.1:4470",
+                )),
+            }
+            if self.plugin_token.is_empty() {
+                problems.push(Problem::new(
+                    "gateway.supabase.plugin_token",
+                    "is required when gateway.supabase.plugin_url is set",
+                ));
+            }
+        }
     }
 }
 
@@ -109,5 +131,23 @@ mod tests {
         let text = format!("{problems:?}");
         assert!(text.contains("gateway.supabase.hook_secrets"), "{text}");
         assert!(text.contains("entry 1"), "{text}");
+    }
+
+    #[test]
+    fn a_plugin_link_needs_an_http_url_and_a_token() {
+        let problems_of = |url: &str, token: &str| {
+            let mut problems = Vec::new();
+            GatewaySupabaseSettings {
+                plugin_url: url.into(),
+                plugin_token: Secret::new(token),
+                ..GatewaySupabaseSettings::default()
+            }
+            .validate(&mut problems);
+            format!("{problems:?}")
+        };
+        assert_eq!(problems_of("", ""), "[]");
+        assert_eq!(problems_of("http://127.0.0.1:4470", "t"), "[]");
+        assert!(problems_of("ftp://plugin", "t").contains("gateway.supabase.plugin_url"));
+        assert!(problems_of("http://127.0.0.1:4470", "").contains("gateway.supabase.plugin_token"));
     }
 }

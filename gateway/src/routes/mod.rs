@@ -35,6 +35,8 @@ pub struct ApiState {
     pub limits: crate::limits::Limits,
     /// Checks Supabase's send-hook signatures (`gateway.supabase.hook_secrets`).
     pub supabase_verifier: reclaim_common::auth::standard_webhooks::Verifier,
+    /// Tells the plugin of Supabase's password changes (`gateway.supabase.plugin_url`, or `serve all`).
+    pub supabase_plugin: crate::supabase::plugin_link::PluginReporter,
 }
 
 /// Mounts the routes. The bearer token is checked before any body is read.

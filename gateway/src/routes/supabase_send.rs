@@ -7,13 +7,17 @@
 use super::ApiState;
 use crate::handoff::HandoffOutcome;
 use crate::supabase::payload::{SendEmailInput, SendSmsInput};
+use crate::supabase::plugin_link::ReportOutcome;
 use crate::supabase::send::{self, Hook, HookMessage};
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::TimeDelta;
 use reclaim_common::auth::standard_webhooks::SignatureError;
 use reclaim_common::json::{self, supabase_error_response, FieldError};
 use reclaim_common::Db;
+
+/// Seconds Supabase is asked to wait before retrying when the plugin could not be told of a change.
+const PLUGIN_RETRY_AFTER: &str = "2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendHookError {
@@ -21,6 +25,13 @@ pub enum SendHookError {
     Unauthorized(#[from] SignatureError),
     #[error(transparent)]
     Invalid(#[from] FieldError),
+    /// The plugin could not be told of a password change (unreachable, timed out, 5xx): Supabase retries.
+    #[error("the password change could not be reported to the plugin; retry")]
+    PluginUnavailable,
+    /// The plugin refused the report (a wrong `gateway.supabase.plugin_token`, a field): retrying will not
+    /// help.
+    #[error("the password change was refused by the plugin")]
+    PluginRefused,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -30,7 +41,8 @@ impl ResponseError for SendHookError {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
-            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::PluginUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PluginRefused | Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -39,6 +51,16 @@ impl ResponseError for SendHookError {
         let message = match self {
             Self::Unauthorized(reason) => format!("webhook signature refused: {reason}"),
             Self::Invalid(error) => error.to_string(),
+            Self::PluginUnavailable => {
+                // Supabase retries a 503 only when it carries `retry-after`.
+                let mut response = supabase_error_response(status, status, self.to_string());
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    header::HeaderValue::from_static(PLUGIN_RETRY_AFTER),
+                );
+                return response;
+            }
+            Self::PluginRefused => "internal error; see the server log".to_string(),
             Self::Unexpected(error) => {
                 tracing::error!(error = %error, "Supabase send hook could not queue");
                 "internal error; see the server log".to_string()
@@ -82,6 +104,10 @@ pub async fn receive_supabase_send_sms(
         (status = 400, description = "Malformed payload or an email_action_type not supported yet, the \
             field named in `error.message`"),
         (status = 401, description = "Missing, wrong or stale signature"),
+        (status = 500, description = "The plugin refused a reported password change (see the log); nothing \
+            queued"),
+        (status = 503, description = "The plugin could not be told of a password change; nothing queued, \
+            `retry-after: 2` so Supabase retries"),
     )
 )]
 pub async fn receive_supabase_send_email(
@@ -105,6 +131,8 @@ async fn receive(
         Ok((_, outcome)) => *outcome,
         Err(SendHookError::Unauthorized(_)) => "unauthorized",
         Err(SendHookError::Invalid(_)) => "invalid",
+        Err(SendHookError::PluginUnavailable) => "plugin_unavailable",
+        Err(SendHookError::PluginRefused) => "plugin_refused",
         Err(SendHookError::Unexpected(_)) => "error",
     };
     state
@@ -113,6 +141,37 @@ async fn receive(
         .with_label_values(&[hook.as_str(), outcome])
         .inc();
     answer.map(|(response, _)| response)
+}
+
+/// The send-email type after which the plugin is told the password changed.
+const PASSWORD_CHANGED: &str = "password_changed_notification";
+
+/// Tells the plugin (when linked) that `input`'s user changed their password, before the email is queued: if
+/// it cannot be told, nothing is queued and Supabase retries or gives up.
+async fn report_change(
+    state: &ApiState,
+    input: &SendEmailInput,
+    message: &HookMessage,
+) -> Result<(), SendHookError> {
+    let outcome = state.supabase_plugin.report(input).await;
+    state
+        .metrics
+        .supabase_change_reports
+        .with_label_values(&[outcome.as_str()])
+        .inc();
+    match outcome {
+        ReportOutcome::Off | ReportOutcome::Reported => Ok(()),
+        ReportOutcome::Unavailable(reason) => {
+            tracing::warn!(identity.id = %message.identity_id, reason = %reason,
+                "Supabase password change not reported: the plugin is unavailable; asking Supabase to retry");
+            Err(SendHookError::PluginUnavailable)
+        }
+        ReportOutcome::Refused { status, field } => {
+            tracing::error!(identity.id = %message.identity_id, plugin.status = status, field = %field,
+                "Supabase password change refused by the plugin: check {field}");
+            Err(SendHookError::PluginRefused)
+        }
+    }
 }
 
 async fn answer(
@@ -130,10 +189,15 @@ async fn answer(
         .inspect_err(|reason| {
             tracing::warn!(reason = %reason, supabase.hook = hook.as_str(), "Supabase send hook refused: signature");
         })?;
+    let mut change = None;
     let message = match hook {
         Hook::SendSms => json::parse::<SendSmsInput>(body).and_then(HookMessage::from_sms),
-        Hook::SendEmail => json::parse::<SendEmailInput>(body)
-            .and_then(|input| HookMessage::from_email(input, state.settings.supabase.email_links)),
+        Hook::SendEmail => json::parse::<SendEmailInput>(body).and_then(|input| {
+            if input.email_data.email_action_type.trim() == PASSWORD_CHANGED {
+                change = Some(input.clone());
+            }
+            HookMessage::from_email(input, state.settings.supabase.email_links)
+        }),
     }
     .inspect_err(|e| {
         tracing::warn!(field = %e.field, supabase.hook = hook.as_str(), "Supabase send hook call refused");
@@ -145,6 +209,9 @@ async fn answer(
         uuid::Uuid::now_v7().to_string(),
         now,
     )?;
+    if let Some(input) = &change {
+        report_change(state, input, &message).await?;
+    }
     let (channel, to, kind) = (
         message.channel,
         message.destination.masked(),

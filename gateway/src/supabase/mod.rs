@@ -6,7 +6,9 @@
 //! message and queues it once per hook invocation (`metadata.uuid`, which stays the same across Supabase's
 //! retries while `webhook-id` changes). Authentication (Standard Webhooks signatures,
 //! `gateway.supabase.hook_secrets`) and the answers in Supabase's `{"error":{"http_code","message"}}` shape
-//! live in `routes::supabase_send`. See `shared/contracts/supabase/`.
+//! live in `routes::supabase_send`. `plugin_link` tells the plugin of a `password_changed_notification`
+//! before the email is queued. See `shared/contracts/supabase/`.
 
 pub mod payload;
+pub mod plugin_link;
 pub mod send;

@@ -8,6 +8,9 @@ use serde::Deserialize;
 pub struct Metadata {
     /// Fixed for one hook invocation, so identical across Supabase's retries.
     pub uuid: String,
+    /// When GoTrue called the hook (RFC 3339).
+    #[serde(default)]
+    pub time: String,
 }
 
 /// The part of `models.User` the gateway needs. `email` and `phone` are `""` when unset.
@@ -19,6 +22,9 @@ pub struct User {
     /// E.164 without the leading `+` (GoTrue strips it).
     #[serde(default)]
     pub phone: String,
+    /// When the user row was last saved (RFC 3339): for `password_changed_notification`, the change.
+    #[serde(default)]
+    pub updated_at: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,5 +1,5 @@
 //! The generic HTTP API (DESIGN §3.3) for identity providers that can send the plaintext: handlers named as
-//! verbs, one file each (`admin.rs` holds the three admin actions). `/v1` takes a bearer token from
+//! verbs, one file each (`report_change.rs`: a change an IdP reports without the plaintext) (`admin.rs` holds the three admin actions). `/v1` takes a bearer token from
 //! `plugin.api.tokens`, `/admin` one from `plugin.admin.tokens`.
 //!
 //! What is not here: policy and storage (the [`crate::Passwords`] facade does both); IdP-specific webhooks.
@@ -7,6 +7,7 @@
 mod admin;
 mod check_password;
 mod record_password;
+mod report_change;
 mod show_password_state;
 
 use crate::identity::IdentityId;
@@ -27,6 +28,7 @@ use utoipa::{Modify, OpenApi};
 pub use admin::{erase_identity, force_change, mark_compromised};
 pub use check_password::check_password;
 pub use record_password::record_password;
+pub use report_change::report_change;
 pub use show_password_state::show_password_state;
 
 #[derive(OpenApi)]
@@ -38,6 +40,7 @@ pub use show_password_state::show_password_state;
     paths(
         check_password::check_password,
         record_password::record_password,
+        report_change::report_change,
         show_password_state::show_password_state,
         admin::force_change,
         admin::mark_compromised,
@@ -46,6 +49,7 @@ pub use show_password_state::show_password_state;
     components(schemas(
         check_password::CheckBody,
         record_password::RecordBody,
+        report_change::ReportChangeBody,
         admin::ForceChangeBody,
         crate::policy::Decision,
         crate::policy::Violation,
@@ -88,6 +92,10 @@ pub fn configure(
                 .route(
                     "/identities/{id}/password",
                     web::get().to(show_password_state),
+                )
+                .route(
+                    "/identities/{id}/password/changed",
+                    web::post().to(report_change),
                 ),
         )
         .service(
