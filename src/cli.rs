@@ -274,43 +274,19 @@ async fn serve(mut settings: Settings, service: Service, mode: RunMode) -> anyho
     // `serve all`: the plugin's notices go to the gateway it runs with, over the same HTTP API as anywhere.
     if let (Some(plugin), Some(gateway)) = (&plugin, &gateway) {
         if settings.plugin.notices.gateway_url.is_empty() {
-            let token = if settings.plugin.notices.gateway_token.is_empty() {
-                settings
-                    .gateway
-                    .api
-                    .tokens
-                    .first()
-                    .cloned()
-                    .unwrap_or_default()
-            } else {
-                settings.plugin.notices.gateway_token.clone()
-            };
-            let url = format!(
-                "http://{}:{}",
-                connect_host(&settings.gateway.listen),
-                gateway.port()
+            let token = token_or_first(
+                &settings.plugin.notices.gateway_token,
+                &settings.gateway.api.tokens,
             );
-            plugin.link_gateway(url, token);
+            plugin.link_gateway(local_url(&settings.gateway.listen, gateway.port()), token);
         }
         // And Supabase's password changes reach the plugin it runs with.
         if settings.gateway.supabase.plugin_url.is_empty() {
-            let token = if settings.gateway.supabase.plugin_token.is_empty() {
-                settings
-                    .plugin
-                    .api
-                    .tokens
-                    .first()
-                    .cloned()
-                    .unwrap_or_default()
-            } else {
-                settings.gateway.supabase.plugin_token.clone()
-            };
-            let url = format!(
-                "http://{}:{}",
-                connect_host(&settings.plugin.listen),
-                plugin.port()
+            let token = token_or_first(
+                &settings.gateway.supabase.plugin_token,
+                &settings.plugin.api.tokens,
             );
-            gateway.link_plugin(url, token);
+            gateway.link_plugin(local_url(&settings.plugin.listen, plugin.port()), token);
         }
     }
     // On stdout, not through the logger: log files and JSON logs never hold the tokens.
@@ -380,6 +356,24 @@ async fn serve(mut settings: Settings, service: Service, mode: RunMode) -> anyho
 
 fn host(listen: &str) -> &str {
     listen.rsplit_once(':').map_or(listen, |(host, _)| host)
+}
+
+/// The token one service of `serve all` presents to the other: the configured one, else the first the other
+/// accepts.
+fn token_or_first(
+    configured: &reclaim_common::Secret,
+    accepted: &[reclaim_common::Secret],
+) -> reclaim_common::Secret {
+    if configured.is_empty() {
+        accepted.first().cloned().unwrap_or_default()
+    } else {
+        configured.clone()
+    }
+}
+
+/// The URL this process reaches one of its own listeners at.
+fn local_url(listen: &str, port: u16) -> String {
+    format!("http://{}:{port}", connect_host(listen))
 }
 
 /// The host to reach a listener on from this process: a wildcard address is reached on loopback.
