@@ -287,7 +287,7 @@ impl Passwords {
         reason: ChangeContext,
     ) -> Result<PasswordState, PasswordsError> {
         match self
-            .record_inner(identity, password, changed_at, reason, None)
+            .record_inner(identity, password, changed_at, reason, None, Notify::Yes)
             .await?
         {
             Recorded::New(state) => Ok(state),
@@ -295,6 +295,26 @@ impl Passwords {
                 "a record without a receipt cannot be a replay"
             ))),
         }
+    }
+
+    /// [`Passwords::record`] for a password that was not changed, only seen (a legacy hash verified at first
+    /// login): history and clock as `record`, no "password changed" notice.
+    pub(crate) async fn record_unchanged(
+        &self,
+        identity: &Identity,
+        password: &Password,
+        changed_at: DateTime<Utc>,
+    ) -> Result<(), PasswordsError> {
+        self.record_inner(
+            identity,
+            password,
+            Some(changed_at),
+            ChangeContext::Voluntary,
+            None,
+            Notify::No,
+        )
+        .await?;
+        Ok(())
     }
 
     /// [`Passwords::record`] exactly once per receipt (an `Idempotency-Key`, a webhook trigger id): the answer
@@ -308,8 +328,15 @@ impl Passwords {
         reason: ChangeContext,
         receipt: Receipt,
     ) -> Result<Recorded, PasswordsError> {
-        self.record_inner(identity, password, changed_at, reason, Some(receipt))
-            .await
+        self.record_inner(
+            identity,
+            password,
+            changed_at,
+            reason,
+            Some(receipt),
+            Notify::Yes,
+        )
+        .await
     }
 
     async fn record_inner(
@@ -319,13 +346,21 @@ impl Passwords {
         changed_at: Option<DateTime<Utc>>,
         reason: ChangeContext,
         receipt: Option<Receipt>,
+        notify: Notify,
     ) -> Result<Recorded, PasswordsError> {
         let salt = self.ensure_salt(identity).await?;
         let params = self.kdf.params();
         let digest = self.kdf.digest(password, &salt, params).await?;
         let changed_at = changed_at.unwrap_or_else(|| self.clock.now());
         let recorded = self
-            .write_entry(identity.clone(), params, digest, changed_at, receipt)
+            .write_entry(
+                identity.clone(),
+                params,
+                digest,
+                changed_at,
+                receipt,
+                notify,
+            )
             .await?;
         if let Recorded::New(_) = recorded {
             tracing::info!(identity.id = %identity.id, change.reason = ?reason, "password change recorded");
@@ -614,6 +649,7 @@ impl Passwords {
         digest: PasswordDigest,
         changed_at: DateTime<Utc>,
         receipt: Option<Receipt>,
+        notify: Notify,
     ) -> Result<Recorded, PasswordsError> {
         let policy = self.policy.clone();
         let clock = self.clock.clone();
@@ -639,7 +675,7 @@ impl Passwords {
                         // An identity's first password (a new user) is not a change to warn about.
                         let first = row.changed_at.is_none();
                         apply_change(row, profile, &identity, changed_at);
-                        if first {
+                        if first || notify == Notify::No {
                             return Ok(());
                         }
                         queue_changed(&notices, c, row, changed_at, now)
@@ -718,6 +754,14 @@ impl Passwords {
             })
             .await?)
     }
+}
+
+/// Whether a recorded password is a change to tell the person about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Notify {
+    Yes,
+    /// A password moved into the history without being changed (a legacy hash verified at first login).
+    No,
 }
 
 /// How old a committed change may be and still be news: a change recorded with an earlier `changed_at` (a

@@ -11,7 +11,6 @@ use super::{Passwords, PasswordsError, UNKNOWN_IDENTITY_SALT};
 use crate::history::{foreign, store};
 use crate::identity::{Identity, IdentityId};
 use crate::password::Password;
-use crate::policy::ChangeContext;
 use crate::schema::legacy_passwords::dsl as l;
 use crate::state;
 use chrono::{DateTime, Utc};
@@ -190,13 +189,8 @@ impl Passwords {
             None => None,
         };
         if let Some(target) = &target {
-            self.record(
-                &Identity::new(target.clone()),
-                password,
-                Some(entry.created_at),
-                ChangeContext::Voluntary,
-            )
-            .await?;
+            self.record_unchanged(&Identity::new(target.clone()), password, entry.created_at)
+                .await?;
         } else {
             tracing::warn!(
                 "legacy password matched without an identity id: no history seeded (send identity_id)"
