@@ -35,4 +35,5 @@ mod readme_claims;
 mod secrets;
 mod spine;
 mod supabase_hooks;
+mod support_timeline;
 mod zitadel_hooks;
