@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin_cli;
 mod gateway_bench;
 mod gateway_callbacks;
 mod gateway_crash;
