@@ -7,6 +7,7 @@
 
 use crate::gateway_messages::{enqueue, get_message, spawn_gateway, time};
 use crate::gateway_twilio_outbox::on_twilio;
+use crate::secrets::raw_data;
 use crate::support::captured_logs::CapturedLogs;
 use crate::support::twilio_callbacks::{callback_at, form, sign_at};
 use crate::support::twilio_faults::{FaultyTwilio, Reply};
@@ -14,6 +15,8 @@ use crate::support::{spawn_app_with, TestApp, ADMIN_TOKEN, API_TOKEN};
 use chrono::{Duration as TimeDelta, Utc};
 use reclaim_common::settings::OperatorSettings;
 use reclaim_common::Secret;
+use reclaim_gateway::metrics::GatewayMetrics;
+use reclaim_gateway::retention::Janitor;
 use serde_json::{json, Value};
 
 const TO: &str = "+14155550100";
@@ -155,6 +158,11 @@ async fn a_message_past_its_expiry_cannot_be_sent_again() {
             .is_some_and(|m| m.contains("STOP")),
         "{view}"
     );
+    // Failed before its expiry: the sealed data is kept for a retry, never in clear.
+    let sealed = raw_data(&app, &id);
+    assert!(sealed.starts_with("v1:"), "{sealed}");
+    assert!(!sealed.contains("482913"));
+
     app.clock.advance(TimeDelta::minutes(2));
     let (status, body) = retry(&app, &id).await;
     assert_eq!(
@@ -162,6 +170,19 @@ async fn a_message_past_its_expiry_cannot_be_sent_again() {
         (409, Some("spent")),
         "{body}"
     );
+    // Once expired, the retention janitor empties it.
+    let registry = prometheus::Registry::new();
+    let metrics = GatewayMetrics::register(&registry, app.db.clone()).expect("metrics");
+    let janitor = Janitor::new(
+        app.db.clone(),
+        app.settings.gateway.retention.clone(),
+        metrics,
+    );
+    janitor
+        .run_once(Utc::now() + TimeDelta::minutes(2))
+        .await
+        .expect("janitor");
+    assert_eq!(raw_data(&app, &id), "");
 }
 
 #[tokio::test]
