@@ -142,6 +142,35 @@ async fn a_wrong_number_shows_the_permanent_error_and_its_meaning_and_a_retry_ap
 }
 
 #[tokio::test]
+async fn a_fallback_to_another_address_is_masked_and_listed_under_both_addresses() {
+    let twilio = FaultyTwilio::start(vec![Reply::twilio_error(400, 21211)]).await;
+    let (app, _dir) = spawn_gateway(|s| on_twilio(s, &twilio)).await;
+    let mut body = sms_code(1200);
+    body["fallback"] = json!([{"channel": "email", "to": "Jane@Example.com"}]);
+    let id = enqueue(&app, &body).await;
+    app.delivery.drain().await.expect("drain");
+    app.delivery.drain().await.expect("drain");
+
+    let by_number = timeline(&app, TO).await;
+    let message = entry(&by_number, &id);
+    assert_eq!(message["channel"], "email", "{message}");
+    assert_eq!(message["to"], "J***@Example.com", "{message}");
+    assert_eq!(
+        message["fallbacks"],
+        json!([{"channel": "email", "to": "J***@Example.com", "taken": true}])
+    );
+    let by_email = timeline(&app, "jane@example.com").await;
+    let message = entry(&by_email, &id);
+    assert_eq!(message["to"], "jane@example.com", "{message}");
+    assert_eq!(message["fallbacks"][0]["to"], "jane@example.com");
+    assert!(!by_email.to_string().contains(TO), "{by_email}");
+    assert!(
+        !by_number.to_string().contains("Jane@Example.com"),
+        "{by_number}"
+    );
+}
+
+#[tokio::test]
 async fn a_message_past_its_expiry_cannot_be_sent_again() {
     let twilio = FaultyTwilio::start(vec![Reply::twilio_error(400, 21610)]).await;
     let (app, _dir) = spawn_gateway(|s| {

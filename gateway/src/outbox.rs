@@ -932,7 +932,14 @@ pub fn to_recipient(
 ) -> Result<Vec<(MessageRow, Vec<AttemptRow>)>, DbError> {
     use gateway_messages::dsl as m;
     let rows: Vec<MessageRow> = m::gateway_messages
-        .filter(m::recipient.eq(recipient))
+        .filter(
+            m::recipient
+                .eq(recipient)
+                .or(
+                    diesel::dsl::sql::<diesel::sql_types::Bool>("lower(destination) = ")
+                        .bind::<diesel::sql_types::Text, _>(recipient.to_string()),
+                ),
+        )
         .filter(m::created_at.ge(since))
         .order((m::created_at.desc(), m::id.desc()))
         .limit(limit)
