@@ -547,3 +547,53 @@ async fn the_plugin_shows_an_identity_with_masked_contacts_and_never_digests() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn the_openapi_documents_name_every_status_of_the_support_endpoints() {
+    let app = spawn_app_with(|_| {}).await;
+    let document = |url: String| {
+        let client = app.client.clone();
+        async move {
+            let response = client.get(url).send().await.expect("request");
+            response.json::<Value>().await.expect("json")
+        }
+    };
+    let gateway = document(app.gateway_url("/openapi.json")).await;
+    let plugin = document(app.plugin_url("/openapi.json")).await;
+    for (doc, path, method, statuses) in [
+        (
+            &gateway,
+            "/admin/recipients/{address}/timeline",
+            "get",
+            &["200", "400", "401"][..],
+        ),
+        (
+            &gateway,
+            "/admin/messages/{id}/retry",
+            "post",
+            &["200", "401", "404", "409"][..],
+        ),
+        (
+            &gateway,
+            "/admin/limits",
+            "delete",
+            &["204", "400", "401"][..],
+        ),
+        (
+            &plugin,
+            "/admin/identities/{id}",
+            "get",
+            &["200", "400", "401", "404"][..],
+        ),
+    ] {
+        let responses = &doc["paths"][path][method]["responses"];
+        let mut documented: Vec<&str> = responses
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} is not documented"))
+            .keys()
+            .map(String::as_str)
+            .collect();
+        documented.sort_unstable();
+        assert_eq!(documented, statuses, "{method} {path}");
+    }
+}
