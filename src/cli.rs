@@ -1,4 +1,5 @@
-//! Command-line interface: `serve`, `migrate`, `check-config`, `import hashes`, `import kratos`.
+//! Command-line interface: `serve`, `migrate`, `check-config`, `import hashes`, `import kratos`, `admin`
+//! (the client of the admin APIs lives in `admin.rs`).
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -53,6 +54,8 @@ enum Command {
         #[command(subcommand)]
         what: Import,
     },
+    /// Support and identity admin calls against running services (admin token required).
+    Admin(crate::admin::AdminArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +111,7 @@ pub fn run() -> ExitCode {
     });
     match command {
         Command::CheckConfig => check_config(&settings),
+        Command::Admin(args) => crate::admin::run(&settings, args),
         Command::Migrate => {
             telemetry::init(&settings.telemetry);
             report(migrate(&settings).map(|_| ()))

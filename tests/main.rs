@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin_cli;
 mod gateway_bench;
 mod gateway_callbacks;
 mod gateway_crash;
@@ -37,5 +38,6 @@ mod secrets;
 mod spine;
 mod supabase_change_time;
 mod supabase_hooks;
+mod support_timeline;
 mod walkthrough;
 mod zitadel_hooks;

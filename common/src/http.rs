@@ -15,7 +15,7 @@ use actix_web::middleware::{from_fn, ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use prometheus::Registry;
 use std::net::TcpListener;
-use tracing_actix_web::TracingLogger;
+use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder, TracingLogger};
 
 /// What a service hands to [`serve`].
 pub struct ServiceSpec {
@@ -57,7 +57,7 @@ where
             .app_data(web::JsonConfig::default().limit(limit))
             .wrap(ErrorHandlers::new().default_handler(json_errors))
             .wrap(from_fn(metrics::track))
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<RedactedRootSpan>::new())
             .route("/health/alive", web::get().to(alive))
             .route("/health/ready", web::get().to(ready))
             .route("/metrics", web::get().to(metrics::expose))
@@ -160,4 +160,120 @@ fn json_errors<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResp
     Ok(ErrorHandlerResponse::Response(ServiceResponse::new(
         req, response,
     )))
+}
+
+/// The root span of every request, as `tracing-actix-web` makes it, with addresses in the target masked:
+/// admin routes take an email address or phone number in the path (`/admin/recipients/{address}/timeline`)
+/// or the query (`/admin/limits?to=`), and logs never hold a full address.
+pub struct RedactedRootSpan;
+
+impl RootSpanBuilder for RedactedRootSpan {
+    fn on_request_start(request: &actix_web::dev::ServiceRequest) -> tracing::Span {
+        use actix_web::HttpMessage;
+        use tracing::field::Empty;
+        let user_agent = request
+            .headers()
+            .get("User-Agent")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let route = request.match_pattern().unwrap_or_else(|| "default".into());
+        let method = request.method().as_str().to_string();
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let target = redact_target(
+            request
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or(""),
+        );
+        let connection = request.connection_info().clone();
+        tracing::info_span!(
+            "HTTP request",
+            http.method = %method,
+            http.route = %route,
+            http.flavor = ?request.version(),
+            http.scheme = %connection.scheme(),
+            http.host = %connection.host(),
+            http.client_ip = %connection.realip_remote_addr().unwrap_or(""),
+            http.user_agent = %user_agent,
+            http.target = %target,
+            http.status_code = Empty,
+            otel.name = %format!("{method} {route}"),
+            otel.kind = "server",
+            otel.status_code = Empty,
+            trace_id = Empty,
+            request_id = %request_id,
+            exception.message = Empty,
+            exception.details = Empty,
+        )
+    }
+
+    fn on_request_end<B: actix_web::body::MessageBody>(
+        span: tracing::Span,
+        outcome: &Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>,
+    ) {
+        DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}
+
+/// A request target with every path segment and query value that looks like an address (holds `@`, or
+/// starts with `+`, percent-encoded or not) masked.
+pub fn redact_target(target: &str) -> String {
+    let looks_like_address = |part: &str| {
+        let lower = part.to_ascii_lowercase();
+        lower.contains('@')
+            || lower.contains("%40")
+            || lower.starts_with('+')
+            || lower.starts_with("%2b")
+    };
+    let mask = |part: &str| {
+        if looks_like_address(part) {
+            let decoded = part
+                .replace("%40", "@")
+                .replace("%2B", "+")
+                .replace("%2b", "+");
+            crate::secret::mask_address(&decoded)
+        } else {
+            part.to_string()
+        }
+    };
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    let mut out = path.split('/').map(mask).collect::<Vec<_>>().join("/");
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, value)) => format!("{key}={}", mask(value)),
+                None => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redact_target;
+
+    #[test]
+    fn addresses_in_targets_are_masked() {
+        assert_eq!(
+            redact_target("/admin/recipients/jane@example.com/timeline?since=2026-11-01T00:00:00Z"),
+            "/admin/recipients/j***@example.com/timeline?since=2026-11-01T00:00:00Z"
+        );
+        let phone = redact_target("/admin/limits?to=%2B14155550100");
+        assert!(!phone.contains("14155550100"), "{phone}");
+        assert!(!redact_target("/admin/recipients/+14155550100/timeline").contains("4155550100"));
+        assert_eq!(redact_target("/v1/messages/abc"), "/v1/messages/abc");
+    }
 }

@@ -208,6 +208,11 @@ impl Delivery {
                     error: format!("cannot open the message data: {error}"),
                 };
                 self.record(owner, None, &message, transition, now).await?;
+                let id = message.id.clone();
+                inner
+                    .db
+                    .run(move |conn| outbox::wipe_data(conn, &id))
+                    .await?;
                 return Ok(());
             }
         };

@@ -25,6 +25,7 @@ pub mod schema;
 mod startup;
 pub mod supabase;
 pub mod templates;
+pub mod timeline;
 pub mod verifications;
 pub mod zitadel;
 

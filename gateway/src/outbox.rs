@@ -4,7 +4,9 @@
 //!
 //! Message data (the template's variables: codes, links) is sealed with the gateway's keyring on insert
 //! ([`insert`]), opened by the worker ([`MessageRow::open_data`]) and wiped once the message is spent
-//! ([`MessageRow::data_is_spent`]), so a code or link is never readable from the database.
+//! ([`MessageRow::data_is_spent`]), so a code or link is never readable from the database. A message that
+//! failed keeps its sealed data until it expires, so that an operator can send it again
+//! ([`requeue`], `POST /admin/messages/{id}/retry`).
 
 use crate::channel::Channel;
 use crate::schema::{gateway_attempts, gateway_messages};
@@ -193,17 +195,21 @@ impl MessageRow {
         keyring.open_text(&data_context(&self.id), &self.data)
     }
 
-    /// Whether the message can no longer be sent, so its data (codes, links) must go: at `sent` and every
-    /// final state. [`record`] keeps the data of a message sent with a status callback until its report
-    /// settles it (an unreachable handset retries the step, an undelivered one may fall back).
-    pub fn data_is_spent(&self) -> bool {
+    /// Whether the message can no longer be sent at `now`, so its data (codes, links) must go: at `sent`,
+    /// `delivered`, `expired` and `canceled`, and for `failed` and `undelivered` once `expires_at` has passed
+    /// (until then an operator may send it again; without an expiry it stays sealed until the retention
+    /// janitor deletes the message). [`record`] keeps the data of a message sent with a status callback
+    /// until its report settles it (an unreachable handset retries the step, an undelivered one may fall
+    /// back).
+    pub fn data_is_spent(&self, now: NaiveDateTime) -> bool {
         match self.status {
             MessageStatus::Sent
             | MessageStatus::Delivered
-            | MessageStatus::Undelivered
-            | MessageStatus::Failed
             | MessageStatus::Expired
             | MessageStatus::Canceled => true,
+            MessageStatus::Undelivered | MessageStatus::Failed => {
+                self.expires_at.is_some_and(|expiry| expiry <= now)
+            }
             MessageStatus::Queued | MessageStatus::Sending => false,
         }
     }
@@ -284,14 +290,27 @@ pub fn insert(
     let mut sealed = message.clone();
     sealed.data = keyring.seal(&data_context(&message.id), message.data.as_bytes());
     diesel::insert_into(gateway_messages::table)
-        .values(sealed)
+        .values((
+            sealed,
+            gateway_messages::recipient.eq(recipient_key(&message.destination)),
+        ))
         .execute(conn)?;
     Ok(())
 }
 
+/// How `recipient` holds an address: email addresses lowercased (one mailbox whatever the case), E.164
+/// numbers as they are.
+pub fn recipient_key(address: &str) -> String {
+    address.to_lowercase()
+}
+
 /// Empties the data of a message that can no longer be sent (see [`MessageRow::data_is_spent`]). Runs in
 /// the transaction of every state change.
-fn wipe_spent_data(conn: &mut AnyConnection, message_id: &str) -> Result<(), DbError> {
+fn wipe_spent_data(
+    conn: &mut AnyConnection,
+    message_id: &str,
+    now: NaiveDateTime,
+) -> Result<(), DbError> {
     use gateway_messages::dsl as m;
     let Some(message) = m::gateway_messages
         .find(message_id)
@@ -301,7 +320,7 @@ fn wipe_spent_data(conn: &mut AnyConnection, message_id: &str) -> Result<(), DbE
     else {
         return Ok(());
     };
-    if !message.data.is_empty() && message.data_is_spent() {
+    if !message.data.is_empty() && message.data_is_spent(now) {
         diesel::update(m::gateway_messages.find(message_id))
             .set(m::data.eq(""))
             .execute(conn)?;
@@ -607,7 +626,7 @@ pub fn record(
             }
         );
         if !awaits_report {
-            wipe_spent_data(conn, message_id)?;
+            wipe_spent_data(conn, message_id, now)?;
         }
         if let Some(attempt) = attempt {
             diesel::insert_into(gateway_attempts::table)
@@ -810,12 +829,132 @@ pub fn report_delivery(
             ReportedOutcome::Undelivered { retry } => after_undelivered(&message, retry),
         };
         apply(conn, &message.id, None, &transition, now)?;
-        wipe_spent_data(conn, &message.id)?;
+        wipe_spent_data(conn, &message.id, now)?;
         Ok(ReportOutcome::Moved {
             message,
             transition,
         })
     })
+}
+
+/// Empties a message's data whatever its state (data no key opens any more).
+pub fn wipe_data(conn: &mut AnyConnection, message_id: &str) -> Result<(), DbError> {
+    use gateway_messages::dsl as m;
+    diesel::update(m::gateway_messages.find(message_id))
+        .set(m::data.eq(""))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Empties the data of failed and undelivered messages whose `expires_at` has passed (the retention
+/// janitor calls it); returns how many.
+pub fn wipe_expired_data(conn: &mut AnyConnection, now: NaiveDateTime) -> Result<usize, DbError> {
+    use gateway_messages::dsl as m;
+    Ok(diesel::update(
+        m::gateway_messages
+            .filter(m::status.eq_any([
+                MessageStatus::Failed.as_str(),
+                MessageStatus::Undelivered.as_str(),
+            ]))
+            .filter(m::data.ne(""))
+            .filter(m::expires_at.le(now)),
+    )
+    .set(m::data.eq(""))
+    .execute(conn)?)
+}
+
+/// What [`requeue`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requeued {
+    /// Queued again, due now; the next attempt is appended after the earlier ones.
+    Queued,
+    UnknownMessage,
+    /// Not `failed`, `undelivered` or `expired`: it is live, sent or delivered (or was canceled).
+    NotFinishedUnsent(MessageStatus),
+    /// Its expiry has passed, or its data (the code or link) is gone: sending it again cannot help.
+    Spent,
+}
+
+/// Queues a `failed`, `undelivered` or `expired` message again now: its attempt counter is kept (the next
+/// attempt is numbered after the earlier ones), its retry budget starts afresh on the step it ended on.
+pub fn requeue(
+    conn: &mut AnyConnection,
+    message_id: &str,
+    now: NaiveDateTime,
+) -> Result<Requeued, DbError> {
+    use gateway_messages::dsl as m;
+    write_transaction(conn, |conn| {
+        let Some((message, _)) = find(conn, message_id)? else {
+            return Ok(Requeued::UnknownMessage);
+        };
+        let retriable = [
+            MessageStatus::Failed,
+            MessageStatus::Undelivered,
+            MessageStatus::Expired,
+        ];
+        if !retriable.contains(&message.status) {
+            return Ok(Requeued::NotFinishedUnsent(message.status));
+        }
+        if message.data.is_empty() || message.expires_at.is_some_and(|expiry| expiry <= now) {
+            return Ok(Requeued::Spent);
+        }
+        let updated = diesel::update(
+            m::gateway_messages
+                .find(message_id)
+                .filter(m::status.eq(message.status.as_str())),
+        )
+        .set((
+            m::status.eq(MessageStatus::Queued.as_str()),
+            m::next_attempt_at.eq(now),
+            m::step_attempts.eq(0),
+            m::unrecorded_claims.eq(0),
+            m::lease_owner.eq(None::<String>),
+            m::lease_until.eq(None::<NaiveDateTime>),
+            m::provider_message_id.eq(None::<String>),
+            m::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+        Ok(if updated == 1 {
+            Requeued::Queued
+        } else {
+            Requeued::NotFinishedUnsent(message.status)
+        })
+    })
+}
+
+/// Messages first sent to `recipient` ([`recipient_key`]) or now on their way to it, created at or after
+/// `since`, newest first, with their attempts (at most `limit` messages).
+pub fn to_recipient(
+    conn: &mut AnyConnection,
+    recipient: &str,
+    since: NaiveDateTime,
+    limit: i64,
+) -> Result<Vec<(MessageRow, Vec<AttemptRow>)>, DbError> {
+    use gateway_messages::dsl as m;
+    let rows: Vec<MessageRow> = m::gateway_messages
+        .filter(
+            m::recipient
+                .eq(recipient)
+                .or(
+                    diesel::dsl::sql::<diesel::sql_types::Bool>("lower(destination) = ")
+                        .bind::<diesel::sql_types::Text, _>(recipient.to_string()),
+                ),
+        )
+        .filter(m::created_at.ge(since))
+        .order((m::created_at.desc(), m::id.desc()))
+        .limit(limit)
+        .select(MessageRow::as_select())
+        .load(conn)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for message in rows {
+        let attempts = gateway_attempts::table
+            .filter(gateway_attempts::message_id.eq(&message.id))
+            .order(gateway_attempts::number.asc())
+            .select(AttemptRow::as_select())
+            .load(conn)?;
+        out.push((message, attempts));
+    }
+    Ok(out)
 }
 
 /// Messages per status, for the `reclaim_gateway_outbox` gauge.
@@ -966,18 +1105,24 @@ mod tests {
     #[test]
     fn data_is_kept_only_while_the_message_may_be_sent() {
         let voice = r#"[{"channel":"voice","to":"+14155550100"}]"#;
-        assert!(!row("sms", MessageStatus::Queued, "[]", 0).data_is_spent());
-        assert!(!row("sms", MessageStatus::Sending, "[]", 0).data_is_spent());
+        let now = chrono::Utc::now().naive_utc();
+        assert!(!row("sms", MessageStatus::Queued, "[]", 0).data_is_spent(now));
+        assert!(!row("sms", MessageStatus::Sending, "[]", 0).data_is_spent(now));
         // `record` keeps a sent message's data only while a status callback's report is awaited.
-        assert!(row("sms", MessageStatus::Sent, voice, 0).data_is_spent());
+        assert!(row("sms", MessageStatus::Sent, voice, 0).data_is_spent(now));
         for final_status in [
             MessageStatus::Delivered,
-            MessageStatus::Undelivered,
-            MessageStatus::Failed,
             MessageStatus::Expired,
             MessageStatus::Canceled,
         ] {
-            assert!(row("sms", final_status, voice, 0).data_is_spent());
+            assert!(row("sms", final_status, voice, 0).data_is_spent(now));
+        }
+        // A failure may be sent again by an operator until the message expires.
+        for failed in [MessageStatus::Undelivered, MessageStatus::Failed] {
+            let mut message = row("sms", failed, voice, 0);
+            message.expires_at = Some(now + TimeDelta::minutes(5));
+            assert!(!message.data_is_spent(now));
+            assert!(message.data_is_spent(now + TimeDelta::minutes(5)));
         }
     }
 }

@@ -47,6 +47,8 @@ impl Janitor {
         let swept = self
             .db
             .run(move |conn| {
+                // Failed messages kept for an operator's retry lose their code once it has expired.
+                outbox::wipe_expired_data(conn, now.naive_utc())?;
                 Ok::<_, reclaim_common::db::DbError>(Swept {
                     messages: outbox::delete_finished(conn, messages_before)?,
                     idempotency_records: idempotency::prune(conn, records_before)?,

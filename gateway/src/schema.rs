@@ -1,5 +1,5 @@
 //! The gateway's tables (migrations `2026-11-22-0002NN_*`, `2026-11-29-000501_delivery_steps` and
-//! `2026-11-29-001001_send_limits`, `2026-11-29-001101_verifications`).
+//! `2026-11-29-001001_send_limits`, `2026-11-29-001101_verifications`, `2026-11-30-000201_support_timeline`).
 
 diesel::table! {
     gateway_messages (id) {
@@ -28,6 +28,9 @@ diesel::table! {
         early_report_sid -> Nullable<Text>,
         early_report_outcome -> Nullable<Text>,
         early_report_error_code -> Nullable<Text>,
+        /// The address the message was first sent to, emails lowercased (migration
+        /// `2026-11-30-000201_support_timeline`).
+        recipient -> Nullable<Text>,
     }
 }
 

@@ -54,7 +54,7 @@ impl Application {
             passwords.metrics().clone(),
         )?;
         let api_tokens = settings.plugin.api.tokens.clone();
-        let admin_tokens = settings.plugin.admin.tokens.clone();
+        let admin_tokens = settings.plugin.admin.operators();
         let admin = KratosAdmin::from_settings(&settings.plugin.kratos)?;
         let guard = if settings.plugin.kratos.guard.listen.is_empty() {
             None

@@ -34,15 +34,7 @@ pub enum AuthError {
 
 /// `Authorization: Bearer <token>` checked against every configured token.
 pub fn check_bearer(headers: &HeaderMap, tokens: &[Secret]) -> Result<(), AuthError> {
-    let presented = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .ok_or(AuthError::Missing)?;
+    let presented = bearer(headers).ok_or(AuthError::Missing)?;
     any_matches(tokens, presented.as_bytes())
 }
 
@@ -64,20 +56,110 @@ pub async fn require_bearer(
     };
     match verdict {
         Ok(()) => Ok(next.call(req).await?.map_into_left_body()),
-        Err(reason) => {
-            tracing::info!(auth.outcome = %reason, "request refused");
-            let mut response = error_response(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a valid bearer token is required",
-                None,
-            );
-            response
-                .headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Ok(req.into_response(response).map_into_right_body())
+        Err(reason) => Ok(refuse(req, reason).map_into_right_body()),
+    }
+}
+
+/// The admin tokens one `/admin` scope accepts, each with its operator's name
+/// ([`crate::settings::AdminSettings::operators`]). Set it as the scope's app data and wrap the scope with
+/// [`require_admin`].
+#[derive(Clone, Debug, Default)]
+pub struct AdminOperators(pub Vec<(String, Secret)>);
+
+/// The operator an admin call was let in as (the name of its token's entry; `admin` for the plain
+/// `tokens`). [`require_admin`] puts it in the request; handlers take it as an argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operator(pub String);
+
+impl Operator {
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl actix_web::FromRequest for Operator {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        use actix_web::HttpMessage;
+        std::future::ready(
+            req.extensions()
+                .get::<Operator>()
+                .cloned()
+                .ok_or_else(|| actix_web::error::ErrorUnauthorized("no operator")),
+        )
+    }
+}
+
+/// The operator whose token `Authorization: Bearer` carries. Every token is compared, in constant time.
+pub fn identify_operator(
+    headers: &HeaderMap,
+    operators: &[(String, Secret)],
+) -> Result<Operator, AuthError> {
+    let presented = bearer(headers).ok_or(AuthError::Missing)?;
+    let mut found = None;
+    for (name, secret) in operators {
+        let matches = secret.matches(presented.as_bytes());
+        if matches && found.is_none() {
+            found = Some(name);
         }
     }
+    found
+        .map(|name| Operator(name.clone()))
+        .ok_or(AuthError::Wrong)
+}
+
+/// Like [`require_bearer`] for an `/admin` scope guarded by [`AdminOperators`]: refuses a request without one
+/// of its tokens with 401, and logs every admitted call with the operator's name (`operator`), the method
+/// and the route pattern (never the path itself, which may hold an address).
+pub async fn require_admin(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    use actix_web::HttpMessage;
+    let verdict = match req.app_data::<web::Data<AdminOperators>>() {
+        Some(operators) => identify_operator(req.headers(), &operators.0),
+        None => Err(AuthError::Wrong),
+    };
+    match verdict {
+        Ok(operator) => {
+            tracing::info!(
+                operator = %operator.0,
+                http.method = %req.method(),
+                http.route = %req.match_pattern().unwrap_or_else(|| "unmatched".into()),
+                "admin call"
+            );
+            req.extensions_mut().insert(operator);
+            Ok(next.call(req).await?.map_into_left_body())
+        }
+        Err(reason) => Ok(refuse(req, reason).map_into_right_body()),
+    }
+}
+
+fn refuse(req: ServiceRequest, reason: AuthError) -> ServiceResponse {
+    tracing::info!(auth.outcome = %reason, "request refused");
+    let mut response = error_response(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid bearer token is required",
+        None,
+    );
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    req.into_response(response)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
 }
 
 /// An API key in a named header (Kratos `auth.type: api_key`, `in: header`).
@@ -182,6 +264,30 @@ mod tests {
         assert_eq!(
             check_bearer(&headers("authorization", "Bearer "), &[]),
             Err(AuthError::Wrong)
+        );
+    }
+
+    #[test]
+    fn admin_tokens_name_their_operator() {
+        let operators = vec![
+            ("admin".to_string(), Secret::new("t1")),
+            ("ana".to_string(), Secret::new("t2")),
+        ];
+        assert_eq!(
+            identify_operator(&headers("authorization", "Bearer t2"), &operators),
+            Ok(Operator("ana".into()))
+        );
+        assert_eq!(
+            identify_operator(&headers("authorization", "Bearer t1"), &operators),
+            Ok(Operator("admin".into()))
+        );
+        assert_eq!(
+            identify_operator(&headers("authorization", "Bearer t3"), &operators),
+            Err(AuthError::Wrong)
+        );
+        assert_eq!(
+            identify_operator(&HeaderMap::new(), &operators),
+            Err(AuthError::Missing)
         );
     }
 

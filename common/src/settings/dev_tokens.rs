@@ -40,6 +40,9 @@ pub fn generate_development_tokens(
         return Vec::new();
     }
     let mut generated = Vec::new();
+    // Named operators are admin tokens too: a section that has some needs no generated one.
+    let plugin_admin = served.plugin && settings.plugin.admin.operators.is_empty();
+    let gateway_admin = served.gateway && settings.gateway.admin.operators.is_empty();
     let lists = [
         (
             served.plugin,
@@ -48,7 +51,7 @@ pub fn generate_development_tokens(
             &mut settings.plugin.api.tokens,
         ),
         (
-            served.plugin,
+            plugin_admin,
             "plugin.admin.tokens",
             "RECLAIM_PLUGIN_ADMIN_TOKEN",
             &mut settings.plugin.admin.tokens,
@@ -60,7 +63,7 @@ pub fn generate_development_tokens(
             &mut settings.gateway.api.tokens,
         ),
         (
-            served.gateway,
+            gateway_admin,
             "gateway.admin.tokens",
             "RECLAIM_GATEWAY_ADMIN_TOKEN",
             &mut settings.gateway.admin.tokens,

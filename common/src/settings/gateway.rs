@@ -380,6 +380,7 @@ const CHANNELS: &[&str] = &["email", "sms", "voice"];
 impl GatewaySettings {
     pub(crate) fn validate(&self, environment: Environment, problems: &mut Vec<Problem>) {
         check_listen("gateway.listen", &self.listen, problems);
+        self.admin.validate("gateway.admin", problems);
         self.storage
             .validate("gateway.storage.keys", environment, problems);
         if !self.public_url.is_empty() {

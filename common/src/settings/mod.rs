@@ -178,7 +178,62 @@ pub struct ApiSettings {
 pub struct AdminSettings {
     /// Bearer tokens accepted on `/admin`; empty = every admin request is refused (401), except that in
     /// `development` `reclaim serve` fills an empty list with a generated token ([`generate_development_tokens`]).
+    /// Each is operator `admin` in the log.
     pub tokens: Vec<Secret>,
+    /// Named admin tokens (`[[gateway.admin.operators]]`): every admin call is logged with the name of the
+    /// operator whose token it carried.
+    pub operators: Vec<OperatorSettings>,
+}
+
+/// One named admin token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorSettings {
+    /// Who the token belongs to, as logs name them: 1 to 64 printable characters, unique.
+    pub name: String,
+    pub token: Secret,
+}
+
+/// The operator name the plain `tokens` of an admin section stand for.
+pub const DEFAULT_OPERATOR: &str = "admin";
+
+impl AdminSettings {
+    /// Every accepted admin token with its operator's name (`admin` for the plain `tokens`).
+    pub fn operators(&self) -> Vec<(String, Secret)> {
+        self.tokens
+            .iter()
+            .map(|t| (DEFAULT_OPERATOR.to_string(), t.clone()))
+            .chain(
+                self.operators
+                    .iter()
+                    .map(|o| (o.name.clone(), o.token.clone())),
+            )
+            .collect()
+    }
+
+    /// Names 1..=64 printable characters and unique, tokens not empty; `key` is `gateway.admin` or
+    /// `plugin.admin`.
+    pub(crate) fn validate(&self, key: &str, problems: &mut Vec<Problem>) {
+        let mut seen = std::collections::HashSet::new();
+        for (i, operator) in self.operators.iter().enumerate() {
+            let entry = format!("{key}.operators[{i}]");
+            let length = operator.name.chars().count();
+            if !(1..=64).contains(&length) || operator.name.chars().any(char::is_control) {
+                problems.push(Problem::new(
+                    format!("{entry}.name"),
+                    "must be 1 to 64 printable characters",
+                ));
+            } else if !seen.insert(operator.name.as_str()) {
+                problems.push(Problem::new(
+                    format!("{entry}.name"),
+                    format!("`{}` is used by another operator", operator.name),
+                ));
+            }
+            if operator.token.expose().is_empty() {
+                problems.push(Problem::new(format!("{entry}.token"), "must not be empty"));
+            }
+        }
+    }
 }
 
 /// Encryption at rest of a service's sensitive columns (see [`crate::sealed`]).
@@ -313,6 +368,40 @@ mod tests {
             .err()
             .map(|e| e.problems.into_iter().map(|p| p.key).collect())
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn admin_operators_need_a_printable_unique_name_and_a_token() {
+        let operators = |entries: Value| {
+            json!({"gateway": {"admin": {"operators": entries.clone()}},
+                   "plugin": {"admin": {"operators": entries}}})
+        };
+        assert!(problem_keys(&operators(json!([
+            {"name": "ana", "token": "t1"}, {"name": "Luis Pérez", "token": "t2"}
+        ])))
+        .is_empty());
+        for (entries, key) in [
+            (json!([{"name": "", "token": "t"}]), "operators[0].name"),
+            (
+                json!([{"name": "x".repeat(65), "token": "t"}]),
+                "operators[0].name",
+            ),
+            (
+                json!([{"name": "a\u{7}b", "token": "t"}]),
+                "operators[0].name",
+            ),
+            (json!([{"name": "ana", "token": ""}]), "operators[0].token"),
+            (
+                json!([{"name": "ana", "token": "a"}, {"name": "ana", "token": "b"}]),
+                "operators[1].name",
+            ),
+        ] {
+            let keys = problem_keys(&operators(entries));
+            for service in ["gateway", "plugin"] {
+                let expected = format!("{service}.admin.{key}");
+                assert!(keys.contains(&expected), "{expected} not in {keys:?}");
+            }
+        }
     }
 
     /// One value just past a bound for every numeric key, with the key that must be named (and, where two

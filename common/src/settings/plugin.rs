@@ -205,6 +205,7 @@ impl Default for Argon2Settings {
 impl PluginSettings {
     pub(crate) fn validate(&self, environment: Environment, problems: &mut Vec<Problem>) {
         check_listen("plugin.listen", &self.listen, problems);
+        self.admin.validate("plugin.admin", problems);
         self.storage
             .validate("plugin.storage.keys", environment, problems);
         self.kratos.validate(environment, problems);

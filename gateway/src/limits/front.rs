@@ -137,6 +137,16 @@ impl<C: Clock + Clone> Front<C> {
         }
     }
 
+    /// Forgets every send counted under `key` in `scope`: the key starts afresh.
+    pub(crate) fn forget(&self, scope: &str, key: &str) {
+        for rule in self.rules.iter().filter(|r| r.scope == scope) {
+            rule.tats
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(key);
+        }
+    }
+
     fn applicable<'c>(
         &'c self,
         counted: &'c [Counted<'_>],

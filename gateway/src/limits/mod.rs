@@ -306,6 +306,73 @@ impl<C: Clock + Clone> Limits<C> {
     }
 }
 
+/// Where one destination stands with the limits kept for it (`GET /admin/recipients/{address}/timeline`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationStanding {
+    /// Sends to it that still count, newest first.
+    pub counted_sends: Vec<NaiveDateTime>,
+    /// Each limit on the destination that would refuse a send at `now`, with when it lifts.
+    pub refusals: Vec<(Reason, NaiveDateTime)>,
+}
+
+impl<C: Clock + Clone> Limits<C> {
+    /// The key digest the destination's sends are counted under.
+    fn destination_key(&self, destination: &Destination) -> String {
+        let scope = LimitScope::Destination.as_str();
+        self.inner.keyring.digest(
+            &format!("gateway.limits.{scope}"),
+            keys::destination(destination).as_bytes(),
+        )
+    }
+
+    /// The sends to `destination` the per-destination limits count at `now`, and which of them would
+    /// refuse one more send, until when. Records nothing.
+    pub fn standing(
+        &self,
+        conn: &mut AnyConnection,
+        destination: &Destination,
+        now: NaiveDateTime,
+    ) -> Result<DestinationStanding, DbError> {
+        let rules = &self.inner.destination;
+        let keep = rules.iter().map(|r| r.window).max().unwrap_or_default();
+        let since = now - chrono::TimeDelta::from_std(keep).unwrap_or(chrono::TimeDelta::MAX);
+        let counted_sends = store::sends(
+            conn,
+            LimitScope::Destination.as_str(),
+            &self.destination_key(destination),
+            since,
+        )?;
+        let refusals = rules
+            .iter()
+            .filter_map(|rule| {
+                store::wait_for(rule, &counted_sends, now).map(|wait| {
+                    let lifts = now + chrono::TimeDelta::from_std(wait).unwrap_or_default();
+                    (rule.reason, lifts)
+                })
+            })
+            .collect();
+        Ok(DestinationStanding {
+            counted_sends,
+            refusals,
+        })
+    }
+
+    /// Lifts every per-destination limit on `destination`: forgets its counted sends, in the database and
+    /// in this process's front. Returns how many sends were forgotten. Other gateway processes' fronts may
+    /// still refuse for a moment: they never refuse longer than the window they counted.
+    pub fn lift(
+        &self,
+        conn: &mut AnyConnection,
+        destination: &Destination,
+    ) -> Result<usize, DbError> {
+        let key = self.destination_key(destination);
+        let scope = LimitScope::Destination.as_str();
+        let forgotten = store::forget(conn, scope, &key)?;
+        self.inner.front.forget(scope, &key);
+        Ok(forgotten)
+    }
+}
+
 /// Deletes limit records that no limit counts any more at `now` (the retention janitor calls it).
 pub fn prune(conn: &mut AnyConnection, now: NaiveDateTime) -> Result<usize, DbError> {
     store::prune(conn, now)

@@ -149,6 +149,32 @@ pub(crate) fn wait_for(
     (frees_at - now).to_std().ok()
 }
 
+/// The sends counted under one key of one scope after `since`, newest first.
+pub(crate) fn sends(
+    conn: &mut AnyConnection,
+    scope: &str,
+    key: &str,
+    since: NaiveDateTime,
+) -> Result<Vec<NaiveDateTime>, DbError> {
+    Ok(s::table
+        .filter(s::scope.eq(scope))
+        .filter(s::key_digest.eq(key))
+        .filter(s::sent_at.gt(since))
+        .order(s::sent_at.desc())
+        .select(s::sent_at)
+        .load(conn)?)
+}
+
+/// Deletes every send counted under one key of one scope; returns how many.
+pub(crate) fn forget(conn: &mut AnyConnection, scope: &str, key: &str) -> Result<usize, DbError> {
+    Ok(diesel::delete(
+        s::table
+            .filter(s::scope.eq(scope))
+            .filter(s::key_digest.eq(key)),
+    )
+    .execute(conn)?)
+}
+
 /// Deletes rows no limit counts any more at `now`.
 pub(crate) fn prune(conn: &mut AnyConnection, now: NaiveDateTime) -> Result<usize, DbError> {
     Ok(diesel::delete(s::table.filter(s::expires_at.le(now))).execute(conn)?)

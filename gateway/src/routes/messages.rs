@@ -90,7 +90,7 @@ pub struct AttemptView {
 }
 
 impl MessageView {
-    fn new(message: &MessageRow, attempts: &[AttemptRow]) -> Self {
+    pub(super) fn new(message: &MessageRow, attempts: &[AttemptRow]) -> Self {
         let live = message.status == MessageStatus::Queued;
         Self {
             id: message.id.clone(),

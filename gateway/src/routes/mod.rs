@@ -1,5 +1,5 @@
 //! HTTP handlers: the messages API (`/v1/messages`, `gateway.api.tokens`), operator actions (`/admin`,
-//! `gateway.admin.tokens`), identity provider couriers (`/hooks/kratos/courier`, Kratos's own credentials,
+//! `gateway.admin.tokens` and `operators`), identity provider couriers (`/hooks/kratos/courier`, Kratos's own credentials,
 //! `gateway.kratos`; `/hooks/zitadel/{sms,email}`, signed, `gateway.zitadel`;
 //! `/hooks/supabase/send-sms|send-email`, signed, `gateway.supabase`) and provider callbacks
 //! (`/providers/...`, signed by the provider).
@@ -8,6 +8,7 @@ pub mod admin;
 pub mod kratos_courier;
 pub mod messages;
 pub mod supabase_send;
+pub mod support;
 pub mod twilio_status;
 pub mod verifications;
 pub mod zitadel_provider;
@@ -16,7 +17,7 @@ use crate::metrics::GatewayMetrics;
 use crate::templates::Templates;
 use actix_web::middleware::from_fn;
 use actix_web::web;
-use reclaim_common::auth::{require_bearer, BearerTokens};
+use reclaim_common::auth::{require_admin, require_bearer, AdminOperators, BearerTokens};
 use reclaim_common::clock::Clock;
 use reclaim_common::sealed::Keyring;
 use reclaim_common::settings::GatewaySettings;
@@ -70,9 +71,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &GatewaySettings) {
     )
     .service(
         web::scope("/admin")
-            .app_data(web::Data::new(BearerTokens(settings.admin.tokens.clone())))
-            .wrap(from_fn(require_bearer))
-            .route("/storage/reseal", web::post().to(admin::reseal_storage)),
+            .app_data(web::Data::new(AdminOperators(settings.admin.operators())))
+            .wrap(from_fn(require_admin))
+            .route("/storage/reseal", web::post().to(admin::reseal_storage))
+            .route(
+                "/recipients/{address}/timeline",
+                web::get().to(support::recipient_timeline),
+            )
+            .route(
+                "/messages/{id}/retry",
+                web::post().to(support::retry_message),
+            )
+            .route("/limits", web::delete().to(support::lift_limits)),
     )
     // Kratos authenticates with its own key or Basic credentials, checked by the handler.
     .route(

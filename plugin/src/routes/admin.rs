@@ -1,12 +1,15 @@
-//! `/admin/identities/{id}/...`: force a change, mark compromised, erase (right to erasure).
+//! `/admin/identities/{id}/...`: show an identity to an operator, force a change, mark compromised, erase
+//! (right to erasure). Each call is logged with the operator's name by `require_admin`.
 
 use super::{identity_id_from_path, unexpected_response};
 use crate::policy::MustChangeReason;
 use crate::{PasswordState, Passwords};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
-use reclaim_common::json::{self, FieldError};
-use serde::Deserialize;
+use reclaim_common::auth::Operator;
+use reclaim_common::json::{self, error_response, FieldError};
+use reclaim_common::secret::mask_address;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -115,4 +118,102 @@ pub async fn erase_identity(
     let id = identity_id_from_path(&path)?;
     passwords.erase(&id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// What an operator sees of an identity: its password state, how many notices wait to be handed to the
+/// gateway, and its contacts masked. Never digests, salts or full addresses.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IdentityView {
+    /// Profile, changed and expiry times, must change and why, grace logins used, history size.
+    pub state: PasswordState,
+    /// Notices (`password_changed`, `password_expiring`, `password_change_required`) not yet accepted by
+    /// the gateway.
+    pub pending_notices: usize,
+    /// The email address notices go to, masked (`j***@example.com`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The phone number notices go to, masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShowIdentityError {
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("the plugin has no record of this identity")]
+    UnknownIdentity,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<crate::PasswordsError> for ShowIdentityError {
+    fn from(error: crate::PasswordsError) -> Self {
+        Self::Unexpected(anyhow::Error::new(error))
+    }
+}
+
+impl ResponseError for ShowIdentityError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::UnknownIdentity => StatusCode::NOT_FOUND,
+            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::Invalid(e) => e.error_response(),
+            Self::UnknownIdentity => error_response(
+                self.status_code(),
+                "unknown_identity",
+                self.to_string(),
+                Some("id"),
+            ),
+            Self::Unexpected(e) => unexpected_response(e),
+        }
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/admin/identities/{id}",
+    params(("id" = String, Path, description = "The identity id")),
+    responses(
+        (status = 200, description = "State, history size, pending notices, masked contacts", body = IdentityView),
+        (status = 400, description = "Invalid id"),
+        (status = 401, description = "Missing or wrong admin bearer token"),
+        (status = 404, description = "The plugin has no record of this identity"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn show_identity(
+    path: web::Path<String>,
+    operator: Operator,
+    passwords: web::Data<Passwords>,
+) -> Result<HttpResponse, ShowIdentityError> {
+    let id = identity_id_from_path(&path)?;
+    let state = passwords
+        .state(&id)
+        .await?
+        .ok_or(ShowIdentityError::UnknownIdentity)?;
+    let lookup = id.clone();
+    let notices = passwords
+        .db()
+        .run(move |conn| crate::notices::of_identity(conn, lookup.as_str()))
+        .await
+        .map_err(anyhow::Error::new)?;
+    let pending_notices = notices.iter().filter(|n| n.status == "pending").count();
+    tracing::info!(
+        operator = %operator.name(),
+        identity.id = %id.as_str(),
+        "identity shown to an operator"
+    );
+    Ok(HttpResponse::Ok().json(IdentityView {
+        email: state.email.as_deref().map(mask_address),
+        phone: state.phone.as_deref().map(mask_address),
+        state,
+        pending_notices,
+    }))
 }

@@ -18,14 +18,14 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
-use reclaim_common::auth::{require_bearer, BearerTokens};
+use reclaim_common::auth::{require_admin, require_bearer, AdminOperators, BearerTokens};
 use reclaim_common::json::{error_response, FieldError};
 use reclaim_common::Secret;
 use std::time::Duration;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-pub use admin::{erase_identity, force_change, mark_compromised};
+pub use admin::{erase_identity, force_change, mark_compromised, show_identity};
 pub use check_password::check_password;
 pub use record_password::record_password;
 pub use report_change::report_change;
@@ -45,6 +45,7 @@ pub use show_password_state::show_password_state;
         admin::force_change,
         admin::mark_compromised,
         admin::erase_identity,
+        admin::show_identity,
     ),
     components(schemas(
         check_password::CheckBody,
@@ -75,12 +76,13 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Mounts the API: `/v1` accepts `api_tokens` only, `/admin` accepts `admin_tokens` only.
+/// Mounts the API: `/v1` accepts `api_tokens` only, `/admin` accepts the tokens of `admin_operators` only
+/// (each with its operator's name, [`reclaim_common::settings::AdminSettings::operators`]).
 pub fn configure(
     cfg: &mut web::ServiceConfig,
     passwords: Passwords,
     api_tokens: Vec<Secret>,
-    admin_tokens: Vec<Secret>,
+    admin_operators: Vec<(String, Secret)>,
 ) {
     cfg.app_data(web::Data::new(passwords))
         .service(
@@ -100,8 +102,8 @@ pub fn configure(
         )
         .service(
             web::scope("/admin")
-                .app_data(web::Data::new(BearerTokens(admin_tokens)))
-                .wrap(from_fn(require_bearer))
+                .app_data(web::Data::new(AdminOperators(admin_operators)))
+                .wrap(from_fn(require_admin))
                 .route(
                     "/identities/{id}/force-change",
                     web::post().to(force_change),
@@ -110,7 +112,8 @@ pub fn configure(
                     "/identities/{id}/compromised",
                     web::post().to(mark_compromised),
                 )
-                .route("/identities/{id}", web::delete().to(erase_identity)),
+                .route("/identities/{id}", web::delete().to(erase_identity))
+                .route("/identities/{id}", web::get().to(show_identity)),
         );
 }
 
