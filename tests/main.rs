@@ -25,6 +25,7 @@ mod kratos_hooks;
 mod kratos_journey;
 mod kratos_kit;
 mod logs;
+mod openapi_documents;
 mod plugin_api;
 mod plugin_import;
 mod plugin_import_kratos;

@@ -49,7 +49,7 @@ impl ResponseError for AdminActionError {
 #[utoipa::path(
     post,
     path = "/admin/identities/{id}/force-change",
-    params(("id" = String, Path, description = "The identity id")),
+    params(("id" = String, Path, min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", description = "The identity id: 1..=255 bytes, no control characters")),
     request_body(content = Option<ForceChangeBody>, description = "Optional; the reason defaults to `admin`"),
     responses(
         (status = 200, description = "The next login must change the password", body = PasswordState),
@@ -64,10 +64,11 @@ pub async fn force_change(
     passwords: web::Data<Passwords>,
 ) -> Result<HttpResponse, AdminActionError> {
     let id = identity_id_from_path(&path)?;
+    // No body, or `null`, takes the defaults.
     let body: ForceChangeBody = if body.iter().all(u8::is_ascii_whitespace) {
         ForceChangeBody::default()
     } else {
-        json::parse(&body)?
+        json::parse::<Option<ForceChangeBody>>(&body)?.unwrap_or_default()
     };
     let state = passwords
         .force_change(&id, body.reason.unwrap_or(MustChangeReason::Admin))
@@ -78,7 +79,7 @@ pub async fn force_change(
 #[utoipa::path(
     post,
     path = "/admin/identities/{id}/compromised",
-    params(("id" = String, Path, description = "The identity id")),
+    params(("id" = String, Path, min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", description = "The identity id: 1..=255 bytes, no control characters")),
     responses(
         (status = 200, description = "Marked compromised: a change is required unless the profile's expiry is `off`", body = PasswordState),
         (status = 400, description = "Invalid id"),
@@ -100,7 +101,7 @@ pub async fn mark_compromised(
 #[utoipa::path(
     delete,
     path = "/admin/identities/{id}",
-    params(("id" = String, Path, description = "The identity id")),
+    params(("id" = String, Path, min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", description = "The identity id: 1..=255 bytes, no control characters")),
     responses(
         (status = 204, description = "History, state and remembered answers erased (also when there was nothing)"),
         (status = 400, description = "Invalid id"),
