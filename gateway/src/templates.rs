@@ -363,6 +363,25 @@ mod tests {
     }
 
     #[test]
+    fn needs_names_the_variables_a_channel_cannot_render_without() {
+        let templates = shipped();
+        let code: BTreeSet<String> = ["code".to_string()].into();
+        assert_eq!(
+            templates.needs("recovery_code", Channel::Sms),
+            Some(code.clone())
+        );
+        // `ttl_minutes` is tested with `is defined`: optional.
+        assert_eq!(templates.needs("recovery_code", Channel::Email), Some(code));
+        // The call reads the code out itself; the voice text names no variable.
+        assert_eq!(
+            templates.needs("recovery_code", Channel::Voice),
+            Some(BTreeSet::new())
+        );
+        assert_eq!(templates.needs("recovery_link", Channel::Voice), None);
+        assert_eq!(templates.needs("no_such_template", Channel::Email), None);
+    }
+
+    #[test]
     fn the_shipped_templates_exist_in_english_and_spanish() {
         let templates = shipped();
         for name in [
