@@ -293,7 +293,6 @@ where
         (status = 204, description = "Go on"),
         (status = 400, description = "Refused: Kratos shows these messages (`{\"messages\": [...]}`); or the body is malformed", body = Object),
         (status = 401, description = "Missing or wrong Kratos credentials (`plugin.kratos.auth`)"),
-        (status = 403, description = "Login refused: the password has expired or must change", body = Object),
     ),
     security(())
 )]
@@ -328,11 +327,9 @@ async fn registration(
     tag = "kratos",
     request_body(content = Object, description = "The body of Reclaim's Kratos web hook (the identity, the flow, and for password hooks the password; `plugin.kratos` README section)"),
     responses(
-        (status = 200, description = "Go on, and store this in the identity's `metadata_public`", body = Object),
         (status = 204, description = "Go on"),
         (status = 400, description = "Refused: Kratos shows these messages (`{\"messages\": [...]}`); or the body is malformed", body = Object),
         (status = 401, description = "Missing or wrong Kratos credentials (`plugin.kratos.auth`)"),
-        (status = 403, description = "Login refused: the password has expired or must change", body = Object),
     ),
     security(())
 )]
@@ -382,7 +379,6 @@ async fn registration_after(
     tag = "kratos",
     request_body(content = Object, description = "The body of Reclaim's Kratos web hook (the identity, the flow, and for password hooks the password; `plugin.kratos` README section)"),
     responses(
-        (status = 200, description = "Go on, and store this in the identity's `metadata_public`", body = Object),
         (status = 204, description = "Go on"),
         (status = 400, description = "Refused: Kratos shows these messages (`{\"messages\": [...]}`); or the body is malformed", body = Object),
         (status = 401, description = "Missing or wrong Kratos credentials (`plugin.kratos.auth`)"),
@@ -415,11 +411,9 @@ async fn login(
     tag = "kratos",
     request_body(content = Object, description = "The body of Reclaim's Kratos web hook (the identity, the flow, and for password hooks the password; `plugin.kratos` README section)"),
     responses(
-        (status = 200, description = "Go on, and store this in the identity's `metadata_public`", body = Object),
         (status = 204, description = "Go on"),
         (status = 400, description = "Refused: Kratos shows these messages (`{\"messages\": [...]}`); or the body is malformed", body = Object),
         (status = 401, description = "Missing or wrong Kratos credentials (`plugin.kratos.auth`)"),
-        (status = 403, description = "Login refused: the password has expired or must change", body = Object),
     ),
     security(())
 )]
@@ -454,7 +448,6 @@ async fn recovery(
         (status = 204, description = "Go on"),
         (status = 400, description = "Refused: Kratos shows these messages (`{\"messages\": [...]}`); or the body is malformed", body = Object),
         (status = 401, description = "Missing or wrong Kratos credentials (`plugin.kratos.auth`)"),
-        (status = 403, description = "Login refused: the password has expired or must change", body = Object),
     ),
     security(())
 )]
@@ -528,11 +521,9 @@ async fn settings_password(
     tag = "kratos",
     request_body(content = Object, description = "The body of Reclaim's Kratos web hook (the identity, the flow, and for password hooks the password; `plugin.kratos` README section)"),
     responses(
-        (status = 200, description = "Go on, and store this in the identity's `metadata_public`", body = Object),
         (status = 204, description = "Go on"),
         (status = 400, description = "Refused: Kratos shows these messages (`{\"messages\": [...]}`); or the body is malformed", body = Object),
         (status = 401, description = "Missing or wrong Kratos credentials (`plugin.kratos.auth`)"),
-        (status = 403, description = "Login refused: the password has expired or must change", body = Object),
     ),
     security(())
 )]
