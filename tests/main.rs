@@ -26,6 +26,7 @@ mod kratos_hooks;
 mod kratos_journey;
 mod kratos_kit;
 mod logs;
+mod openapi_documents;
 mod ops_metrics;
 mod plugin_api;
 mod plugin_import;

@@ -12,7 +12,7 @@ use actix_web::dev::{Server, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, ErrorHandlerResponse, ErrorHandlers};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use prometheus::Registry;
 use std::net::TcpListener;
 use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder, TracingLogger};
@@ -25,7 +25,8 @@ pub struct ServiceSpec {
     pub http: HttpSettings,
     pub db: Db,
     pub registry: Registry,
-    pub openapi: utoipa::openapi::OpenApi,
+    /// The service's OpenAPI document (JSON); the shared routes and answers are added here.
+    pub openapi: serde_json::Value,
 }
 
 /// Binds a listen address such as `127.0.0.1:4470` (port 0 picks a free port).
@@ -44,7 +45,7 @@ where
     let db = web::Data::new(spec.db);
     let registry = web::Data::new(spec.registry);
     let http_metrics = web::Data::new(http_metrics);
-    let openapi = web::Data::new(spec.openapi);
+    let openapi = web::Data::new(OpenApiDocument(crate::openapi::complete(spec.openapi)));
     let limit = spec.http.max_body_bytes;
     let mut server = HttpServer::new(move || {
         App::new()
@@ -111,12 +112,30 @@ async fn ready(db: web::Data<Db>, name: web::Data<ServiceName>) -> HttpResponse 
     }
 }
 
-async fn openapi_document(doc: web::Data<utoipa::openapi::OpenApi>) -> HttpResponse {
-    HttpResponse::Ok().json(doc.get_ref())
+/// The document served at `/openapi.json`.
+struct OpenApiDocument(serde_json::Value);
+
+async fn openapi_document(doc: web::Data<OpenApiDocument>) -> HttpResponse {
+    HttpResponse::Ok().json(&doc.0)
 }
 
-async fn not_found() -> HttpResponse {
-    error_response(StatusCode::NOT_FOUND, "not_found", "no such route", None)
+/// No route matched. A path the document lists, asked with a method it does not, gets 405 with `Allow`
+/// (actix lets a request whose method matches no route of a path fall through to here).
+async fn not_found(req: HttpRequest, doc: web::Data<OpenApiDocument>) -> HttpResponse {
+    let allowed = crate::openapi::methods_of(&doc.0, req.path());
+    if allowed.is_empty() {
+        return error_response(StatusCode::NOT_FOUND, "not_found", "no such route", None);
+    }
+    let mut response = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+        None,
+    );
+    if let Ok(value) = header::HeaderValue::from_str(&allowed.join(", ")) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
 }
 
 /// Errors produced by actix itself (413, 405, extractor failures) come as text; give them the JSON shape.

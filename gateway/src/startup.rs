@@ -18,49 +18,6 @@ use reclaim_common::shutdown::Shutdown;
 use reclaim_common::{Db, Settings};
 use std::path::Path;
 use std::sync::Arc;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi};
-
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Reclaim gateway",
-        description = "Delivery of one-time codes and notices by email, SMS and voice"
-    ),
-    paths(
-        routes::messages::enqueue_message,
-        routes::messages::get_message,
-        routes::admin::reseal_storage,
-        routes::support::recipient_timeline,
-        routes::support::retry_message,
-        routes::support::lift_limits,
-        routes::twilio_status::receive_twilio_status,
-        routes::verifications::start_verification,
-        routes::verifications::show_verification,
-        routes::verifications::resend_verification,
-        routes::verifications::check_verification,
-        routes::verifications::cancel_verification,
-        routes::kratos_courier::receive_kratos_courier,
-        routes::zitadel_provider::receive_zitadel_sms,
-        routes::zitadel_provider::receive_zitadel_email,
-        routes::supabase_send::receive_supabase_send_sms,
-        routes::supabase_send::receive_supabase_send_email
-    ),
-    modifiers(&BearerAuth)
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
-    }
-}
 
 /// Which parts of the gateway this process runs, so API and delivery can be scaled apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +65,11 @@ impl Application {
             )
             .map_err(|e| anyhow::anyhow!("gateway.templates_dir: {e}"))?,
         );
+        let openapi = if mode == RunMode::WorkerOnly {
+            reclaim_common::openapi::empty("Reclaim gateway (delivery workers only)")
+        } else {
+            routes::document::document(gateway, &templates)
+        };
         let providers = Providers::from_settings(settings)?;
         let keyring = Keyring::from_settings(
             "gateway.storage.keys",
@@ -157,7 +119,7 @@ impl Application {
             http: settings.http.clone(),
             db,
             registry,
-            openapi: ApiDoc::openapi(),
+            openapi,
         };
         let route_settings = gateway.clone();
         let server = http::serve(spec, move |cfg| {

@@ -156,6 +156,37 @@ impl Templates {
         self.index.keys().map(String::as_str)
     }
 
+    /// What `template` needs to render on `channel` in any of its locales: `None` when some locale has no
+    /// version for the channel, else the variables (top-level keys of `data`) some part cannot render
+    /// without. The OpenAPI document states these per template and channel.
+    pub fn needs(&self, template: &str, channel: Channel) -> Option<BTreeSet<String>> {
+        let locales = self.index.get(template)?;
+        let parts: &[&str] = match channel {
+            Channel::Email => &["subject", "text", "html"],
+            Channel::Sms => &["sms"],
+            Channel::Voice => &["voice", "voice_outro"],
+        };
+        let mut needed = BTreeSet::new();
+        for (locale, present) in locales {
+            if !present.contains(main_part(channel)) {
+                return None;
+            }
+            for part in parts.iter().filter(|p| present.contains(*p)) {
+                let compiled = self
+                    .env
+                    .get_template(&format!("{template}/{locale}#{part}"))
+                    .ok()?;
+                let mut data = serde_json::Map::new();
+                while let Some(variable) = required_missing(&compiled, &Value::Object(data.clone()))
+                {
+                    data.insert(variable.clone(), Value::String(String::new()));
+                    needed.insert(variable);
+                }
+            }
+        }
+        Some(needed)
+    }
+
     /// The locale whose file will be used: the exact one, else its language (`es` for `es-MX`), else the
     /// default locale.
     pub fn resolve_locale(&self, template: &str, locale: &str) -> Option<String> {
@@ -329,6 +360,25 @@ mod tests {
             "en",
         )
         .expect("shipped templates load")
+    }
+
+    #[test]
+    fn needs_names_the_variables_a_channel_cannot_render_without() {
+        let templates = shipped();
+        let code: BTreeSet<String> = ["code".to_string()].into();
+        assert_eq!(
+            templates.needs("recovery_code", Channel::Sms),
+            Some(code.clone())
+        );
+        // `ttl_minutes` is tested with `is defined`: optional.
+        assert_eq!(templates.needs("recovery_code", Channel::Email), Some(code));
+        // The call reads the code out itself; the voice text names no variable.
+        assert_eq!(
+            templates.needs("recovery_code", Channel::Voice),
+            Some(BTreeSet::new())
+        );
+        assert_eq!(templates.needs("recovery_link", Channel::Voice), None);
+        assert_eq!(templates.needs("no_such_template", Channel::Email), None);
     }
 
     #[test]

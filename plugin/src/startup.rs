@@ -4,13 +4,12 @@ use crate::history::Kdf;
 use crate::kratos::guard::Guard;
 use crate::kratos::{self, admin::KratosAdmin, KratosHooks};
 use crate::notices::{GatewayLink, NoticeWorker};
-use crate::routes::{self, ApiDoc};
+use crate::routes;
 use crate::Passwords;
 use reclaim_common::clock::Clock;
 use reclaim_common::http::{self, ServiceSpec};
 use reclaim_common::shutdown::Shutdown;
 use reclaim_common::{Db, Settings};
-use utoipa::OpenApi;
 
 /// The plugin service, bound and ready to run.
 pub struct Application {
@@ -86,7 +85,7 @@ impl Application {
             http: settings.http.clone(),
             db,
             registry,
-            openapi: ApiDoc::openapi(),
+            openapi: routes::document(settings),
         };
         let server = http::serve(spec, move |cfg| {
             routes::configure(
@@ -190,7 +189,7 @@ impl GuardApplication {
             http: settings.http.clone(),
             db,
             registry,
-            openapi: utoipa::openapi::OpenApi::default(),
+            openapi: reclaim_common::openapi::empty("Reclaim Kratos edge guard"),
         };
         let ops = http::serve(spec, |_| {})?;
         Ok(Self {

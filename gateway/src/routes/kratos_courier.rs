@@ -68,10 +68,12 @@ const UNKNOWN: &str = "unknown";
     request_body(content = Object, description = "Kratos's courier HTTP body (recipient, subject, body, \
         html_body, template_type, template_data, message_type, request_headers)"),
     responses(
-        (status = 202, description = "Queued; or a retry of a message queued within the dedupe window; or refused by the abuse limits (`{\"id\": null, \"throttled\": <reason>}`), which Kratos must not retry"),
+        (status = 202, description = "Queued; or a retry of a message queued within the dedupe window; or refused by the abuse limits (`{\"id\": null, \"throttled\": <reason>}`), which Kratos must not retry", body = Object),
         (status = 400, description = "The message cannot be delivered as asked; the field is named"),
-        (status = 401, description = "Missing or wrong Kratos credentials"),
-    )
+        (status = 401, description = "Missing or wrong Kratos credentials (`gateway.kratos`)"),
+    ),
+    tag = "kratos",
+    security(())
 )]
 pub async fn receive_kratos_courier(
     request: HttpRequest,

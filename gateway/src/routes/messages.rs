@@ -32,9 +32,29 @@ pub struct MessageRequest {
     #[schema(value_type = Object)]
     pub data: serde_json::Map<String, serde_json::Value>,
     /// Seconds until the message is worthless (the code's lifetime); it is never sent after that.
+    #[serde(default, deserialize_with = "whole_seconds")]
     pub expires_in: Option<u64>,
     /// Where to go when this channel fails for good; replaces the configured chain. Empty = no fallback.
     pub fallback: Option<Vec<FallbackRequest>>,
+}
+
+/// A JSON Schema `integer`: `900`, or `900.0` as some clients write it (a number with no fractional part).
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(whole) = number.as_u64() {
+        return Ok(Some(whole));
+    }
+    number
+        .as_f64()
+        .filter(|f| f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(f))
+        .and_then(|f| format!("{f:.0}").parse().ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom("must be a whole number of seconds"))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -186,7 +206,7 @@ fn db_error(error: DbError) -> anyhow::Error {
     post,
     path = "/v1/messages",
     request_body = MessageRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key get the first answer")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]+$", description = "1 to 255 visible ASCII characters. Retries with the same key get the first answer")),
     responses(
         (status = 202, description = "Queued", body = MessageView),
         (status = 400, description = "Invalid field, named in the error"),

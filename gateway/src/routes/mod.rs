@@ -5,6 +5,7 @@
 //! (`/providers/...`, signed by the provider).
 
 pub mod admin;
+pub mod document;
 pub mod kratos_courier;
 pub mod messages;
 pub mod supabase_send;

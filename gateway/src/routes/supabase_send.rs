@@ -78,10 +78,13 @@ impl ResponseError for SendHookError {
         the Standard Webhooks way"),
     responses(
         (status = 200, description = "`{}`: queued, or a retry of a call already queued; or \
-            `{\"error\":{\"http_code\":429,...}}`: refused by the abuse limits"),
-        (status = 400, description = "Malformed payload, the field named in `error.message`"),
-        (status = 401, description = "Missing, wrong or stale signature"),
-    )
+            `{\"error\":{\"http_code\":429,...}}`: refused by the abuse limits", body = Object),
+        (status = 400, description = "Malformed payload, the field named in `error.message`", body = Object),
+        (status = 401, description = "Missing, wrong or stale signature (`gateway.supabase.hook_secrets`)", body = Object),
+        (status = 500, description = "Internal error (`{\"error\": {\"http_code\", \"message\"}}`)", body = Object),
+    ),
+    tag = "supabase",
+    security(())
 )]
 pub async fn receive_supabase_send_sms(
     request: HttpRequest,
@@ -100,15 +103,17 @@ pub async fn receive_supabase_send_sms(
         email_data), signed the Standard Webhooks way"),
     responses(
         (status = 200, description = "`{}`: queued, or a retry of a call already queued; or \
-            `{\"error\":{\"http_code\":429,...}}`: refused by the abuse limits"),
+            `{\"error\":{\"http_code\":429,...}}`: refused by the abuse limits", body = Object),
         (status = 400, description = "Malformed payload or an email_action_type not supported yet, the \
             field named in `error.message`"),
-        (status = 401, description = "Missing, wrong or stale signature"),
-        (status = 500, description = "The plugin refused a reported password change (see the log); nothing \
-            queued"),
+        (status = 401, description = "Missing, wrong or stale signature (`gateway.supabase.hook_secrets`)", body = Object),
+        (status = 500, description = "Internal error, or the plugin refused a reported password change (see the \
+            log); nothing queued (`{\"error\": {\"http_code\", \"message\"}}`)", body = Object),
         (status = 503, description = "The plugin could not be told of a password change; nothing queued, \
-            `retry-after: 2` so Supabase retries"),
-    )
+            `retry-after: 2` so Supabase retries", body = Object),
+    ),
+    tag = "supabase",
+    security(())
 )]
 pub async fn receive_supabase_send_email(
     request: HttpRequest,

@@ -80,7 +80,7 @@ impl ResponseError for TimelineError {
     get,
     path = "/admin/recipients/{address}/timeline",
     params(
-        ("address" = String, Path, description = "An email address (any case) or an E.164 phone number (`+` may be sent as %2B)"),
+        ("address" = String, Path, min_length = 3, max_length = 320, pattern = r"^(\+[1-9][0-9]{6,14}|[^@\s]+@[^@\s]+)$", description = "An email address (any case) or an E.164 phone number (`+` may be sent as %2B)"),
         ("since" = Option<String>, Query, description = "RFC 3339 time; default 30 days ago"),
     ),
     responses(
@@ -246,7 +246,7 @@ impl ResponseError for LiftLimitsError {
 #[utoipa::path(
     delete,
     path = "/admin/limits",
-    params(("to" = String, Query, description = "An email address or an E.164 phone number")),
+    params(("to" = String, Query, min_length = 3, max_length = 320, pattern = r"^(\+[1-9][0-9]{6,14}|[^@\s]+@[^@\s]+)$", description = "An email address or an E.164 phone number")),
     responses(
         (status = 204, description = "Lifted (also when nothing was counted)"),
         (status = 400, description = "`to` is missing, or neither an email address nor an E.164 number"),

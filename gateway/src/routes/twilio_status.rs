@@ -59,14 +59,39 @@ impl ResponseError for ReceiveTwilioStatusError {
 }
 
 /// Receive a Twilio message or call status callback.
+/// The parameters of Twilio's status callback that the gateway reads; Twilio sends more, and all of them are
+/// signed.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TwilioStatusForm {
+    /// The message's sid (`SM…`), for an SMS.
+    #[schema(rename = "MessageSid")]
+    message_sid: Option<String>,
+    /// `queued`, `sent`, `delivered`, `undelivered`, `failed`, ...
+    #[schema(rename = "MessageStatus")]
+    message_status: Option<String>,
+    /// The call's sid (`CA…`), for a voice call.
+    #[schema(rename = "CallSid")]
+    call_sid: Option<String>,
+    /// `completed`, `busy`, `no-answer`, `failed`, ...
+    #[schema(rename = "CallStatus")]
+    call_status: Option<String>,
+    /// Twilio's error code when the message failed.
+    #[schema(rename = "ErrorCode")]
+    error_code: Option<String>,
+}
+
 #[utoipa::path(
     post,
     path = "/providers/twilio/status",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = TwilioStatusForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 204, description = "Recorded (or ignored: an intermediate status or an unknown message)"),
+        (status = 400, description = "A parameter is invalid; `error.field` names it"),
         (status = 401, description = "Missing or wrong X-Twilio-Signature"),
-    )
+    ),
+    tag = "twilio",
+    security(())
 )]
 pub async fn receive_twilio_status(
     request: HttpRequest,

@@ -195,6 +195,8 @@ fn validate(
         (status = 201, description = "Started; the message is queued", body = VerificationView),
         (status = 400, description = "Invalid field, named in the error"),
         (status = 401, description = "Missing or wrong bearer token"),
+        (status = 422, description = "Refused for good by the abuse limits (e.g. `country_not_allowed`, `number_type_refused`)"),
+        (status = 429, description = "Refused by the abuse limits for now (reason in `error.code`); see Retry-After"),
     ),
     security(("bearer" = []))
 )]
@@ -222,7 +224,8 @@ pub async fn start_verification(
         (status = 401, description = "Missing or wrong bearer token"),
         (status = 404, description = "No such verification"),
         (status = 409, description = "No longer pending (code names the status)"),
-        (status = 429, description = "Too soon (Retry-After) or no sends left"),
+        (status = 422, description = "Refused for good by the abuse limits (e.g. `country_not_allowed`)"),
+        (status = 429, description = "Too soon (Retry-After), no sends left, or refused by the abuse limits for now"),
     ),
     security(("bearer" = []))
 )]
@@ -232,10 +235,11 @@ pub async fn resend_verification(
     verifications: web::Data<Verifications>,
 ) -> Result<HttpResponse, VerificationError> {
     let id = checked_id(path.into_inner())?;
+    // No body, or `null`, resends on the same channel.
     let request: ResendVerificationRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ResendVerificationRequest::default()
     } else {
-        reclaim_common::json::parse(&body)?
+        reclaim_common::json::parse::<Option<ResendVerificationRequest>>(&body)?.unwrap_or_default()
     };
     let client_ip = parse_client_ip(request.client_ip)?;
     let view = verifications.resend(id, request.channel, client_ip).await?;

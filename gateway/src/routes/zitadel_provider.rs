@@ -56,10 +56,12 @@ impl ResponseError for ProviderError {
     request_body(content = Object, description = "ZITADEL's HTTP provider body (contextInfo with \
         recipientPhoneNumber, templateData, args)"),
     responses(
-        (status = 202, description = "Queued; or a retry of a message queued within the dedupe window; or refused by the abuse limits (`{\"id\": null, \"throttled\": <reason>}`), which ZITADEL must not retry"),
+        (status = 202, description = "Queued; or a retry of a message queued within the dedupe window; or refused by the abuse limits (`{\"id\": null, \"throttled\": <reason>}`), which ZITADEL must not retry", body = Object),
         (status = 400, description = "The message cannot be delivered; the field is named"),
-        (status = 401, description = "Missing, wrong or stale ZITADEL-Signature"),
-    )
+        (status = 401, description = "Missing, wrong or stale ZITADEL-Signature (`gateway.zitadel`)"),
+    ),
+    tag = "zitadel",
+    security(())
 )]
 pub async fn receive_zitadel_sms(
     request: HttpRequest,
@@ -77,10 +79,12 @@ pub async fn receive_zitadel_sms(
     request_body(content = Object, description = "ZITADEL's HTTP provider body (contextInfo with \
         recipientEmailAddress, templateData, args)"),
     responses(
-        (status = 202, description = "Queued; or a retry of a message queued within the dedupe window; or refused by the abuse limits (`{\"id\": null, \"throttled\": <reason>}`), which ZITADEL must not retry"),
+        (status = 202, description = "Queued; or a retry of a message queued within the dedupe window; or refused by the abuse limits (`{\"id\": null, \"throttled\": <reason>}`), which ZITADEL must not retry", body = Object),
         (status = 400, description = "The message cannot be delivered; the field is named"),
-        (status = 401, description = "Missing, wrong or stale ZITADEL-Signature"),
-    )
+        (status = 401, description = "Missing, wrong or stale ZITADEL-Signature (`gateway.zitadel`)"),
+    ),
+    tag = "zitadel",
+    security(())
 )]
 pub async fn receive_zitadel_email(
     request: HttpRequest,

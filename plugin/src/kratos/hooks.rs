@@ -31,6 +31,19 @@ pub struct KratosHooks {
     pub db: Db,
 }
 
+/// The hooks' OpenAPI paths, merged into the plugin's document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    registration,
+    registration_after,
+    login,
+    recovery,
+    settings_password,
+    settings_password_after,
+    super::migration::migrate_password,
+))]
+pub struct HooksDoc;
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/hooks/kratos/registration", web::post().to(registration))
         .route(
@@ -269,6 +282,20 @@ where
     Ok(once(hooks, hook, &call, bytes, now, decide).await)
 }
 
+/// Kratos's registration `before`/password hook: refuses a password the policy refuses.
+#[utoipa::path(
+    post,
+    path = "/hooks/kratos/registration",
+    tag = "kratos",
+    request_body(content = Object, description = "The body of Reclaim's Kratos web hook (the identity, the flow, and for password hooks the password; `plugin.kratos` README section)"),
+    responses(
+        (status = 200, description = "Go on, and store this in the identity's `metadata_public`", body = Object),
+        (status = 204, description = "Go on"),
+        (status = 400, description = "Refused: Kratos shows these messages (`{\"messages\": [...]}`); or the body is malformed", body = Object),
+        (status = 401, description = "Missing or wrong Kratos credentials (`plugin.kratos.auth`)"),
+    ),
+    security(())
+)]
 async fn registration(
     req: HttpRequest,
     bytes: web::Bytes,
@@ -293,6 +320,19 @@ async fn registration(
     .await
 }
 
+/// Kratos's registration `after` hook: the first password enters the history.
+#[utoipa::path(
+    post,
+    path = "/hooks/kratos/registration/after",
+    tag = "kratos",
+    request_body(content = Object, description = "The body of Reclaim's Kratos web hook (the identity, the flow, and for password hooks the password; `plugin.kratos` README section)"),
+    responses(
+        (status = 204, description = "Go on"),
+        (status = 400, description = "Refused: Kratos shows these messages (`{\"messages\": [...]}`); or the body is malformed", body = Object),
+        (status = 401, description = "Missing or wrong Kratos credentials (`plugin.kratos.auth`)"),
+    ),
+    security(())
+)]
 async fn registration_after(
     req: HttpRequest,
     bytes: web::Bytes,
@@ -332,6 +372,20 @@ async fn registration_after(
     .await
 }
 
+/// Kratos's login `after` hook: refuses a login whose password has expired or must change.
+#[utoipa::path(
+    post,
+    path = "/hooks/kratos/login",
+    tag = "kratos",
+    request_body(content = Object, description = "The body of Reclaim's Kratos web hook (the identity, the flow, and for password hooks the password; `plugin.kratos` README section)"),
+    responses(
+        (status = 204, description = "Go on"),
+        (status = 400, description = "Refused: Kratos shows these messages (`{\"messages\": [...]}`); or the body is malformed", body = Object),
+        (status = 401, description = "Missing or wrong Kratos credentials (`plugin.kratos.auth`)"),
+        (status = 403, description = "Login refused: the password has expired or must change", body = Object),
+    ),
+    security(())
+)]
 async fn login(
     req: HttpRequest,
     bytes: web::Bytes,
@@ -350,6 +404,19 @@ async fn login(
     .await
 }
 
+/// Kratos's recovery `after` hook: the next password change counts as a recovery.
+#[utoipa::path(
+    post,
+    path = "/hooks/kratos/recovery",
+    tag = "kratos",
+    request_body(content = Object, description = "The body of Reclaim's Kratos web hook (the identity, the flow, and for password hooks the password; `plugin.kratos` README section)"),
+    responses(
+        (status = 204, description = "Go on"),
+        (status = 400, description = "Refused: Kratos shows these messages (`{\"messages\": [...]}`); or the body is malformed", body = Object),
+        (status = 401, description = "Missing or wrong Kratos credentials (`plugin.kratos.auth`)"),
+    ),
+    security(())
+)]
 async fn recovery(
     req: HttpRequest,
     bytes: web::Bytes,
@@ -370,6 +437,20 @@ async fn recovery(
     .await
 }
 
+/// Kratos's settings (password) `before` hook: refuses a new password the policy refuses.
+#[utoipa::path(
+    post,
+    path = "/hooks/kratos/settings/password",
+    tag = "kratos",
+    request_body(content = Object, description = "The body of Reclaim's Kratos web hook (the identity, the flow, and for password hooks the password; `plugin.kratos` README section)"),
+    responses(
+        (status = 200, description = "Go on, and store this in the identity's `metadata_public`", body = Object),
+        (status = 204, description = "Go on"),
+        (status = 400, description = "Refused: Kratos shows these messages (`{\"messages\": [...]}`); or the body is malformed", body = Object),
+        (status = 401, description = "Missing or wrong Kratos credentials (`plugin.kratos.auth`)"),
+    ),
+    security(())
+)]
 async fn settings_password(
     req: HttpRequest,
     bytes: web::Bytes,
@@ -433,6 +514,19 @@ async fn settings_password(
     .await
 }
 
+/// Kratos's settings (password) `after` hook: the new password enters the history.
+#[utoipa::path(
+    post,
+    path = "/hooks/kratos/settings/password/after",
+    tag = "kratos",
+    request_body(content = Object, description = "The body of Reclaim's Kratos web hook (the identity, the flow, and for password hooks the password; `plugin.kratos` README section)"),
+    responses(
+        (status = 204, description = "Go on"),
+        (status = 400, description = "Refused: Kratos shows these messages (`{\"messages\": [...]}`); or the body is malformed", body = Object),
+        (status = 401, description = "Missing or wrong Kratos credentials (`plugin.kratos.auth`)"),
+    ),
+    security(())
+)]
 async fn settings_password_after(
     req: HttpRequest,
     bytes: web::Bytes,

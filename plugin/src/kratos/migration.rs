@@ -87,6 +87,20 @@ impl actix_web::ResponseError for MigratePasswordError {
 }
 
 /// `POST /hooks/kratos/password-migration`.
+#[utoipa::path(
+    post,
+    path = "/hooks/kratos/password-migration",
+    tag = "kratos",
+    request_body(content = Object, description = "Kratos's password migration hook body (`identifier`, `password`)"),
+    responses(
+        (status = 200, description = "The password matches the imported hash (`{\"status\": \"password_match\"}`); Kratos stores it", body = Object),
+        (status = 400, description = "A field is missing or invalid; `error.field` names it"),
+        (status = 401, description = "Missing or wrong Kratos credentials (`plugin.kratos.auth`)"),
+        (status = 403, description = "The password does not match"),
+        (status = 503, description = "Password hashing saturated; see Retry-After"),
+    ),
+    security(())
+)]
 pub async fn migrate_password(
     req: HttpRequest,
     bytes: web::Bytes,

@@ -26,4 +26,4 @@ pub mod payload;
 pub mod response;
 mod sync;
 
-pub use hooks::{routes, KratosHooks};
+pub use hooks::{routes, HooksDoc, KratosHooks};

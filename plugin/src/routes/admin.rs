@@ -52,7 +52,7 @@ impl ResponseError for AdminActionError {
 #[utoipa::path(
     post,
     path = "/admin/identities/{id}/force-change",
-    params(("id" = String, Path, description = "The identity id")),
+    params(("id" = String, Path, min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", description = "The identity id: 1..=255 bytes, no control characters")),
     request_body(content = Option<ForceChangeBody>, description = "Optional; the reason defaults to `admin`"),
     responses(
         (status = 200, description = "The next login must change the password", body = PasswordState),
@@ -67,10 +67,11 @@ pub async fn force_change(
     passwords: web::Data<Passwords>,
 ) -> Result<HttpResponse, AdminActionError> {
     let id = identity_id_from_path(&path)?;
+    // No body, or `null`, takes the defaults.
     let body: ForceChangeBody = if body.iter().all(u8::is_ascii_whitespace) {
         ForceChangeBody::default()
     } else {
-        json::parse(&body)?
+        json::parse::<Option<ForceChangeBody>>(&body)?.unwrap_or_default()
     };
     let state = passwords
         .force_change(&id, body.reason.unwrap_or(MustChangeReason::Admin))
@@ -81,7 +82,7 @@ pub async fn force_change(
 #[utoipa::path(
     post,
     path = "/admin/identities/{id}/compromised",
-    params(("id" = String, Path, description = "The identity id")),
+    params(("id" = String, Path, min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", description = "The identity id: 1..=255 bytes, no control characters")),
     responses(
         (status = 200, description = "Marked compromised: a change is required unless the profile's expiry is `off`", body = PasswordState),
         (status = 400, description = "Invalid id"),
@@ -103,7 +104,7 @@ pub async fn mark_compromised(
 #[utoipa::path(
     delete,
     path = "/admin/identities/{id}",
-    params(("id" = String, Path, description = "The identity id")),
+    params(("id" = String, Path, min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", description = "The identity id: 1..=255 bytes, no control characters")),
     responses(
         (status = 204, description = "History, state and remembered answers erased (also when there was nothing)"),
         (status = 400, description = "Invalid id"),
@@ -179,7 +180,7 @@ impl ResponseError for ShowIdentityError {
 #[utoipa::path(
     get,
     path = "/admin/identities/{id}",
-    params(("id" = String, Path, description = "The identity id")),
+    params(("id" = String, Path, min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", description = "The identity id: 1..=255 bytes, no control characters")),
     responses(
         (status = 200, description = "State, history size, pending notices, masked contacts", body = IdentityView),
         (status = 400, description = "Invalid id"),

@@ -16,8 +16,15 @@ use std::time::Duration;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckBody {
+    /// The identity provider's user id: 1..=255 bytes, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub identity_id: String,
     /// The candidate, 1..=1024 bytes of UTF-8. Never stored in clear nor logged.
+    #[schema(min_length = 1, max_length = 1024)]
     pub password: String,
     /// Use this profile instead of selecting one.
     pub profile: Option<String>,

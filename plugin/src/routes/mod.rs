@@ -21,6 +21,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use reclaim_common::auth::{require_admin, require_bearer, AdminOperators, BearerTokens};
 use reclaim_common::json::{error_response, FieldError};
 use reclaim_common::Secret;
+use serde_json::Value;
 use std::time::Duration;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -63,6 +64,46 @@ pub use show_password_state::show_password_state;
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
+
+/// The plugin's OpenAPI document: the API above and the identity providers' hooks, with `profile` naming
+/// the profiles this deployment has (`plugin.policy.profiles`).
+pub fn document(settings: &reclaim_common::Settings) -> Value {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::kratos::HooksDoc::openapi());
+    doc.merge(crate::supabase::HookDoc::openapi());
+    doc.merge(crate::zitadel::HooksDoc::openapi());
+    let mut value = reclaim_common::openapi::to_value(&doc);
+    // `null` picks the profile by the selection rules, as leaving it out does.
+    let mut profiles: Vec<Value> = settings
+        .plugin
+        .policy
+        .profiles
+        .keys()
+        .map(|name| Value::String(name.clone()))
+        .collect();
+    profiles.push(Value::Null);
+    if let Some(Value::Object(profile)) =
+        value.pointer_mut("/components/schemas/CheckBody/properties/profile")
+    {
+        profile.insert("enum".into(), Value::Array(profiles));
+    }
+    let recorded = serde_json::json!({"id": "$request.body#/identity_id"});
+    for (name, operation) in [
+        ("ShowPasswordState", "show_password_state"),
+        ("ForceChange", "force_change"),
+        ("MarkCompromised", "mark_compromised"),
+        ("EraseIdentity", "erase_identity"),
+    ] {
+        reclaim_common::openapi::add_link(
+            &mut value,
+            ("post", "/v1/passwords/record", "200"),
+            name,
+            operation,
+            recorded.clone(),
+        );
+    }
+    value
+}
 
 struct BearerAuth;
 

@@ -21,8 +21,15 @@ const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordBody {
+    /// The identity provider's user id: 1..=255 bytes, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub identity_id: String,
     /// The new password, 1..=1024 bytes of UTF-8. Stored only as a keyed digest.
+    #[schema(min_length = 1, max_length = 1024)]
     pub password: String,
     /// When the change happened (RFC 3339), not before 1970 nor more than 5 minutes ahead of the server's
     /// clock; default now.
@@ -86,7 +93,7 @@ impl ResponseError for RecordPasswordError {
     post,
     path = "/v1/passwords/record",
     request_body = RecordBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body get the first answer and change nothing")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]+$", description = "1 to 255 visible ASCII characters. Retries with the same key and body get the first answer and change nothing")),
     responses(
         (status = 200, description = "Recorded; the new state", body = PasswordState),
         (status = 400, description = "A field is missing or invalid; `error.field` names it"),

@@ -24,7 +24,8 @@ pub struct ReportChangeBody {
     pub changed_at: Option<DateTime<Utc>>,
     /// Contact addresses for notices.
     pub email: Option<String>,
-    /// E.164, e.g. `+14155550100`.
+    /// E.164, e.g. `+14155550100`: `+`, then 2 to 15 digits, the first not 0.
+    #[schema(pattern = r"^\+[1-9][0-9]{1,14}$")]
     pub phone: Option<String>,
     pub schema_id: Option<String>,
 }
@@ -89,8 +90,8 @@ fn parse_phone(value: String) -> Result<String, FieldError> {
     path = "/v1/identities/{id}/password/changed",
     request_body = ReportChangeBody,
     params(
-        ("id" = String, Path, description = "The identity id"),
-        ("Idempotency-Key" = String, Header, description = "Required; retries with the same key and body get the first answer and change nothing"),
+        ("id" = String, Path, min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", description = "The identity id: 1..=255 bytes, no control characters"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]+$", description = "Required, 1 to 255 visible ASCII characters; retries with the same key and body get the first answer and change nothing"),
     ),
     responses(
         (status = 200, description = "Applied (or older than the stored change: nothing changed); the state", body = PasswordState),

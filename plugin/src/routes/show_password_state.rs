@@ -48,11 +48,12 @@ impl ResponseError for ShowPasswordStateError {
 #[utoipa::path(
     get,
     path = "/v1/identities/{id}/password",
-    params(("id" = String, Path, description = "The identity id")),
+    params(("id" = String, Path, min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", description = "The identity id: 1..=255 bytes, no control characters")),
     responses(
         (status = 200, description = "Changed, expires, days left, must change and why", body = PasswordState),
-        (status = 404, description = "The plugin has no record of this identity"),
+        (status = 400, description = "The id is not a valid identity id; `error.field` is `id`"),
         (status = 401, description = "Missing or wrong bearer token"),
+        (status = 404, description = "The plugin has no record of this identity"),
     ),
     security(("bearer" = []))
 )]

@@ -32,6 +32,11 @@ impl SupabaseHooks {
     }
 }
 
+/// The hook's OpenAPI path, merged into the plugin's document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(verify_password_attempt))]
+pub struct HookDoc;
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route(
         "/hooks/supabase/password-verification",
@@ -80,6 +85,23 @@ impl ResponseError for PasswordVerificationError {
     }
 }
 
+/// Supabase Auth's password verification attempt hook: a login with an expired password (or one that must
+/// change) is refused.
+#[utoipa::path(
+    post,
+    path = "/hooks/supabase/password-verification",
+    tag = "supabase",
+    request_body(content = Object, description = "Supabase Auth's PasswordVerificationAttemptInput (user_id, valid), signed the Standard Webhooks way"),
+    responses(
+        (status = 200, description = "`{\"decision\": \"continue\"}` or `{\"decision\": \"reject\", \"message\": ..., \"should_logout_user\": ...}`", body = Object),
+        (status = 400, description = "Malformed payload (`{\"error\": {\"http_code\", \"message\"}}`)", body = Object),
+        (status = 401, description = "Missing, wrong or stale signature (`plugin.supabase.hook_secrets`)", body = Object),
+        (status = 413, description = "The body is larger than `http.max_body_bytes`"),
+        (status = 500, description = "Internal error (`{\"error\": {\"http_code\", \"message\"}}`)", body = Object),
+        (status = 503, description = "Password hashing saturated (`{\"error\": {\"http_code\", \"message\"}}`)", body = Object),
+    ),
+    security(())
+)]
 async fn verify_password_attempt(
     req: HttpRequest,
     body: web::Bytes,

@@ -16,4 +16,4 @@ mod hook;
 pub mod payload;
 
 pub use decide::{decide, Attempt};
-pub use hook::{routes, SupabaseHooks};
+pub use hook::{routes, HookDoc, SupabaseHooks};

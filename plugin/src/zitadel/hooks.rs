@@ -25,6 +25,11 @@ pub struct ZitadelHooks {
     pub settings: PluginZitadelSettings,
 }
 
+/// The hooks' OpenAPI paths, merged into the plugin's document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(set_password, set_password_response))]
+pub struct HooksDoc;
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/hooks/zitadel/set-password", web::post().to(set_password))
         .route(
@@ -107,6 +112,19 @@ impl Hook {
 
 /// The request execution: refuse a password the policy refuses, else return the request message unchanged
 /// (recording it at once under `commit_on = "request"`).
+#[utoipa::path(
+    post,
+    path = "/hooks/zitadel/set-password",
+    tag = "zitadel",
+    request_body(content = Object, description = "ZITADEL's Actions v2 call (fullMethod, request or response, userID), signed with ZITADEL-Signature"),
+    responses(
+        (status = 200, description = "Allowed: the request message, unchanged; or refused: ZITADEL's error answer with the policy's message", body = Object),
+        (status = 400, description = "Malformed call; `error.field` names the field"),
+        (status = 401, description = "Missing, wrong or stale ZITADEL-Signature (`plugin.zitadel.signing_keys`)"),
+        (status = 503, description = "Password hashing saturated; see Retry-After"),
+    ),
+    security(())
+)]
 async fn set_password(
     req: HttpRequest,
     body: web::Bytes,
@@ -119,6 +137,19 @@ async fn set_password(
 
 /// The response execution: ZITADEL saved the password, so it enters the history; the response message goes
 /// back unchanged.
+#[utoipa::path(
+    post,
+    path = "/hooks/zitadel/set-password/response",
+    tag = "zitadel",
+    request_body(content = Object, description = "ZITADEL's Actions v2 call (fullMethod, request or response, userID), signed with ZITADEL-Signature"),
+    responses(
+        (status = 200, description = "Recorded: the response message, unchanged", body = Object),
+        (status = 400, description = "Malformed call; `error.field` names the field"),
+        (status = 401, description = "Missing, wrong or stale ZITADEL-Signature (`plugin.zitadel.signing_keys`)"),
+        (status = 503, description = "Password hashing saturated; see Retry-After"),
+    ),
+    security(())
+)]
 async fn set_password_response(
     req: HttpRequest,
     body: web::Bytes,

@@ -12,4 +12,4 @@
 mod hooks;
 mod payload;
 
-pub use hooks::{routes, ZitadelHooks};
+pub use hooks::{routes, HooksDoc, ZitadelHooks};
