@@ -3,6 +3,7 @@
 
 mod support;
 
+mod faults;
 mod gateway_bench;
 mod gateway_callbacks;
 mod gateway_crash;
