@@ -279,3 +279,169 @@ async fn mail_queued_while_the_smtp_server_is_down_is_delivered_after_it_returns
     let expected: Vec<String> = (0..5).map(|i| format!("user{i}@example.com")).collect();
     assert_eq!(received, expected, "each mail delivered exactly once");
 }
+
+/// A small tmpfs mounted for one test, unmounted (lazily, as the services may still hold files) when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Needs root (CI runs as root); without it the test fails here, saying so.
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).expect("mount point");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a {size} tmpfs failed: this test needs root (or CAP_SYS_ADMIN)"
+        );
+        Self { path, _dir: dir }
+    }
+
+    /// Writes a file until the disk is full; returns it.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut file = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![0u8; 16 * 1024];
+        loop {
+            if let Err(error) = file.write_all(&chunk).and_then(|()| file.sync_all()) {
+                assert_eq!(error.raw_os_error(), Some(28), "ENOSPC expected: {error}");
+                return filler;
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+async fn status_of(response: reqwest::Response) -> (u16, Option<String>, serde_json::Value) {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (
+        status,
+        retry_after,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+async fn ready(app: &TestApp, base: &str) -> u16 {
+    app.client
+        .get(format!("{base}/health/ready"))
+        .send()
+        .await
+        .expect("ready")
+        .status()
+        .as_u16()
+}
+
+/// SQLite on a full disk: a real 4 MB tmpfs holds the database, and a file fills it to the last byte. Writes
+/// (a message enqueued, a password recorded) answer 503 `database_unavailable` with `Retry-After` — not 500,
+/// no panic — reads still answer, and both services' `/health/ready` say not ready. Once the filler is
+/// deleted, everything works again, nothing accepted before is lost, and `PRAGMA integrity_check` is ok.
+/// SQLite whatever `TEST_DATABASE_URL` says: this fault is SQLite's. Needs root to mount the tmpfs.
+#[tokio::test]
+async fn sqlite_on_a_full_disk_answers_503_and_recovers_without_corruption() {
+    use crate::support::plugin::{new_id, post};
+    let disk = SmallDisk::mount("4m");
+    let db_path = disk.path.join("reclaim.db");
+    let url = format!("sqlite://{}", db_path.display());
+    let (app, _dir) = spawn_gateway(|s| {
+        s.database.url = reclaim_common::settings::DatabaseUrl::new(&url);
+    })
+    .await;
+    let message = |i: usize| {
+        json!({"channel": "sms", "to": "+14155550100", "template": "recovery_code",
+               "data": {"code": format!("{i:06}")}})
+    };
+    let before = enqueue(&app, &message(0)).await;
+    assert_eq!(ready(&app, &app.gateway).await, 200);
+
+    let filler = disk.fill();
+    // The first write that needs room fails; a write that fits in space SQLite already holds may still pass.
+    let mut accepted = vec![before.clone()];
+    let mut refused = None;
+    for i in 1..200 {
+        let response = crate::gateway_messages::post_message(&app, &message(i), None).await;
+        let (status, retry_after, body) = status_of(response).await;
+        if status == 202 {
+            accepted.push(body["id"].as_str().expect("id").to_string());
+            continue;
+        }
+        refused = Some((status, retry_after, body));
+        break;
+    }
+    let (status, retry_after, body) = refused.expect("a write on a full disk is refused");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    let (status, _, body) = status_of(
+        post(
+            &app,
+            "/v1/passwords/record",
+            json!({"identity_id": new_id(), "password": "a fine long password"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+    assert_eq!(ready(&app, &app.gateway).await, 503);
+    assert_eq!(ready(&app, &app.plugin).await, 503);
+    // Reads still answer.
+    assert_eq!(get_message(&app, &before).await["status"], "queued");
+
+    std::fs::remove_file(filler).expect("free the disk");
+    assert_eq!(ready(&app, &app.gateway).await, 200);
+    assert_eq!(ready(&app, &app.plugin).await, 200);
+    accepted.push(enqueue(&app, &message(999)).await);
+    let (status, _, body) = status_of(
+        post(
+            &app,
+            "/v1/passwords/record",
+            json!({"identity_id": new_id(), "password": "a fine long password"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    app.delivery.drain().await.expect("drain");
+    for id in &accepted {
+        assert_eq!(get_message(&app, id).await["status"], "sent");
+    }
+    assert_eq!(count_messages(&app), accepted.len() as i64);
+    let check: Vec<String> = {
+        use diesel::Connection;
+        #[derive(diesel::QueryableByName)]
+        struct Check {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            integrity_check: String,
+        }
+        let mut conn =
+            diesel::SqliteConnection::establish(&db_path.to_string_lossy()).expect("open");
+        diesel::sql_query("PRAGMA integrity_check")
+            .load::<Check>(&mut conn)
+            .expect("integrity_check")
+            .into_iter()
+            .map(|c| c.integrity_check)
+            .collect()
+    };
+    assert_eq!(check, ["ok"]);
+}
