@@ -4,6 +4,7 @@
 mod support;
 
 mod faults;
+mod faults_pg;
 mod gateway_bench;
 mod gateway_callbacks;
 mod gateway_crash;

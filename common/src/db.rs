@@ -80,6 +80,10 @@ const UNAVAILABLE_MESSAGES: &[&str] = &[
     "terminating connection due to administrator command",
     "the database system is shutting down",
     "the database system is starting up",
+    "server closed the connection unexpectedly",
+    "no connection to the server",
+    "could not receive data from server",
+    "could not send data to server",
 ];
 
 fn query_unavailable(error: &diesel::result::Error) -> bool {
