@@ -34,7 +34,9 @@ fn as_postgres(bin: &Path, tool: &str) -> Command {
 impl PrivatePostgres {
     fn start() -> Self {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server binaries in /usr/lib/postgresql")
+            .expect(
+                "PostgreSQL server binaries in /usr/lib/postgresql (Debian's postgresql package)",
+            )
             .filter_map(Result::ok)
             .map(|e| e.path().join("bin"))
             .find(|b| b.join("initdb").exists())
@@ -56,7 +58,10 @@ impl PrivatePostgres {
             .stdout(std::process::Stdio::null())
             .status()
             .expect("run initdb (as root, through runuser)");
-        assert!(status.success(), "initdb failed");
+        assert!(
+            status.success(),
+            "initdb as postgres failed: this test needs root and Debian's postgresql server package"
+        );
         let port = crate::support::ports::closed_port().port;
         let server = Self {
             bin,
