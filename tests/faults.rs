@@ -75,18 +75,20 @@ async fn drain_until_nothing_queued(app: &TestApp, step: TimeDelta, rounds: usiz
 
 /// Provider chaos: the Twilio stand-in answers 30% 5xx, 10% 429 with `Retry-After`, 5% hangs past the
 /// gateway's provider timeout (300 ms here) and accepts the rest, at random from a seeded RNG
-/// (`FAULTS_SEED`, printed). 150 messages, every fifth living only 3 s. Every message ends `sent`, or
+/// (`FAULTS_SEED`, printed; the seed fixes the sequence of answers, while which retry meets which answer also
+/// depends on the gateway's retry jitter). 150 messages, every fifth living only 3 s. Every message ends `sent`, or
 /// `expired` when its time ran out first; none is left queued or sending, none is lost, and the provider
-/// accepted no message twice — except where a hang was among its answers: the gateway gave up on an answer
-/// that never came, so it retried a message the provider may have taken (DESIGN allows a duplicate only
-/// when a timeout or crash falls between the provider's acceptance and our commit).
+/// accepted no message twice — except where the gateway timed out on an attempt (every hang, or an answer
+/// slower than the timeout on a busy machine): it gave up on an answer that never came in time, so it
+/// retried a message the provider may have taken (DESIGN allows a duplicate only when a timeout or crash
+/// falls between the provider's acceptance and our commit).
 #[tokio::test]
 async fn provider_chaos_ends_with_every_message_sent_or_expired_and_none_lost() {
     let seed = std::env::var("FAULTS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_SEED);
-    println!("provider chaos seed: {seed} (set FAULTS_SEED to replay)");
+    println!("provider chaos seed: {seed} (FAULTS_SEED sets it)");
     let rng = Mutex::new(rand::rngs::StdRng::seed_from_u64(seed));
     let answers: Arc<Mutex<Vec<(String, Answer)>>> = Arc::default();
     let log = answers.clone();
@@ -163,28 +165,31 @@ async fn provider_chaos_ends_with_every_message_sent_or_expired_and_none_lost() 
             })
             .collect();
         let hangs = seen.iter().filter(|a| **a == &Answer::Hang).count();
+        let history = message["history"].as_array().expect("history");
+        // Attempts the gateway gave up on: every hang, and any answer that came too late on a busy machine.
+        let timeouts = history.iter().filter(|a| a["outcome"] == "timeout").count();
+        assert!(hangs <= timeouts, "{message} vs {seen:?}");
+        // The provider took the message more than once only where the gateway timed out on an attempt.
         assert!(
-            accepted.len() <= 1 && (accepted.len() + hangs <= 1 || hangs > 0),
-            "the provider took {id} more than once without a hang: {seen:?}"
+            accepted.len() + hangs <= 1 + timeouts,
+            "the provider took {id} more than once without a timeout: {seen:?} {message}"
         );
         match message["status"].as_str() {
             Some("sent" | "delivered") => {
-                let sid = message["provider_message_id"].as_str();
-                let hung = hangs > 0 && accepted.is_empty();
+                let sid = message["provider_message_id"].as_str().unwrap_or_default();
                 assert!(
-                    hung || sid == accepted.first().map(|s| s.as_str()),
+                    accepted.iter().any(|a| a.as_str() == sid),
                     "{message} vs {seen:?}"
                 );
             }
             Some("expired") => {
                 expired += 1;
                 assert!(short_lived.contains(id), "{message}");
-                assert!(accepted.is_empty(), "{message} vs {seen:?}");
+                assert!(accepted.len() <= timeouts, "{message} vs {seen:?}");
             }
             _ => panic!("neither sent nor expired: {message}"),
         }
         // A 429's `Retry-After` is honoured: the next attempt on that channel comes no sooner.
-        let history = message["history"].as_array().expect("history");
         for pair in history.windows(2) {
             if pair[0]["error_code"] == "20429" && pair[0]["channel"] == pair[1]["channel"] {
                 assert!(
