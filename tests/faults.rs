@@ -432,21 +432,118 @@ async fn sqlite_on_a_full_disk_answers_503_and_recovers_without_corruption() {
         assert_eq!(get_message(&app, id).await["status"], "sent");
     }
     assert_eq!(count_messages(&app), accepted.len() as i64);
-    let check: Vec<String> = {
-        use diesel::Connection;
-        #[derive(diesel::QueryableByName)]
-        struct Check {
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            integrity_check: String,
-        }
-        let mut conn =
-            diesel::SqliteConnection::establish(&db_path.to_string_lossy()).expect("open");
-        diesel::sql_query("PRAGMA integrity_check")
-            .load::<Check>(&mut conn)
-            .expect("integrity_check")
-            .into_iter()
-            .map(|c| c.integrity_check)
-            .collect()
+    assert_eq!(integrity_check(&db_path), ["ok"]);
+}
+
+/// `PRAGMA integrity_check` on the SQLite database at `path`, through a connection of its own.
+fn integrity_check(path: &std::path::Path) -> Vec<String> {
+    use diesel::Connection;
+    #[derive(diesel::QueryableByName)]
+    struct Check {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        integrity_check: String,
+    }
+    let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy()).expect("open");
+    diesel::sql_query("PRAGMA integrity_check")
+        .load::<Check>(&mut conn)
+        .expect("integrity_check")
+        .into_iter()
+        .map(|c| c.integrity_check)
+        .collect()
+}
+
+/// Files made immutable (`chattr +i`: no process may write them, root included, not even through a file
+/// it already holds open) until dropped. Needs root and a file system with the attribute (ext4, xfs, btrfs).
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    fn set(files: &[std::path::PathBuf]) -> Self {
+        let status = std::process::Command::new("chattr")
+            .arg("+i")
+            .args(files)
+            .status()
+            .expect("run chattr");
+        assert!(
+            status.success(),
+            "chattr +i failed: this test needs root and a file system with the immutable attribute"
+        );
+        Self(files.to_vec())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .args(&self.0)
+            .status();
+    }
+}
+
+/// SQLite on a read-only disk: the database and its WAL become immutable while the services hold them open
+/// (`chattr +i`, which refuses writes even through open files, as a disk remounted read-only does; a real
+/// read-only remount is refused while files are open for writing). Writes answer 503 `database_unavailable`,
+/// reads still answer, both `/health/ready` answer 503; once the files are writable again everything
+/// works, nothing accepted is lost and `PRAGMA integrity_check` is ok. SQLite whatever `TEST_DATABASE_URL`
+/// says; needs root.
+#[tokio::test]
+async fn sqlite_on_a_read_only_disk_answers_503_and_recovers_without_corruption() {
+    use crate::support::plugin::{new_id, post};
+    let dir = tempfile::tempdir().expect("dir");
+    let db_path = dir.path().join("reclaim.db");
+    let url = format!("sqlite://{}", db_path.display());
+    let (app, _dir) = spawn_gateway(|s| {
+        s.database.url = reclaim_common::settings::DatabaseUrl::new(&url);
+    })
+    .await;
+    let message = |i: usize| {
+        json!({"channel": "sms", "to": "+14155550100", "template": "recovery_code",
+               "data": {"code": format!("{i:06}")}})
     };
-    assert_eq!(check, ["ok"]);
+    let before = enqueue(&app, &message(0)).await;
+    assert_eq!(ready(&app, &app.gateway).await, 200);
+
+    let mut wal = db_path.clone().into_os_string();
+    wal.push("-wal");
+    let frozen = Immutable::set(&[db_path.clone(), wal.into()]);
+    let response = crate::gateway_messages::post_message(&app, &message(1), None).await;
+    let (status, retry_after, body) = status_of(response).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    let (status, _, body) = status_of(
+        post(
+            &app,
+            "/v1/passwords/record",
+            json!({"identity_id": new_id(), "password": "a fine long password"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+    assert_eq!(ready(&app, &app.gateway).await, 503);
+    assert_eq!(ready(&app, &app.plugin).await, 503);
+    assert_eq!(get_message(&app, &before).await["status"], "queued");
+
+    drop(frozen);
+    assert_eq!(ready(&app, &app.gateway).await, 200);
+    assert_eq!(ready(&app, &app.plugin).await, 200);
+    let after = enqueue(&app, &message(2)).await;
+    let (status, _, body) = status_of(
+        post(
+            &app,
+            "/v1/passwords/record",
+            json!({"identity_id": new_id(), "password": "a fine long password"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    app.delivery.drain().await.expect("drain");
+    for id in [&before, &after] {
+        assert_eq!(get_message(&app, id).await["status"], "sent");
+    }
+    assert_eq!(count_messages(&app), 2);
+    assert_eq!(integrity_check(&db_path), ["ok"]);
 }
