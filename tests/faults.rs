@@ -56,8 +56,8 @@ fn count_unsettled(app: &TestApp) -> i64 {
         .expect("count")
 }
 
-/// Drains at a simulated clock that moves `step` per round until nothing is queued or sending; returns the
-/// clock at the end. Panics after `rounds` rounds.
+/// Drains at a simulated clock that moves `step` per round until nothing is queued or sending; panics after
+/// `rounds` rounds.
 async fn drain_until_nothing_queued(app: &TestApp, step: TimeDelta, rounds: usize) {
     let mut clock: DateTime<Utc> = Utc::now();
     for _ in 0..rounds {
