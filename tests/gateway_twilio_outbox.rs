@@ -242,3 +242,24 @@ async fn a_transient_twilio_error_is_retried_on_the_same_channel_and_then_sent()
     assert_eq!(message["provider_message_id"], SMS_SID);
     assert_eq!(twilio.requests().len(), 3);
 }
+
+#[tokio::test]
+async fn a_code_twilio_refuses_as_expired_ends_expired_without_trying_the_fallback() {
+    let twilio = FaultyTwilio::start(vec![Reply::created(SMS_SID)]).await;
+    let (app, _dir) = spawn_gateway(|s| on_twilio(s, &twilio)).await;
+    // Less than a second left when the worker takes it: the client will not send a code that cannot arrive
+    // in time (`ValidityPeriod` needs at least a second), and a voice call could not arrive in time either.
+    let id = enqueue_code(&app, json!({"expires_in": 1})).await;
+    app.delivery.drain().await.expect("drain");
+    let message = get_message(&app, &id).await;
+    assert_eq!(message["status"], "expired", "{message}");
+    assert!(
+        message["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .all(|a| a["channel"] == "sms"),
+        "{message}"
+    );
+    assert!(twilio.requests().is_empty());
+}

@@ -4,6 +4,8 @@
 mod support;
 
 mod admin_cli;
+mod faults;
+mod faults_pg;
 mod gateway_bench;
 mod gateway_callbacks;
 mod gateway_crash;

@@ -11,7 +11,7 @@ use diesel::r2d2::{ManageConnection, Pool, PooledConnection, R2D2Connection};
 use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +52,62 @@ pub enum DbError {
     Migrate(String),
     #[error("database task failed: {0}")]
     Task(String),
+}
+
+impl DbError {
+    /// The database cannot take work now for a reason outside the request: no connection could be had
+    /// (the server is down or restarting), or the storage refuses writes (disk full, read-only, I/O error).
+    /// Answered 503, not 500: retrying later is the right move, and nothing about the request is wrong.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Connect(_) => true,
+            DbError::Query(error) => query_unavailable(error),
+            DbError::Migrate(_) | DbError::Task(_) => false,
+        }
+    }
+}
+
+/// The messages SQLite and PostgreSQL give when the storage, not the statement, is at fault.
+const UNAVAILABLE_MESSAGES: &[&str] = &[
+    // SQLite: SQLITE_FULL, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CANTOPEN.
+    "database or disk is full",
+    "attempt to write a readonly database",
+    "disk I/O error",
+    "unable to open database file",
+    // PostgreSQL: a full disk, a server shutting down or restarting.
+    "No space left on device",
+    "could not extend file",
+    "terminating connection due to administrator command",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "server closed the connection unexpectedly",
+    "no connection to the server",
+    "could not receive data from server",
+    "could not send data to server",
+];
+
+fn query_unavailable(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => true,
+        Error::DatabaseError(_, info) => UNAVAILABLE_MESSAGES
+            .iter()
+            .any(|m| info.message().contains(m)),
+        _ => false,
+    }
+}
+
+/// Whether `error` (an endpoint's unexpected error) was caused by an unavailable database
+/// ([`DbError::is_unavailable`]), anywhere in its chain of causes.
+pub fn is_unavailable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<DbError>()
+            .is_some_and(DbError::is_unavailable)
+            || cause
+                .downcast_ref::<diesel::result::Error>()
+                .is_some_and(query_unavailable)
+    })
 }
 
 pub type Conn = PooledConnection<Manager>;
@@ -130,6 +186,9 @@ pub struct Db {
     pool: Pool<Manager>,
     backend: Backend,
     opening: Arc<AtomicUsize>,
+    /// Set when work failed because the storage refused it ([`DbError::is_unavailable`]); while set,
+    /// [`Db::ready`] proves a write works before it answers ready.
+    refused: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Db {
@@ -173,6 +232,7 @@ impl Db {
             pool,
             backend,
             opening,
+            refused: Arc::default(),
         })
     }
 
@@ -210,8 +270,11 @@ impl Db {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let mut conn = db.get()?;
-            work(&mut conn)
+            let result = db.get().and_then(|mut conn| work(&mut conn));
+            if result.as_ref().is_err_and(DbError::is_unavailable) {
+                db.refused.store(true, Ordering::SeqCst);
+            }
+            result
         })
         .await
         .map_err(|e| DbError::Task(e.to_string()))?
@@ -259,8 +322,21 @@ impl Db {
 
     /// Ready = reachable and nothing left to migrate. Answers the backend of the connection that was
     /// checked (not the one the URL was expected to pick), so `/health/ready` reports what is really in use.
+    ///
+    /// After work failed because the storage refused it (a full or read-only disk), ready also needs a write
+    /// to succeed: on SQLite a transaction that rewrites the header's `user_version` with its own value
+    /// (a real write to the WAL, changing nothing). On PostgreSQL reachability is the test.
     pub async fn ready(&self) -> Result<Backend, String> {
-        self.run(|conn| {
+        let refused = self.refused.clone();
+        let probe = refused.load(Ordering::SeqCst);
+        self.run(move |conn| {
+            if probe {
+                if let AnyConnection::Sqlite(c) = conn {
+                    write_probe(c)
+                        .map_err(|e| DbError::Task(format!("the database refuses writes: {e}")))?;
+                }
+                refused.store(false, Ordering::SeqCst);
+            }
             let (backend, pending) = match conn {
                 AnyConnection::Sqlite(c) => {
                     (Backend::Sqlite, c.has_pending_migration(SQLITE_MIGRATIONS))
@@ -279,6 +355,20 @@ impl Db {
         .await
         .map_err(|e| e.to_string())
     }
+}
+
+/// Rewrites SQLite's `user_version` with its own value in a write transaction: a write that reaches the
+/// disk (a WAL frame) and changes nothing. Nothing in Reclaim uses `user_version`.
+fn write_probe(conn: &mut SqliteConnection) -> Result<(), diesel::result::Error> {
+    #[derive(diesel::QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        user_version: i32,
+    }
+    conn.immediate_transaction(|c| {
+        let version: Version = diesel::sql_query("PRAGMA user_version").get_result(c)?;
+        c.batch_execute(&format!("PRAGMA user_version = {}", version.user_version))
+    })
 }
 
 /// A transaction for work that reads and then writes. On SQLite it takes the write lock up front
@@ -348,6 +438,48 @@ pub(crate) fn test_sqlite() -> (tempfile::TempDir, Db) {
 mod tests {
     use super::*;
     use diesel::QueryDsl;
+
+    #[test]
+    fn storage_faults_are_unavailable_and_statement_faults_are_not() {
+        use diesel::result::{DatabaseErrorKind, Error};
+        let database = |kind, message: &str| {
+            DbError::Query(Error::DatabaseError(kind, Box::new(message.to_string())))
+        };
+        assert!(database(DatabaseErrorKind::Unknown, "database or disk is full").is_unavailable());
+        assert!(database(
+            DatabaseErrorKind::Unknown,
+            "attempt to write a readonly database"
+        )
+        .is_unavailable());
+        assert!(database(DatabaseErrorKind::ClosedConnection, "gone").is_unavailable());
+        assert!(DbError::Connect("timed out waiting for connection".into()).is_unavailable());
+        assert!(!database(
+            DatabaseErrorKind::UniqueViolation,
+            "UNIQUE constraint failed"
+        )
+        .is_unavailable());
+        assert!(!DbError::Query(Error::NotFound).is_unavailable());
+        assert!(!DbError::Migrate("migrations pending".into()).is_unavailable());
+        // Through an endpoint's anyhow chain, with context on top.
+        let wrapped = anyhow::Error::new(database(DatabaseErrorKind::Unknown, "disk I/O error"))
+            .context("enqueue");
+        assert!(is_unavailable(&wrapped));
+        assert!(!is_unavailable(&anyhow::anyhow!(
+            "database or disk is full"
+        )));
+    }
+
+    #[test]
+    fn after_a_refused_write_ready_needs_a_write_to_succeed() {
+        let (_dir, db) = test_sqlite();
+        db.refused.store(true, Ordering::SeqCst);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        assert_eq!(runtime.block_on(db.ready()), Ok(Backend::Sqlite));
+        assert!(!db.refused.load(Ordering::SeqCst), "the probe cleared it");
+    }
 
     #[test]
     fn a_failed_write_transaction_is_rolled_back_and_the_connection_reusable() {

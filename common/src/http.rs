@@ -106,11 +106,32 @@ async fn ready(db: web::Data<Db>, name: web::Data<ServiceName>) -> HttpResponse 
         Err(reason) => {
             tracing::warn!(service = name.0, reason = %reason, "not ready");
             HttpResponse::ServiceUnavailable().json(serde_json::json!({
-                "status": "unavailable", "service": name.0, "reason": "database unreachable or not migrated",
+                "status": "unavailable", "service": name.0, "reason": "database unreachable, not migrated, or refusing writes",
             }))
         }
     }
 }
+
+/// 503 for a request that failed because the database is unavailable ([`crate::db::is_unavailable`]): a
+/// full or read-only disk, or a database server that is down or restarting. `Retry-After` says when to try
+/// again; the cause goes to the log.
+pub fn database_unavailable(error: &anyhow::Error) -> HttpResponse {
+    tracing::warn!(error = %format!("{error:#}"), "database unavailable");
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "database_unavailable",
+        "the database cannot take this request now (disk full, read-only or unreachable); retry later",
+        None,
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from_static(DATABASE_RETRY_AFTER_SECONDS),
+    );
+    response
+}
+
+/// The `Retry-After` of [`database_unavailable`].
+pub const DATABASE_RETRY_AFTER_SECONDS: &str = "5";
 
 /// The document served at `/openapi.json`.
 struct OpenApiDocument(serde_json::Value);

@@ -162,6 +162,10 @@ fn complete_operation(
             || json!({"description": "The body is larger than `http.max_body_bytes`"}),
         );
     }
+    responses.entry("503").or_insert_with(|| {
+        json!({"description": "`database_unavailable`: the database cannot take the request now (disk full or \
+            read-only, server down or restarting); retry after `Retry-After` seconds"})
+    });
     responses.entry("500").or_insert_with(|| {
         json!({"description": "Internal error; the server log has the cause under this request's id"})
     });
@@ -291,7 +295,7 @@ mod tests {
             x["400"]["content"]["application/json"]["schema"]["$ref"],
             "#/components/schemas/Error"
         );
-        assert!(x["413"].is_object() && x["500"].is_object());
+        assert!(x["413"].is_object() && x["500"].is_object() && x["503"].is_object());
         assert!(x["200"].get("content").is_none());
         let y = &doc["paths"]["/hooks/y"]["post"]["responses"];
         assert!(y.get("401").is_none(), "a hook takes no bearer token");

@@ -21,6 +21,10 @@ use reclaim_common::Db;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The error code of a provider's [`SendError::Permanent`] that refuses a message because it expired before
+/// it could be handed over (the provider checks the expiry against its own clock, just before the call).
+pub const EXPIRED_CODE: &str = "expired";
+
 /// Cheap to clone; the workers and tests share one.
 #[derive(Clone)]
 pub struct Delivery {
@@ -318,15 +322,25 @@ impl Delivery {
             }) => {
                 tracing::info!(provider = provider.name(), error = %error, "permanent failure");
                 attempt.outcome = AttemptOutcome::Permanent;
+                let expired = code.as_deref() == Some(EXPIRED_CODE);
                 attempt.error_code = code;
                 attempt.error_message = Some(error.clone());
-                let failure = Failure {
-                    class: ErrorClass::Permanent,
-                    retry_after: None,
-                    error,
-                    final_status: MessageStatus::Failed,
-                };
-                after_failure(&inner.settings.retry, &message, step_attempt, failure, now)
+                if expired {
+                    // The provider refused a code with (almost) no time left: no other channel can still
+                    // deliver it in time, so it ends `expired` as if our own check had caught it.
+                    Transition::Final {
+                        status: MessageStatus::Expired,
+                        error,
+                    }
+                } else {
+                    let failure = Failure {
+                        class: ErrorClass::Permanent,
+                        retry_after: None,
+                        error,
+                        final_status: MessageStatus::Failed,
+                    };
+                    after_failure(&inner.settings.retry, &message, step_attempt, failure, now)
+                }
             }
         };
         inner

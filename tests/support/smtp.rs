@@ -89,6 +89,12 @@ impl SmtpServer {
     }
 
     pub fn start_with(options: SmtpOptions<'_>) -> Self {
+        Self::start_on(0, options)
+    }
+
+    /// Listens on `port` (0: one the system picks), for a server that comes up where a test held a closed
+    /// port ([`super::ports::closed_port`]) until then.
+    pub fn start_on(port: u16, options: SmtpOptions<'_>) -> Self {
         assert!(
             Path::new(PYTHON).exists(),
             "the test SMTP server needs aiosmtpd and trustme in {PYTHON}: run .ci/tools"
@@ -96,7 +102,12 @@ impl SmtpServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mailbox = dir.path().join("mailbox.jsonl");
         let mut command = Command::new(PYTHON);
-        command.arg(SCRIPT).arg("--mailbox").arg(&mailbox);
+        command
+            .arg(SCRIPT)
+            .arg("--mailbox")
+            .arg(&mailbox)
+            .arg("--port")
+            .arg(port.to_string());
         if options.tls {
             command.arg("--tls-dir").arg(dir.path());
         }

@@ -79,6 +79,9 @@ impl Recorded {
     }
 }
 
+/// Decides the answer to each request; called once per request, in the order they arrive.
+pub type Responder = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
+
 /// The running stand-in; stops when dropped.
 pub struct FaultyTwilio {
     pub url: String,
@@ -89,17 +92,31 @@ pub struct FaultyTwilio {
 impl FaultyTwilio {
     /// Answers the scripted replies in order; once they are used up, the last one again.
     pub async fn start(replies: Vec<Reply>) -> FaultyTwilio {
+        let script = Mutex::new(VecDeque::from(replies));
+        Self::start_with(Arc::new(move |_: &Recorded| {
+            let mut script = script.lock().expect("lock");
+            if script.len() > 1 {
+                script.pop_front()
+            } else {
+                script.front().cloned()
+            }
+            .unwrap_or_else(|| Reply::new(500, "no reply scripted"))
+        }))
+        .await
+    }
+
+    /// Answers each request with what `respond` returns for it (for randomised faults).
+    pub async fn start_with(respond: Responder) -> FaultyTwilio {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let script = Arc::new(Mutex::new(VecDeque::from(replies)));
         let recorded = requests.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let recorded = recorded.clone();
-                let script = script.clone();
+                let respond = respond.clone();
                 tokio::spawn(async move {
-                    let _ = serve(stream, recorded, script).await;
+                    let _ = serve(stream, recorded, respond).await;
                 });
             }
         });
@@ -124,7 +141,7 @@ impl Drop for FaultyTwilio {
 async fn serve(
     mut stream: tokio::net::TcpStream,
     recorded: Arc<Mutex<Vec<Recorded>>>,
-    script: Arc<Mutex<VecDeque<Reply>>>,
+    respond: Responder,
 ) -> std::io::Result<()> {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -161,21 +178,14 @@ async fn serve(
     }
     let body = &buffer[header_end..buffer.len().min(header_end + length)];
     let form = url::form_urlencoded::parse(body).into_owned().collect();
-    recorded.lock().expect("lock").push(Recorded {
+    let request = Recorded {
         method,
         path,
         headers,
         form,
-    });
-    let reply = {
-        let mut script = script.lock().expect("lock");
-        if script.len() > 1 {
-            script.pop_front()
-        } else {
-            script.front().cloned()
-        }
-    }
-    .unwrap_or_else(|| Reply::new(500, "no reply scripted"));
+    };
+    let reply = respond(&request);
+    recorded.lock().expect("lock").push(request);
     tokio::time::sleep(reply.delay).await;
     let mut response = format!(
         "HTTP/1.1 {} Scripted\r\nContent-Length: {}\r\nConnection: close\r\n",

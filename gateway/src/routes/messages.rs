@@ -187,7 +187,12 @@ impl ResponseError for EnqueueError {
     }
 }
 
+/// 503 when the database is unavailable ([`reclaim_common::http::database_unavailable`]), else 500 without
+/// details; the cause goes to the log with the request id.
 pub(super) fn internal(error: &anyhow::Error) -> HttpResponse {
+    if reclaim_common::db::is_unavailable(error) {
+        return reclaim_common::http::database_unavailable(error);
+    }
     tracing::error!(error = %format!("{error:#}"), "request failed");
     error_response(
         StatusCode::INTERNAL_SERVER_ERROR,

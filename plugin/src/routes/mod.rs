@@ -187,8 +187,12 @@ pub(crate) fn busy_response(retry_after: Duration) -> HttpResponse {
     response
 }
 
-/// 500 without details; the cause goes to the log with the request id.
+/// 503 when the database is unavailable ([`reclaim_common::http::database_unavailable`]), else 500 without
+/// details; the cause goes to the log with the request id.
 fn unexpected_response(error: &anyhow::Error) -> HttpResponse {
+    if reclaim_common::db::is_unavailable(error) {
+        return reclaim_common::http::database_unavailable(error);
+    }
     tracing::error!(error = ?error, "request failed");
     error_response(
         StatusCode::INTERNAL_SERVER_ERROR,

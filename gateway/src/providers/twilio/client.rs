@@ -280,7 +280,7 @@ pub fn validity_period_seconds(
 
 fn expired() -> SendError {
     SendError::Permanent {
-        code: Some("expired".into()),
+        code: Some(crate::delivery::EXPIRED_CODE.into()),
         message: "the message expired before it could be handed to Twilio".into(),
     }
 }
