@@ -28,6 +28,7 @@ mod kratos_hooks;
 mod kratos_journey;
 mod kratos_kit;
 mod logs;
+mod multi_instance;
 mod openapi_documents;
 mod ops_metrics;
 mod plugin_api;
