@@ -260,7 +260,7 @@ async fn client(
                 .wrong
                 .lock()
                 .expect("lock")
-                .push(format!("{} via instance {target}: {error}", number(i))),
+                .push(format!("{} via instance {target}: {error:?}", number(i))),
         }
     }
 }
@@ -315,7 +315,12 @@ async fn three_gateways_deliver_every_verification_once_and_take_over_a_killed_o
     let (_database, db, mut instances) = start_instances(&twilio.url, "").await;
     let urls = Arc::new(instances.iter().map(|i| i.url.clone()).collect::<Vec<_>>());
     let clients = Arc::new(Clients::default());
-    let http = reqwest::Client::new();
+    // A new connection per request: a kept-alive connection the server closes just as a client reuses it
+    // would fail a request that was never processed, and a start cannot be retried blindly.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|_| tokio::spawn(client(clients.clone(), http.clone(), urls.clone(), total)))
         .collect();
