@@ -7,7 +7,7 @@ use crate::{PasswordState, Passwords};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
 use reclaim_common::auth::Operator;
-use reclaim_common::json::{self, error_response, FieldError};
+use reclaim_common::json::{self, FieldError};
 use reclaim_common::secret::mask_address;
 use serde::{Deserialize, Serialize};
 
@@ -138,44 +138,9 @@ pub struct IdentityView {
     pub phone: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ShowIdentityError {
-    #[error(transparent)]
-    Invalid(#[from] FieldError),
-    #[error("the plugin has no record of this identity")]
-    UnknownIdentity,
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
-}
-
-impl From<crate::PasswordsError> for ShowIdentityError {
-    fn from(error: crate::PasswordsError) -> Self {
-        Self::Unexpected(anyhow::Error::new(error))
-    }
-}
-
-impl ResponseError for ShowIdentityError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            Self::Invalid(_) => StatusCode::BAD_REQUEST,
-            Self::UnknownIdentity => StatusCode::NOT_FOUND,
-            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        match self {
-            Self::Invalid(e) => e.error_response(),
-            Self::UnknownIdentity => error_response(
-                self.status_code(),
-                "unknown_identity",
-                self.to_string(),
-                Some("id"),
-            ),
-            Self::Unexpected(e) => unexpected_response(e),
-        }
-    }
-}
+/// `GET /admin/identities/{id}` fails exactly as `GET /v1/identities/{id}/password` does (a bad id, an
+/// identity the plugin never saw, an internal error): one enum for both reads of an identity's state.
+pub type ShowIdentityError = super::show_password_state::ShowPasswordStateError;
 
 #[utoipa::path(
     get,
