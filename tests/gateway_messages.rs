@@ -304,6 +304,125 @@ async fn concurrent_requests_with_one_idempotency_key_queue_one_message() {
     assert_eq!(count_messages(&app), 1);
 }
 
+/// Concurrent requests share transactions (`gateway/src/intake.rs`): each still gets its own answer, equal to
+/// what a later GET reads back, a shared key still queues one message, and nothing is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_concurrent_requests_is_stored_whole_each_with_its_own_answer() {
+    let (app, _dir) = spawn_gateway(|_| {}).await;
+    const REQUESTS: usize = 96;
+    let sends = (0..REQUESTS).map(|i| {
+        let client = app.client.clone();
+        let url = app.gateway_url("/v1/messages");
+        async move {
+            // A third without a key, a third with a key of its own, a third sharing one key.
+            let key = match i % 3 {
+                0 => None,
+                1 => Some(format!("own-{i}")),
+                _ => Some("shared".to_string()),
+            };
+            let code = if i % 3 == 2 { 7 } else { i };
+            let mut request = client.post(url).bearer_auth(API_TOKEN).json(&json!({
+                "channel": "sms", "to": "+14155550100", "template": "verification_code",
+                "data": {"code": format!("{code:06}")}
+            }));
+            if let Some(key) = &key {
+                request = request.header("Idempotency-Key", key);
+            }
+            let response = request.send().await.expect("request");
+            assert_eq!(response.status(), 202);
+            let view: Value = response.json().await.expect("json");
+            (i % 3 == 2, view)
+        }
+    });
+    let answers = futures_util::future::join_all(sends).await;
+    let shared: std::collections::HashSet<String> = answers
+        .iter()
+        .filter(|(shared, _)| *shared)
+        .map(|(_, view)| view["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(
+        shared.len(),
+        1,
+        "one message for the shared key: {shared:?}"
+    );
+    let own: std::collections::HashSet<String> = answers
+        .iter()
+        .filter(|(shared, _)| !*shared)
+        .map(|(_, view)| view["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(
+        own.len(),
+        REQUESTS / 3 * 2,
+        "every other request has its own message"
+    );
+    assert!(own.is_disjoint(&shared));
+    assert_eq!(count_messages(&app), (REQUESTS / 3 * 2 + 1) as i64);
+    for (_, answer) in answers.iter().step_by(7) {
+        let read_back = get_message(&app, answer["id"].as_str().expect("id")).await;
+        assert_eq!(&read_back, answer, "the 202 answer is the stored message");
+    }
+}
+
+/// A batch whose transaction fails is stored again message by message: the one bad message is refused, its
+/// neighbours are stored.
+#[tokio::test]
+async fn one_bad_message_in_a_batch_does_not_refuse_its_neighbours() {
+    use reclaim_gateway::intake::{Intake, Stored, Submission};
+    use reclaim_gateway::outbox::{MessageStatus, NewMessage};
+    let (app, _dir) = spawn_gateway(|_| {}).await;
+    let taken = enqueue(
+        &app,
+        &json!({"channel": "sms", "to": "+14155550100", "template": "verification_code", "data": {"code": "1"}}),
+    )
+    .await;
+    let now = Utc::now().naive_utc();
+    let message = |id: String| NewMessage {
+        id,
+        channel: "sms".into(),
+        destination: "+14155550101".into(),
+        template: "verification_code".into(),
+        locale: "en".into(),
+        data: r#"{"code":"2"}"#.into(),
+        status: MessageStatus::Queued,
+        attempts: 0,
+        next_attempt_at: now,
+        expires_at: None,
+        fallback: "[]".into(),
+        fallback_position: 0,
+        idempotency_key: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let intake = Intake::new(app.db.clone());
+    // On this single-threaded runtime every submission is queued before the writer first runs, so the
+    // ten of them meet in one batch, and the reused id fails that batch's transaction.
+    let ids: Vec<String> = (0..10)
+        .map(|i| {
+            if i == 4 {
+                taken.clone()
+            } else {
+                uuid::Uuid::now_v7().to_string()
+            }
+        })
+        .collect();
+    let results = futures_util::future::join_all(ids.iter().map(|id| {
+        intake.submit(Submission {
+            message: message(id.clone()),
+            once: None,
+            answer: String::new(),
+        })
+    }))
+    .await;
+    for (i, result) in results.iter().enumerate() {
+        if i == 4 {
+            assert!(result.is_err(), "the message with a taken id is refused");
+        } else {
+            assert!(matches!(result, Ok(Stored::New)), "{i}: {result:?}");
+        }
+    }
+    assert_eq!(count_messages(&app), 10);
+}
+
 async fn futures_join(app: &TestApp, body: &Value) -> Vec<String> {
     let mut handles = Vec::new();
     for _ in 0..8 {

@@ -102,6 +102,10 @@ impl Request {
     pub fn scope(&self) -> &str {
         &self.scope
     }
+
+    pub fn key(&self) -> &str {
+        self.key.as_str()
+    }
 }
 
 /// What was answered the first time.
@@ -207,6 +211,43 @@ pub fn complete(
         ))
         .execute(conn)?;
     Ok(())
+}
+
+/// For work whose answer is known before it commits: stores `request`'s answer at once when its key is new
+/// (one statement instead of [`claim`] then [`complete`]), in the caller's transaction, which must also
+/// hold the work. `None`: the key was new (or held a claim abandoned past its lease) and now holds this
+/// answer. `Some`: the key was in use — [`Claim::Answered`] with what it was answered, or
+/// [`Claim::Pending`] while another request still works on it.
+pub fn answer_at_once(
+    conn: &mut AnyConnection,
+    request: &Request,
+    now: NaiveDateTime,
+    status_code: u16,
+    response_body: &str,
+) -> Result<Option<Claim>, DbError> {
+    let row = (
+        dsl::scope.eq(&request.scope),
+        dsl::key.eq(request.key.as_str()),
+        dsl::request_digest.eq(&request.digest),
+        dsl::status_code.eq(i32::from(status_code)),
+        dsl::response_body.eq(response_body),
+        dsl::created_at.eq(now),
+        dsl::subject.eq(request.subject.as_deref()),
+    );
+    let inserted = crate::per_backend!(&mut *conn, |c| diesel::insert_into(dsl::idempotency_keys)
+        .values(row)
+        .on_conflict_do_nothing()
+        .execute(c))?;
+    if inserted == 1 {
+        return Ok(None);
+    }
+    match claim(conn, request, now)? {
+        Claim::Claimed => {
+            complete(conn, request, status_code, response_body)?;
+            Ok(None)
+        }
+        earlier => Ok(Some(earlier)),
+    }
 }
 
 /// Gives up a pending claim whose work failed, so that a retry does the work.

@@ -13,6 +13,7 @@ pub mod channel;
 pub mod delivery;
 pub mod fallback;
 pub mod handoff;
+pub mod intake;
 pub mod kratos;
 pub mod limits;
 pub mod metrics;

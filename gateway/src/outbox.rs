@@ -287,15 +287,62 @@ pub fn insert(
     message: &NewMessage,
     keyring: &Keyring,
 ) -> Result<(), DbError> {
-    let mut sealed = message.clone();
-    sealed.data = keyring.seal(&data_context(&message.id), message.data.as_bytes());
-    diesel::insert_into(gateway_messages::table)
-        .values((
-            sealed,
-            gateway_messages::recipient.eq(recipient_key(&message.destination)),
-        ))
-        .execute(conn)?;
+    insert_sealed(conn, vec![message.sealed(keyring)])
+}
+
+/// Inserts messages already [`NewMessage::sealed`], with one statement.
+pub fn insert_sealed(conn: &mut AnyConnection, messages: Vec<NewMessage>) -> Result<(), DbError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = messages
+        .into_iter()
+        .map(|message| {
+            let recipient = recipient_key(&message.destination);
+            (message, gateway_messages::recipient.eq(recipient))
+        })
+        .collect();
+    reclaim_common::per_backend!(&mut *conn, |c| diesel::insert_into(gateway_messages::table)
+        .values(rows)
+        .execute(c))?;
     Ok(())
+}
+
+impl NewMessage {
+    /// The message with its `data` (JSON text) sealed with the newest key of `keyring`, as it is stored.
+    pub fn sealed(&self, keyring: &Keyring) -> NewMessage {
+        let mut sealed = self.clone();
+        sealed.data = keyring.seal(&data_context(&self.id), self.data.as_bytes());
+        sealed
+    }
+
+    /// The row this message is once inserted, before any worker touched it (for the enqueue answer).
+    pub fn as_queued_row(&self) -> MessageRow {
+        MessageRow {
+            id: self.id.clone(),
+            channel: self.channel.clone(),
+            destination: self.destination.clone(),
+            template: self.template.clone(),
+            locale: self.locale.clone(),
+            data: self.data.clone(),
+            status: self.status,
+            attempts: self.attempts,
+            next_attempt_at: self.next_attempt_at,
+            lease_owner: None,
+            lease_until: None,
+            expires_at: self.expires_at,
+            provider: None,
+            provider_message_id: None,
+            last_error: None,
+            fallback: self.fallback.clone(),
+            fallback_position: self.fallback_position,
+            idempotency_key: self.idempotency_key.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            step_attempts: 0,
+            unrecorded_claims: 0,
+        }
+    }
 }
 
 /// How `recipient` holds an address: email addresses lowercased (one mailbox whatever the case), E.164

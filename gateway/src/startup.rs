@@ -112,6 +112,7 @@ impl Application {
             limits,
             supabase_verifier: gateway.supabase.verifier(),
             supabase_plugin: supabase_plugin.clone(),
+            intake: crate::intake::Intake::new(db.clone()),
         });
         let spec = ServiceSpec {
             name: "gateway",

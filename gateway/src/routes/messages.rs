@@ -3,12 +3,13 @@
 use super::ApiState;
 use crate::address::Destination;
 use crate::channel::Channel;
+use crate::intake::{Stored, Submission};
 use crate::outbox::{self, AttemptRow, FallbackStep, MessageRow, MessageStatus, NewMessage};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use chrono::{DateTime, TimeDelta, Utc};
-use reclaim_common::db::{write_transaction, DbError};
-use reclaim_common::idempotency::{self, Claim, IdempotencyKey};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use reclaim_common::db::DbError;
+use reclaim_common::idempotency::{self, IdempotencyKey};
 use reclaim_common::json::{error_response, FieldError};
 use reclaim_common::Db;
 use serde::{Deserialize, Serialize};
@@ -224,11 +225,11 @@ pub async fn enqueue_message(
     request: HttpRequest,
     body: web::Bytes,
     state: web::Data<ApiState>,
-    db: web::Data<Db>,
 ) -> Result<HttpResponse, EnqueueError> {
     let key = IdempotencyKey::from_headers(request.headers(), "Idempotency-Key")?;
     let parsed: MessageRequest = reclaim_common::json::parse(&body)?;
-    let now = Utc::now().naive_utc();
+    // Microseconds: what both databases keep, so the answer shows the times a later GET reads back.
+    let now = Utc::now().naive_utc().trunc_subsecs(6);
     let id = uuid::Uuid::now_v7().to_string();
     let new = validate(
         &state,
@@ -237,48 +238,21 @@ pub async fn enqueue_message(
         now,
         key.as_ref().map(|k| k.as_str().to_string()),
     )?;
-    let once = key.map(|key| idempotency::Request::new(IDEMPOTENCY_SCOPE, key, &body));
-    let keyring = state.keyring.clone();
-    let db = db.get_ref().clone();
-    let outcome = db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                if let Some(once) = &once {
-                    match idempotency::claim(conn, once, now)? {
-                        Claim::Claimed => {}
-                        Claim::Answered(found) => return Ok(Stored::Earlier(found)),
-                        // Claim and answer commit together here, so no claim of this scope is seen pending.
-                        Claim::Pending { .. } => {
-                            return Err(DbError::Task("a message's key is pending".into()))
-                        }
-                    }
-                }
-                outbox::insert(conn, &new, &keyring)?;
-                let view = outbox::find(conn, &new.id)?
-                    .map(|(m, a)| MessageView::new(&m, &a))
-                    .ok_or(diesel::result::Error::NotFound)?;
-                let body = serde_json::to_string(&view)
-                    .map_err(|e| DbError::Task(format!("cannot encode the answer: {e}")))?;
-                if let Some(once) = &once {
-                    idempotency::complete(conn, once, 202, &body)?;
-                }
-                Ok(Stored::New(body))
-            })
-        })
-        .await
-        .map_err(db_error)?;
-    match outcome {
-        Stored::New(body) => Ok(HttpResponse::Accepted()
+    let answer = serde_json::to_string(&MessageView::new(&new.as_queued_row(), &[]))
+        .map_err(|e| anyhow::anyhow!("cannot encode the answer: {e}"))?;
+    let submission = Submission {
+        message: new.sealed(&state.keyring),
+        once: key.map(|key| idempotency::Request::new(IDEMPOTENCY_SCOPE, key, &body)),
+        answer,
+    };
+    let answer = submission.answer.clone();
+    match state.intake.submit(submission).await.map_err(db_error)? {
+        Stored::New => Ok(HttpResponse::Accepted()
             .content_type("application/json")
-            .body(body)),
+            .body(answer)),
         Stored::Earlier(found) if found.same_request => Ok(idempotency::replay(&found)),
         Stored::Earlier(_) => Err(EnqueueError::KeyReused),
     }
-}
-
-enum Stored {
-    New(String),
-    Earlier(idempotency::Remembered),
 }
 
 fn validate(

@@ -39,6 +39,8 @@ pub struct ApiState {
     pub supabase_verifier: reclaim_common::auth::standard_webhooks::Verifier,
     /// Tells the plugin of Supabase's password changes (`gateway.supabase.plugin_url`, or `serve all`).
     pub supabase_plugin: crate::supabase::plugin_link::PluginReporter,
+    /// Stores `POST /v1/messages` messages, concurrent requests in one transaction.
+    pub intake: crate::intake::Intake,
 }
 
 /// Mounts the routes. The bearer token is checked before any body is read.
