@@ -202,16 +202,7 @@ impl MessageRow {
     /// until its report settles it (an unreachable handset retries the step, an undelivered one may fall
     /// back).
     pub fn data_is_spent(&self, now: NaiveDateTime) -> bool {
-        match self.status {
-            MessageStatus::Sent
-            | MessageStatus::Delivered
-            | MessageStatus::Expired
-            | MessageStatus::Canceled => true,
-            MessageStatus::Undelivered | MessageStatus::Failed => {
-                self.expires_at.is_some_and(|expiry| expiry <= now)
-            }
-            MessageStatus::Queued | MessageStatus::Sending => false,
-        }
+        data_is_spent(self.status, self.expires_at, now)
     }
 
     pub fn fallback_steps(&self) -> Vec<FallbackStep> {
@@ -274,6 +265,24 @@ pub struct NewMessage {
     pub idempotency_key: Option<String>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+}
+
+/// [`MessageRow::data_is_spent`] from the two fields it depends on.
+fn data_is_spent(
+    status: MessageStatus,
+    expires_at: Option<NaiveDateTime>,
+    now: NaiveDateTime,
+) -> bool {
+    match status {
+        MessageStatus::Sent
+        | MessageStatus::Delivered
+        | MessageStatus::Expired
+        | MessageStatus::Canceled => true,
+        MessageStatus::Undelivered | MessageStatus::Failed => {
+            expires_at.is_some_and(|expiry| expiry <= now)
+        }
+        MessageStatus::Queued | MessageStatus::Sending => false,
+    }
 }
 
 /// The authenticated context of a message's sealed data: it opens only in its own row.
@@ -351,23 +360,18 @@ pub fn recipient_key(address: &str) -> String {
     address.to_lowercase()
 }
 
-/// Empties the data of a message that can no longer be sent (see [`MessageRow::data_is_spent`]). Runs in
-/// the transaction of every state change.
+/// Empties the data of a message that can no longer be sent (see [`MessageRow::data_is_spent`]), judged by
+/// the row a state change left ([`apply`]'s answer). Runs in the transaction of every state change.
 fn wipe_spent_data(
     conn: &mut AnyConnection,
     message_id: &str,
+    applied: &Applied,
     now: NaiveDateTime,
 ) -> Result<(), DbError> {
     use gateway_messages::dsl as m;
-    let Some(message) = m::gateway_messages
-        .find(message_id)
-        .select(MessageRow::as_select())
-        .first(conn)
-        .optional()?
-    else {
-        return Ok(());
-    };
-    if !message.data.is_empty() && message.data_is_spent(now) {
+    let spent = MessageStatus::parse(&applied.status)
+        .is_some_and(|status| data_is_spent(status, applied.expires_at, now));
+    if applied.has_data && spent {
         diesel::update(m::gateway_messages.find(message_id))
             .set(m::data.eq(""))
             .execute(conn)?;
@@ -497,44 +501,56 @@ pub fn claim(
     lease: TimeDelta,
 ) -> Result<Option<MessageRow>, DbError> {
     use gateway_messages::dsl as m;
-    write_transaction(conn, |conn| {
-        let due = m::gateway_messages
-            .filter(
-                m::status
-                    .eq(MessageStatus::Queued.as_str())
-                    .and(m::next_attempt_at.le(now))
-                    .or(m::status
-                        .eq(MessageStatus::Sending.as_str())
-                        .and(m::lease_until.lt(now))),
+    // The subquery reads the table the statement updates, which SQL allows under another name.
+    let due_rows = diesel::alias!(gateway_messages as due_rows);
+    let due = due_rows
+        .filter(
+            due_rows
+                .field(m::status)
+                .eq(MessageStatus::Queued.as_str())
+                .and(due_rows.field(m::next_attempt_at).le(now))
+                .or(due_rows
+                    .field(m::status)
+                    .eq(MessageStatus::Sending.as_str())
+                    .and(due_rows.field(m::lease_until).lt(now))),
+        )
+        .order(due_rows.field(m::next_attempt_at).asc())
+        .select(due_rows.field(m::id))
+        .limit(1);
+    let changes = (
+        m::status.eq(MessageStatus::Sending.as_str()),
+        m::lease_owner.eq(owner),
+        m::lease_until.eq(now + lease),
+        m::attempts.eq(m::attempts + 1),
+        m::unrecorded_claims.eq(m::unrecorded_claims + 1),
+        // A report kept for an earlier claim whose worker died describes no attempt of this one.
+        m::early_report_sid.eq(None::<String>),
+        m::early_report_outcome.eq(None::<String>),
+        m::early_report_error_code.eq(None::<String>),
+        m::updated_at.eq(now),
+    );
+    // One statement: the due row is chosen, leased and read back together.
+    Ok(match conn {
+        // Other workers skip the row we lock instead of waiting for it. A single statement needs no
+        // transaction of its own.
+        AnyConnection::Postgresql(c) => {
+            diesel::update(m::gateway_messages.filter(m::id.eq_any(due.for_update().skip_locked())))
+                .set(changes)
+                .returning(MessageRow::as_returning())
+                .get_result(c)
+                .optional()?
+        }
+        // BEGIN IMMEDIATE serialises writers on SQLite (a plain statement could lose the race for the write
+        // lock after its read began, and that is not retried).
+        AnyConnection::Sqlite(_) => write_transaction(conn, |conn| {
+            Ok(reclaim_common::per_backend!(conn, |c| diesel::update(
+                m::gateway_messages.filter(m::id.eq_any(due)),
             )
-            .order(m::next_attempt_at.asc())
-            .select(m::id);
-        let id: Option<String> = match conn {
-            // Other workers skip the row we lock instead of waiting for it.
-            AnyConnection::Postgresql(c) => due.for_update().skip_locked().first(c).optional()?,
-            // BEGIN IMMEDIATE already serialises writers on SQLite.
-            AnyConnection::Sqlite(c) => due.first(c).optional()?,
-        };
-        let Some(id) = id else { return Ok(None) };
-        diesel::update(m::gateway_messages.find(&id))
-            .set((
-                m::status.eq(MessageStatus::Sending.as_str()),
-                m::lease_owner.eq(owner),
-                m::lease_until.eq(now + lease),
-                m::attempts.eq(m::attempts + 1),
-                m::unrecorded_claims.eq(m::unrecorded_claims + 1),
-                // A report kept for an earlier claim whose worker died describes no attempt of this one.
-                m::early_report_sid.eq(None::<String>),
-                m::early_report_outcome.eq(None::<String>),
-                m::early_report_error_code.eq(None::<String>),
-                m::updated_at.eq(now),
-            ))
-            .execute(conn)?;
-        Ok(m::gateway_messages
-            .find(&id)
-            .select(MessageRow::as_select())
-            .first(conn)
-            .optional()?)
+            .set(changes)
+            .returning(MessageRow::as_returning())
+            .get_result(c)
+            .optional())?)
+        })?,
     })
 }
 
@@ -649,22 +665,16 @@ pub fn record(
 ) -> Result<Recorded, DbError> {
     use gateway_messages::dsl as m;
     write_transaction(conn, |conn| {
-        let updated = apply(conn, message_id, Some(owner), &transition, now)?;
-        if updated == 0 {
-            return Ok(Recorded::LeaseLost);
-        }
         // The retry budget counts attempts on this step; a fallback starts the next step at zero.
         let counted = attempt.is_some()
             && matches!(
                 transition,
                 Transition::Sent { .. } | Transition::Retry { .. }
             );
-        diesel::update(m::gateway_messages.find(message_id))
-            .set((
-                m::unrecorded_claims.eq(0),
-                m::step_attempts.eq(m::step_attempts + i32::from(counted)),
-            ))
-            .execute(conn)?;
+        let outcome = Counters::Outcome { counted };
+        let Some(applied) = apply(conn, message_id, Some(owner), &transition, outcome, now)? else {
+            return Ok(Recorded::LeaseLost);
+        };
         let awaits_report = matches!(
             transition,
             Transition::Sent {
@@ -673,23 +683,21 @@ pub fn record(
             }
         );
         if !awaits_report {
-            wipe_spent_data(conn, message_id, now)?;
+            wipe_spent_data(conn, message_id, &applied, now)?;
         }
         if let Some(attempt) = attempt {
             diesel::insert_into(gateway_attempts::table)
                 .values(attempt)
                 .execute(conn)?;
         }
-        // Read after our update holds the row, so a report stored concurrently is seen here or sees `sent`.
-        let (sid, outcome, error_code): (Option<String>, Option<String>, Option<String>) =
-            m::gateway_messages
-                .find(message_id)
-                .select((
-                    m::early_report_sid,
-                    m::early_report_outcome,
-                    m::early_report_error_code,
-                ))
-                .first(conn)?;
+        // Returned by our update, which holds the row: a report stored concurrently is seen here or sees
+        // `sent`.
+        let Applied {
+            early_report_sid: sid,
+            early_report_outcome: outcome,
+            early_report_error_code: error_code,
+            ..
+        } = applied;
         if sid.is_some() {
             diesel::update(m::gateway_messages.find(message_id))
                 .set((
@@ -719,34 +727,78 @@ pub fn record(
     })
 }
 
+/// What a state change does to the counters of claims and attempts.
+#[derive(Debug, Clone, Copy)]
+enum Counters {
+    /// A worker recorded the outcome of its claim: no claim is unrecorded any more, and the attempt counts
+    /// against its step's budget when `counted`.
+    Outcome { counted: bool },
+    /// A provider's report: the counters stay.
+    Report,
+}
+
+/// The row as a state change left it, enough to finish the change without reading it again.
+#[derive(Debug, Queryable)]
+struct Applied {
+    status: String,
+    expires_at: Option<NaiveDateTime>,
+    has_data: bool,
+    early_report_sid: Option<String>,
+    early_report_outcome: Option<String>,
+    early_report_error_code: Option<String>,
+}
+
+/// Moves the message by `transition` (only while `owner`, when given, holds its lease) and answers the row
+/// as it is now, or `None` when no row matched.
 fn apply(
     conn: &mut AnyConnection,
     message_id: &str,
     owner: Option<&str>,
     transition: &Transition,
+    counters: Counters,
     now: NaiveDateTime,
-) -> Result<usize, DbError> {
+) -> Result<Option<Applied>, DbError> {
     use gateway_messages::dsl as m;
-    let target = m::gateway_messages.filter(m::id.eq(message_id));
-    let no_lease = (
+    let (keep_unrecorded, step_attempt) = match counters {
+        Counters::Outcome { counted } => (0, i32::from(counted)),
+        Counters::Report => (1, 0),
+    };
+    let bookkeeping = (
         m::lease_owner.eq(None::<String>),
         m::lease_until.eq(None::<NaiveDateTime>),
         m::updated_at.eq(now),
+        m::unrecorded_claims.eq(m::unrecorded_claims * keep_unrecorded),
+    );
+    let counted = m::step_attempts.eq(m::step_attempts + step_attempt);
+    let returned = (
+        m::status,
+        m::expires_at,
+        m::data.ne(""),
+        m::early_report_sid,
+        m::early_report_outcome,
+        m::early_report_error_code,
     );
     let status = transition.status().as_str();
     macro_rules! update {
         ($changes:expr) => {
             match owner {
-                Some(owner) => diesel::update(
-                    target
+                Some(owner) => reclaim_common::per_backend!(&mut *conn, |c| diesel::update(
+                    m::gateway_messages
+                        .filter(m::id.eq(message_id))
                         .filter(m::lease_owner.eq(owner))
                         .filter(m::status.eq(MessageStatus::Sending.as_str())),
                 )
-                .set(($changes, no_lease))
-                .execute(conn)?,
-                None => diesel::update(target)
-                    .set(($changes, no_lease))
-                    .execute(conn)?,
+                .set(($changes, bookkeeping))
+                .returning(returned)
+                .get_result::<Applied>(c)
+                .optional())?,
+                None => reclaim_common::per_backend!(&mut *conn, |c| diesel::update(
+                    m::gateway_messages.filter(m::id.eq(message_id))
+                )
+                .set(($changes, bookkeeping))
+                .returning(returned)
+                .get_result::<Applied>(c)
+                .optional())?,
             }
         };
     }
@@ -759,12 +811,14 @@ fn apply(
             m::status.eq(status),
             m::provider.eq(provider),
             m::provider_message_id.eq(provider_message_id),
+            counted,
         )),
-        Transition::Delivered => update!(m::status.eq(status)),
+        Transition::Delivered => update!((m::status.eq(status), counted)),
         Transition::Retry { at, error } => update!((
             m::status.eq(status),
             m::next_attempt_at.eq(at),
             m::last_error.eq(error),
+            counted,
         )),
         Transition::Fallback {
             step,
@@ -781,7 +835,7 @@ fn apply(
             m::provider_message_id.eq(None::<String>),
         )),
         Transition::Final { error, .. } => {
-            update!((m::status.eq(status), m::last_error.eq(error)))
+            update!((m::status.eq(status), m::last_error.eq(error), counted))
         }
     })
 }
@@ -875,8 +929,9 @@ pub fn report_delivery(
             ReportedOutcome::Delivered => Transition::Delivered,
             ReportedOutcome::Undelivered { retry } => after_undelivered(&message, retry),
         };
-        apply(conn, &message.id, None, &transition, now)?;
-        wipe_spent_data(conn, &message.id, now)?;
+        if let Some(applied) = apply(conn, &message.id, None, &transition, Counters::Report, now)? {
+            wipe_spent_data(conn, &message.id, &applied, now)?;
+        }
         Ok(ReportOutcome::Moved {
             message,
             transition,
