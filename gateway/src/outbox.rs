@@ -503,20 +503,7 @@ pub fn claim(
     use gateway_messages::dsl as m;
     // The subquery reads the table the statement updates, which SQL allows under another name.
     let due_rows = diesel::alias!(gateway_messages as due_rows);
-    let due = due_rows
-        .filter(
-            due_rows
-                .field(m::status)
-                .eq(MessageStatus::Queued.as_str())
-                .and(due_rows.field(m::next_attempt_at).le(now))
-                .or(due_rows
-                    .field(m::status)
-                    .eq(MessageStatus::Sending.as_str())
-                    .and(due_rows.field(m::lease_until).lt(now))),
-        )
-        .order(due_rows.field(m::next_attempt_at).asc())
-        .select(due_rows.field(m::id))
-        .limit(1);
+    let status = due_rows.field(m::status);
     let changes = (
         m::status.eq(MessageStatus::Sending.as_str()),
         m::lease_owner.eq(owner),
@@ -529,29 +516,55 @@ pub fn claim(
         m::early_report_error_code.eq(None::<String>),
         m::updated_at.eq(now),
     );
-    // One statement: the due row is chosen, leased and read back together.
-    Ok(match conn {
-        // Other workers skip the row we lock instead of waiting for it. A single statement needs no
-        // transaction of its own.
-        AnyConnection::Postgresql(c) => {
-            diesel::update(m::gateway_messages.filter(m::id.eq_any(due.for_update().skip_locked())))
-                .set(changes)
+    // One statement leases the most overdue row that `$filter` picks and reads it back.
+    macro_rules! lease_first {
+        ($conn:expr, $filter:expr) => {{
+            let pick = due_rows
+                .filter($filter)
+                .order(due_rows.field(m::next_attempt_at).asc())
+                .select(due_rows.field(m::id))
+                .limit(1);
+            match $conn {
+                // Other workers skip the row we lock instead of waiting for it.
+                AnyConnection::Postgresql(c) => diesel::update(
+                    m::gateway_messages.filter(m::id.eq_any(pick.for_update().skip_locked())),
+                )
+                .set(changes.clone())
                 .returning(MessageRow::as_returning())
                 .get_result(c)
-                .optional()?
+                .optional()?,
+                AnyConnection::Sqlite(c) => {
+                    diesel::update(m::gateway_messages.filter(m::id.eq_any(pick)))
+                        .set(changes.clone())
+                        .returning(MessageRow::as_returning())
+                        .get_result(c)
+                        .optional()?
+                }
+            }
+        }};
+    }
+    // Two picks that each follow an index, not one with an OR, which made every claim sort the whole
+    // backlog: a lease that ran out (its worker died; a few rows at most), else the most overdue queued
+    // message.
+    let pick = |conn: &mut AnyConnection| -> Result<Option<MessageRow>, DbError> {
+        let abandoned = status
+            .eq(MessageStatus::Sending.as_str())
+            .and(due_rows.field(m::lease_until).lt(now));
+        if let Some(row) = lease_first!(conn, abandoned) {
+            return Ok(Some(row));
         }
+        let due = status
+            .eq(MessageStatus::Queued.as_str())
+            .and(due_rows.field(m::next_attempt_at).le(now));
+        Ok(lease_first!(conn, due))
+    };
+    match conn {
+        // Each statement stands alone (a row is leased whole or not at all): no transaction needed.
+        AnyConnection::Postgresql(_) => pick(conn),
         // BEGIN IMMEDIATE serialises writers on SQLite (a plain statement could lose the race for the write
         // lock after its read began, and that is not retried).
-        AnyConnection::Sqlite(_) => write_transaction(conn, |conn| {
-            Ok(reclaim_common::per_backend!(conn, |c| diesel::update(
-                m::gateway_messages.filter(m::id.eq_any(due)),
-            )
-            .set(changes)
-            .returning(MessageRow::as_returning())
-            .get_result(c)
-            .optional())?)
-        })?,
-    })
+        AnyConnection::Sqlite(_) => write_transaction(conn, pick),
+    }
 }
 
 /// Where a message goes after an attempt or a provider's report.
