@@ -8,6 +8,9 @@
 //! BENCH_SECONDS=8 BENCH_OUT=/tmp/guard.md cargo run --release -p reclaim-plugin --example guard_bench
 //! ```
 //!
+//! `BENCH_SUMMARY=<file>` adds a 10× overload of a fresh guard (320 clients; peak RSS from VmHWM) and writes
+//! the headline figures as JSON (read by `examples/perf_report.rs`).
+//!
 //! Three processes, so that each one's CPU time can be read from /proc: this one (load driver and raw
 //! argon2id runs), a stand-in for Kratos's public API (actix-web), and the guard as `reclaim serve guard`
 //! runs it (`GuardApplication`: `Passwords::new` on a migrated SQLite database, then `Guard::build`).
@@ -191,10 +194,65 @@ async fn main() -> anyhow::Result<()> {
         "the guard staged {allowed} allowed and {other_verdicts} other verdicts for {submitted_through_guard} \
          accepted submissions: every submission must cost exactly one check with an allowed verdict"
     );
+    // With BENCH_SUMMARY (examples/perf_report.rs): a fresh guard driven by 10× the clients of section 1,
+    // then its peak resident set (VmHWM: start-up and the overload only) and what it answered.
+    let summary_path = std::env::var("BENCH_SUMMARY").ok();
+    let overload = match &summary_path {
+        Some(_) => {
+            eprintln!("overload, {} clients...", 10 * LOAD_CLIENTS);
+            let overload_dir = tempfile::tempdir()?;
+            let fresh = ChildProcess::start(
+                "guard",
+                &[
+                    (UPSTREAM_URL, stand_in.url()),
+                    (DATA_DIR, overload_dir.path().display().to_string()),
+                ],
+            )?;
+            let overload_client = reqwest::Client::builder()
+                .pool_max_idle_per_host(10 * LOAD_CLIENTS)
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()?;
+            let length = Duration::from_secs(seconds.clamp(2, 10));
+            let run = load(
+                &overload_client,
+                &format!("{}{flow_path}", fresh.url()),
+                10 * LOAD_CLIENTS,
+                length,
+                flow_len,
+            )
+            .await?;
+            let peak_kib = status_kib(fresh.pid(), "VmHWM:");
+            Some((run, peak_kib, length))
+        }
+        None => None,
+    };
     let load_after = load_average();
     drop(guard);
     drop(stand_in);
     drop(dir);
+    if let (Some(path), Some((run, peak_kib, length))) = (&summary_path, &overload) {
+        let [direct, guarded] = &heavy;
+        let summary = json!({
+            "load_before": load_before,
+            "load_after": load_after,
+            "clients": LOAD_CLIENTS,
+            "direct_rate": direct.rate(),
+            "guard_rate": guarded.rate(),
+            "throughput_ratio": guarded.rate() / direct.rate(),
+            "per_cpu_ratio": guarded.per_cpu() / direct.per_cpu(),
+            "direct_p99_ms": direct.percentile(0.99) * 1e3,
+            "guard_p99_ms": guarded.percentile(0.99) * 1e3,
+            "added_p99_ms": (guarded.percentile(0.99) - direct.percentile(0.99)) * 1e3,
+            "light_added_p99_ms": (light[1].percentile(0.99) - light[0].percentile(0.99)) * 1e3,
+            "overload_clients": 10 * LOAD_CLIENTS,
+            "overload_seconds": length.as_secs_f64(),
+            "overload_ok": run.latencies.len(),
+            "overload_other": run.failures,
+            "overload_peak_rss_mib": *peak_kib as f64 / 1024.0,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
+    }
 
     let report = Report {
         cores,
@@ -1039,6 +1097,19 @@ fn cpu_seconds(pid: u32) -> f64 {
             Some((user + system) / 100.0)
         })
         .unwrap_or(0.0)
+}
+
+/// A `kB` field (`VmHWM:`, `VmRSS:`) of `/proc/<pid>/status`; 0 when unreadable.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// The 1-minute load average: other work on the machine skews wall-clock rates.

@@ -8,6 +8,8 @@
 //! BENCH_SECONDS=5 BENCH_OUT=/tmp/plugin.md cargo run --release -p reclaim-plugin --example plugin_bench
 //! ```
 //!
+//! `BENCH_SUMMARY=<file>` also writes the headline figures as JSON (read by `examples/perf_report.rs`).
+//!
 //! 1. Check latency at history depth 1, 5, 24, 64 through the real `Passwords` facade (SQLite), against a
 //!    naive baseline verifying N separately salted argon2id PHC hashes, same parameters (OWASP defaults).
 //! 2. The machine's raw argon2id rate (one thread per core) against HTTP check throughput of the real
@@ -333,6 +335,8 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let samples = sampler.stop();
+    // The kernel's own peak (VmHWM) of the server process: start-up and the overload, nothing else.
+    let peak_hwm = status_kib(server.pid(), "VmHWM:");
     drop(server);
     let third = (samples.len() / 3).max(1).min(samples.len());
     let peak_of = |s: &[u64]| s.iter().copied().max().unwrap_or(0);
@@ -421,6 +425,31 @@ async fn main() -> anyhow::Result<()> {
     }
     std::fs::write(&out, &report)?;
     eprintln!("{report}\nwritten to {out}");
+    // A machine-readable summary for `examples/perf_report.rs` (perf/RESULTS.md).
+    if let Ok(path) = std::env::var("BENCH_SUMMARY") {
+        let summary = serde_json::json!({
+            "load_before": load_before,
+            "load_after": load_after,
+            "depth_1_ms": ours[0] * 1e3,
+            "depth_24_ms": ours[depth_24] * 1e3,
+            "depth_24_ratio": ours_24,
+            "http_per_cpu": http_per_cpu,
+            "raw_per_cpu": raw_per_cpu,
+            "http_vs_raw_per_cpu": efficiency,
+            "http_vs_raw_per_cpu_lowest": cpu_lowest,
+            "http_vs_raw_per_cpu_highest": cpu_highest,
+            "http_vs_raw_wall": run.ok_rate() / raw_rate,
+            "http_clients": clients,
+            "http_rate": run.ok_rate(),
+            "overload_clients": overload_clients,
+            "overload_seconds": seconds,
+            "overload_ok": heavy.latencies.len(),
+            "overload_503": heavy.busy,
+            "overload_other": heavy.other,
+            "overload_peak_rss_mib": kib_to_mib(peak_hwm.max(peak)),
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&summary)?)?;
+    }
     Ok(())
 }
 
@@ -703,11 +732,16 @@ fn median(samples: &mut [f64]) -> f64 {
 }
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` field (`VmRSS:`, `VmHWM:`) of `/proc/<pid>/status`; 0 when unreadable.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|n| n.parse().ok())
         })
