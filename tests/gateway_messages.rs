@@ -363,6 +363,42 @@ async fn a_burst_of_concurrent_requests_is_stored_whole_each_with_its_own_answer
     }
 }
 
+/// A queued message wakes this process's idle workers: with a poll interval of a minute, a message and a
+/// verification's code are still sent at once, not at the next poll.
+#[tokio::test]
+async fn queueing_wakes_idle_workers_instead_of_waiting_for_their_poll() {
+    let (app, dir) = spawn_gateway_in(RunMode::All, |s| {
+        s.gateway.worker.poll_interval_ms = 60_000;
+    })
+    .await;
+    // The workers' first look at the empty outbox comes right after start; let them go idle.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    enqueue(
+        &app,
+        &json!({"channel": "sms", "to": "+14155550100", "template": "verification_code", "data": {"code": "1"}}),
+    )
+    .await;
+    let response = app
+        .client
+        .post(app.gateway_url("/v1/verifications"))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"channel": "sms", "to": "+14155550101", "purpose": "recovery"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 201);
+    // Far less than the poll interval; generous for a loaded machine.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while delivered(dir.path()).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the workers were not woken: {} of 2 sent",
+            delivered(dir.path()).len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// A batch whose transaction fails is stored again message by message: the one bad message is refused, its
 /// neighbours are stored.
 #[tokio::test]
@@ -393,7 +429,7 @@ async fn one_bad_message_in_a_batch_does_not_refuse_its_neighbours() {
         created_at: now,
         updated_at: now,
     };
-    let intake = Intake::new(app.db.clone());
+    let intake = Intake::new(app.db.clone(), Default::default());
     // On this single-threaded runtime every submission is queued before the writer first runs, so the
     // ten of them meet in one batch, and the reused id fails that batch's transaction.
     let ids: Vec<String> = (0..10)

@@ -25,6 +25,24 @@ use std::time::{Duration, Instant};
 /// it could be handed over (the provider checks the expiry against its own clock, just before the call).
 pub const EXPIRED_CODE: &str = "expired";
 
+/// Wakes this process's idle delivery workers when a message was queued, so that it is sent now rather than
+/// at their next poll (`gateway.worker.poll_interval_ms`). Ring it after the commit that queued the message.
+/// Workers of other processes still find it by polling. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Doorbell(Arc<tokio::sync::Notify>);
+
+impl Doorbell {
+    pub fn ring(&self) {
+        // Every idle worker wakes; a worker between its last claim and its sleep finds the stored permit.
+        self.0.notify_waiters();
+        self.0.notify_one();
+    }
+
+    async fn wait(&self) {
+        self.0.notified().await
+    }
+}
+
 /// Cheap to clone; the workers and tests share one.
 #[derive(Clone)]
 pub struct Delivery {
@@ -38,6 +56,7 @@ struct Inner {
     settings: GatewaySettings,
     metrics: GatewayMetrics,
     keyring: Keyring,
+    doorbell: Doorbell,
 }
 
 impl Delivery {
@@ -57,8 +76,14 @@ impl Delivery {
                 settings,
                 metrics,
                 keyring,
+                doorbell: Doorbell::default(),
             }),
         }
+    }
+
+    /// What wakes these workers when a message was queued.
+    pub fn doorbell(&self) -> Doorbell {
+        self.inner.doorbell.clone()
     }
 
     /// Delivers every message due now, one after the other, until none is due; returns how many attempts
@@ -131,6 +156,7 @@ impl Delivery {
             }
             tokio::select! {
                 _ = tokio::time::sleep(idle) => {}
+                _ = self.inner.doorbell.wait() => {}
                 _ = shutdown.wait() => {}
             }
         }

@@ -15,6 +15,7 @@
 //! SQLite has one writer at a time, so one batch writes at a time there; PostgreSQL takes
 //! [`POSTGRES_WRITERS`] batches at once, so that one batch's commit overlaps the next one's statements.
 
+use crate::delivery::Doorbell;
 use crate::outbox::{self, NewMessage};
 use reclaim_common::db::{write_transaction, AnyConnection, Backend, DbError};
 use reclaim_common::idempotency::{self, Claim, Remembered};
@@ -56,6 +57,8 @@ pub struct Intake {
 
 struct Inner {
     db: Db,
+    /// Rung after every batch that stored a message.
+    doorbell: Doorbell,
     max_writers: usize,
     queue: Mutex<Queue>,
 }
@@ -72,7 +75,7 @@ struct Waiting {
 }
 
 impl Intake {
-    pub fn new(db: Db) -> Self {
+    pub fn new(db: Db, doorbell: Doorbell) -> Self {
         let max_writers = match db.backend() {
             Backend::Sqlite => 1,
             Backend::Postgres => POSTGRES_WRITERS,
@@ -80,6 +83,7 @@ impl Intake {
         Self {
             inner: Arc::new(Inner {
                 db,
+                doorbell,
                 max_writers,
                 queue: Mutex::new(Queue::default()),
             }),
@@ -137,6 +141,9 @@ impl Intake {
                 .await;
             match results {
                 Ok(results) => {
+                    if results.iter().any(|r| matches!(r, Ok(Stored::New))) {
+                        self.inner.doorbell.ring();
+                    }
                     for (reply, result) in replies.into_iter().zip(results) {
                         let _ = reply.send(result);
                     }

@@ -99,6 +99,7 @@ impl Application {
             clock.clone(),
             limits.clone(),
             metrics.clone(),
+            delivery.doorbell(),
         ));
         let janitor = Janitor::new(db.clone(), gateway.retention.clone(), metrics.clone());
         let supabase_plugin =
@@ -112,7 +113,7 @@ impl Application {
             limits,
             supabase_verifier: gateway.supabase.verifier(),
             supabase_plugin: supabase_plugin.clone(),
-            intake: crate::intake::Intake::new(db.clone()),
+            intake: crate::intake::Intake::new(db.clone(), delivery.doorbell()),
         });
         let spec = ServiceSpec {
             name: "gateway",

@@ -92,6 +92,8 @@ pub struct Verifications {
     clock: Clock,
     limits: Limits,
     metrics: GatewayMetrics,
+    /// Rung after a code's message was queued.
+    doorbell: crate::delivery::Doorbell,
 }
 
 /// The authenticated context of a verification's digests and sealed code: valid for its own row only.
@@ -108,6 +110,7 @@ impl Verifications {
         clock: Clock,
         limits: Limits,
         metrics: GatewayMetrics,
+        doorbell: crate::delivery::Doorbell,
     ) -> Self {
         Self {
             db,
@@ -117,6 +120,7 @@ impl Verifications {
             clock,
             limits,
             metrics,
+            doorbell,
         }
     }
 
@@ -245,6 +249,7 @@ impl Verifications {
             })
             .await
             .map_err(unexpected)??;
+        self.doorbell.ring();
         self.metrics.count_verification(
             new.channel.as_str(),
             if new.known {
@@ -415,7 +420,8 @@ impl Verifications {
     ) -> Result<VerificationView, VerificationError> {
         let this = self.clone();
         let attempts = self.settings.verifications.max_sends + 2;
-        self.db
+        let resent = self
+            .db
             .run(move |conn| {
                 // Each lost race means another send happened, so `max_sends + 2` rounds always settle.
                 for _ in 0..attempts {
@@ -436,7 +442,11 @@ impl Verifications {
                 Ok(Err(VerificationError::Busy))
             })
             .await
-            .map_err(unexpected)?
+            .map_err(unexpected)?;
+        if resent.is_ok() {
+            self.doorbell.ring();
+        }
+        resent
     }
 
     /// One round of a resend: `None` when another process changed the verification first.
