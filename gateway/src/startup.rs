@@ -91,16 +91,18 @@ impl Application {
             keyring.clone(),
         );
         let limits = Limits::new(gateway, keyring.clone(), metrics.clone());
-        let verifications = web::Data::new(Verifications::new(
-            db.clone(),
-            keyring.clone(),
-            templates.clone(),
-            gateway.clone(),
-            clock.clone(),
-            limits.clone(),
-            metrics.clone(),
-            delivery.doorbell(),
-        ));
+        let verifications = web::Data::new(
+            Verifications::new(
+                db.clone(),
+                keyring.clone(),
+                templates.clone(),
+                gateway.clone(),
+                clock.clone(),
+                limits.clone(),
+                metrics.clone(),
+            )
+            .waking(delivery.doorbell()),
+        );
         let janitor = Janitor::new(db.clone(), gateway.retention.clone(), metrics.clone());
         let supabase_plugin =
             PluginReporter::new(&gateway.supabase.plugin_url, &gateway.supabase.plugin_token)?;

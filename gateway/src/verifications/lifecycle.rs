@@ -110,7 +110,6 @@ impl Verifications {
         clock: Clock,
         limits: Limits,
         metrics: GatewayMetrics,
-        doorbell: crate::delivery::Doorbell,
     ) -> Self {
         Self {
             db,
@@ -120,8 +119,14 @@ impl Verifications {
             clock,
             limits,
             metrics,
-            doorbell,
+            doorbell: crate::delivery::Doorbell::default(),
         }
+    }
+
+    /// Rings `doorbell` (the local delivery workers') after each code's message is queued.
+    pub fn waking(mut self, doorbell: crate::delivery::Doorbell) -> Self {
+        self.doorbell = doorbell;
+        self
     }
 
     fn now(&self) -> NaiveDateTime {
