@@ -404,7 +404,6 @@ async fn queueing_wakes_idle_workers_instead_of_waiting_for_their_poll() {
 #[tokio::test]
 async fn one_bad_message_in_a_batch_does_not_refuse_its_neighbours() {
     use reclaim_gateway::intake::{Intake, Stored, Submission};
-    use reclaim_gateway::outbox::{MessageStatus, NewMessage};
     let (app, _dir) = spawn_gateway(|_| {}).await;
     let taken = enqueue(
         &app,
@@ -412,23 +411,8 @@ async fn one_bad_message_in_a_batch_does_not_refuse_its_neighbours() {
     )
     .await;
     let now = Utc::now().naive_utc();
-    let message = |id: String| NewMessage {
-        id,
-        channel: "sms".into(),
-        destination: "+14155550101".into(),
-        template: "verification_code".into(),
-        locale: "en".into(),
-        data: r#"{"code":"2"}"#.into(),
-        status: MessageStatus::Queued,
-        attempts: 0,
-        next_attempt_at: now,
-        expires_at: None,
-        fallback: "[]".into(),
-        fallback_position: 0,
-        idempotency_key: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let message =
+        |id: &str| crate::support::messages::queued_sms(id, "verification_code", "2", now);
     let intake = Intake::new(app.db.clone(), Default::default());
     // On this single-threaded runtime every submission is queued before the writer first runs, so the
     // ten of them meet in one batch, and the reused id fails that batch's transaction.
@@ -443,7 +427,7 @@ async fn one_bad_message_in_a_batch_does_not_refuse_its_neighbours() {
         .collect();
     let results = futures_util::future::join_all(ids.iter().map(|id| {
         intake.submit(Submission {
-            message: message(id.clone()),
+            message: message(id),
             once: None,
             answer: String::new(),
         })
