@@ -16,6 +16,10 @@
 //! is created next to it and dropped at the end), `PERF_BIN_DIR` (default: the folder above this
 //! example's binary, i.e. `target/release`).
 
+#[path = "../plugin/examples/shared/machine.rs"]
+mod machine;
+use machine::{cpu_model, load_average, status_kib};
+
 use anyhow::Context as _;
 use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
@@ -1327,25 +1331,6 @@ fn now() -> String {
     chrono::Utc::now().format("%Y-%m-%d %H:%M").to_string()
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_default()
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 /// `git rev-parse --short HEAD`, with "+dirty" when tracked files differ from it.
 fn commit() -> String {
     let git = |args: &[&str]| {
@@ -1364,17 +1349,4 @@ fn commit() -> String {
     } else {
         head
     }
-}
-
-/// A `kB` field (`VmRSS:`, `VmHWM:`) of `/proc/<pid>/status`; 0 when unreadable.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -22,6 +22,10 @@
 //!    guard — whoami, one argon2id run, the verdict staged, the request forwarded — against one raw argon2id
 //!    run at the same parameters, and the same submission sent straight to the stand-in.
 
+#[path = "shared/machine.rs"]
+mod machine;
+use machine::{cpu_model, cpu_seconds, load_average, status_kib};
+
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use argon2::{Algorithm, Argon2, Params, Version};
 use bytes::Bytes;
@@ -1083,51 +1087,4 @@ fn spread(rounds: &[f64]) -> (f64, f64) {
     rounds
         .iter()
         .fold((f64::MAX, 0.0_f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)))
-}
-
-/// CPU time (user + system) a process has used so far, from `/proc/<pid>/stat` (clock ticks of 1/100 s).
-fn cpu_seconds(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let rest = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let user: f64 = fields.get(11)?.parse().ok()?;
-            let system: f64 = fields.get(12)?.parse().ok()?;
-            Some((user + system) / 100.0)
-        })
-        .unwrap_or(0.0)
-}
-
-/// A `kB` field (`VmHWM:`, `VmRSS:`) of `/proc/<pid>/status`; 0 when unreadable.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// The 1-minute load average: other work on the machine skews wall-clock rates.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_default()
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }
