@@ -1,12 +1,14 @@
-//! The delivery worker: claim a due message with a lease, render it, hand it to its channel's provider, then
+//! The delivery worker: claim due messages with a lease, render each, hand it to its channel's provider, then
 //! record the outcome (sent, retry later, fall back, fail, expire). The claim is committed before the
-//! provider call and the outcome written after it: no transaction spans the network. Also here: what a
-//! failure leads to ([`after_failure`]), used for the worker's own attempts and for providers' reports.
+//! provider call and the outcome written after it: no transaction spans the network. One claim and one
+//! record cover every message that is due or done at that moment, so their cost is shared under load. Also
+//! here: what a failure leads to ([`after_failure`]), used for the worker's own attempts and for providers'
+//! reports.
 
 use crate::channel::Channel;
 use crate::metrics::GatewayMetrics;
 use crate::outbox::{
-    self, AttemptOutcome, AttemptRow, MessageRow, MessageStatus, ProviderReport, Recorded,
+    self, AttemptOutcome, AttemptRow, MessageRow, MessageStatus, Outcome, ProviderReport, Recorded,
     ReportOutcome, Transition,
 };
 use crate::providers::classify::ErrorClass;
@@ -86,8 +88,8 @@ impl Delivery {
         self.inner.doorbell.clone()
     }
 
-    /// Delivers every message due now, one after the other, until none is due; returns how many attempts
-    /// were made. For tests and one-off runs: nothing sleeps.
+    /// Delivers every message due now, `gateway.worker.concurrency` at a time, until none is due; returns
+    /// how many claims were made. For tests and one-off runs: nothing sleeps.
     pub async fn drain(&self) -> anyhow::Result<usize> {
         self.drain_at(Utc::now()).await
     }
@@ -96,46 +98,76 @@ impl Delivery {
     /// expiry without waiting for it.
     pub async fn drain_at(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
         let owner = format!("drain-{}", uuid::Uuid::new_v4().simple());
-        let mut attempts = 0;
-        while self.deliver_one(&owner, now.naive_utc()).await? {
-            attempts += 1;
-        }
-        Ok(attempts)
-    }
-
-    /// Starts `gateway.worker.concurrency` supervised workers that run until `shutdown` is triggered. A
-    /// worker busy with a message finishes it (the provider call is bounded by `send_timeout_ms`) before it
-    /// stops; a worker that panics is logged, counted and started again.
-    pub fn spawn_workers(&self, shutdown: Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
-        (0..self.inner.settings.worker.concurrency)
-            .map(|index| {
-                let delivery = self.clone();
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move { delivery.supervise(index, shutdown).await })
-            })
-            .collect()
-    }
-
-    /// Runs worker `index` in its own task and starts a new one when it panics. The message it died on
-    /// keeps its lease until the lease runs out, then any worker takes it again, as after a crash.
-    async fn supervise(self, index: usize, shutdown: Shutdown) {
+        let now = now.naive_utc();
+        let mut claims = 0;
         loop {
-            let owner = format!("worker-{index}-{}", uuid::Uuid::new_v4().simple());
-            let worker = tokio::spawn(self.clone().work(owner, shutdown.clone()));
-            match worker.await {
-                Ok(()) => return,
+            let messages = self.claim(&owner, now, self.capacity()).await?;
+            if messages.is_empty() {
+                return Ok(claims);
+            }
+            claims += messages.len();
+            let sends: Vec<_> = messages
+                .into_iter()
+                .map(|message| tokio::spawn(self.clone().attempt_in_span(message, now)))
+                .collect();
+            let mut outcomes = Vec::with_capacity(sends.len());
+            let mut failed = None;
+            for send in sends {
+                match send.await {
+                    Ok(Ok(outcome)) => outcomes.push(outcome),
+                    Ok(Err(error)) => {
+                        failed.get_or_insert(error);
+                    }
+                    Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            self.record(&owner, outcomes, now).await?;
+            if let Some(error) = failed {
+                return Err(error);
+            }
+        }
+    }
+
+    /// Starts delivery in the background until `shutdown` is triggered: one supervised dispatcher that
+    /// keeps up to `gateway.worker.concurrency` messages in the hands of their providers. Messages it
+    /// holds when `shutdown` comes are finished (each provider call is bounded by `send_timeout_ms`) and
+    /// recorded before it stops.
+    pub fn spawn_workers(&self, shutdown: Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
+        let delivery = self.clone();
+        vec![tokio::spawn(
+            async move { delivery.supervise(shutdown).await },
+        )]
+    }
+
+    fn capacity(&self) -> usize {
+        self.inner.settings.worker.concurrency.max(1)
+    }
+
+    /// Runs the dispatcher in its own task and starts a new one when it panics or its recorder stops.
+    /// Messages it held keep their lease until the lease runs out, then any worker takes them again, as
+    /// after a crash.
+    async fn supervise(self, shutdown: Shutdown) {
+        loop {
+            let dispatcher = tokio::spawn(self.clone().dispatch(shutdown.clone()));
+            match dispatcher.await {
+                Ok(Ok(())) => return,
+                Ok(Err(stopped)) => {
+                    tracing::error!(
+                        error = %stopped,
+                        "delivery worker panicked (its recorder); starting it again"
+                    );
+                    self.inner.metrics.worker_restarts.inc();
+                }
                 Err(error) if error.is_panic() => {
                     // The panic hook has printed the panic itself; its text may hold message data.
-                    tracing::error!(
-                        worker = index,
-                        "delivery worker panicked; starting it again"
-                    );
+                    tracing::error!("delivery worker panicked (its dispatcher); starting it again");
                     self.inner.metrics.worker_restarts.inc();
                 }
                 // Cancelled: the runtime is shutting down.
                 Err(_) => return,
             }
-            // A worker that panics before it claims anything would otherwise spin.
+            // A dispatcher that stops before it claims anything would otherwise spin.
             let pause = Duration::from_millis(self.inner.settings.worker.poll_interval_ms);
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
@@ -144,55 +176,166 @@ impl Delivery {
         }
     }
 
-    async fn work(self, owner: String, shutdown: Shutdown) {
+    /// Claims as many due messages as it has free places (one statement) and hands each to its provider in a
+    /// task of its own; a recorder task beside it writes the outcomes that are in, whenever it comes round
+    /// (one transaction). A place is free again once its message's outcome is written, so a process never
+    /// holds more than `gateway.worker.concurrency` leases. Claims, provider calls and records overlap, and
+    /// under load each claim and each record covers many messages; a lone message waits for nothing.
+    async fn dispatch(self, shutdown: Shutdown) -> Result<(), RecorderStopped> {
+        let owner = format!("worker-{}", uuid::Uuid::new_v4().simple());
         let idle = Duration::from_millis(self.inner.settings.worker.poll_interval_ms);
-        while !shutdown.is_triggered() {
-            match self.deliver_one(&owner, Utc::now().naive_utc()).await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::warn!(error = %format!("{error:#}"), "delivery worker error")
+        let places = Places::new(self.capacity());
+        let mut sending: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
+        let (done, recorder) = self.start_recorder(&owner, places.clone());
+        loop {
+            while let Some(joined) = sending.try_join_next() {
+                self.count_panic(joined, &places);
+            }
+            if recorder.is_finished() {
+                // Dropping `sending` stops the provider calls; their messages wait for their lease.
+                return Err(RecorderStopped);
+            }
+            let stopping = shutdown.is_triggered();
+            if stopping && places.held() == 0 {
+                drop(done);
+                // Ends once every outcome is written.
+                let _ = recorder.await;
+                return Ok(());
+            }
+            let free = if stopping { 0 } else { places.free() };
+            if free > 0 {
+                let now = Utc::now().naive_utc();
+                match self.claim(&owner, now, free).await {
+                    Ok(messages) => {
+                        let claimed = messages.len();
+                        places.take(claimed);
+                        for message in messages {
+                            let attempt = self.clone().attempt_in_span(message, now);
+                            let (done, places) = (done.clone(), places.clone());
+                            sending.spawn(async move {
+                                match attempt.await {
+                                    Ok(outcome) => {
+                                        if done.send(outcome).is_err() {
+                                            // The recorder stopped: the dispatcher ends too.
+                                            places.give_back(1);
+                                        }
+                                    }
+                                    Err(error) => {
+                                        places.give_back(1);
+                                        tracing::warn!(error = %format!("{error:#}"), "delivery worker error")
+                                    }
+                                }
+                            });
+                        }
+                        if claimed == free {
+                            // More may be due.
+                            continue;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %format!("{error:#}"), "delivery worker error")
+                    }
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(idle) => {}
-                _ = self.inner.doorbell.wait() => {}
-                _ = shutdown.wait() => {}
+                Some(joined) = sending.join_next() => self.count_panic(joined, &places),
+                _ = places.freed() => {}
+                _ = tokio::time::sleep(idle), if free > 0 => {}
+                _ = self.inner.doorbell.wait(), if free > 0 => {}
+                _ = shutdown.wait(), if !stopping => {}
             }
         }
     }
 
-    /// Claims one due message and makes one attempt; false when nothing was due.
-    async fn deliver_one(&self, owner: &str, now: NaiveDateTime) -> anyhow::Result<bool> {
+    /// A task that writes the outcomes sent to it as `owner`'s, all that are in at once, and frees their
+    /// places; it ends when every sender is gone.
+    fn start_recorder(
+        &self,
+        owner: &str,
+        places: Places,
+    ) -> (
+        tokio::sync::mpsc::UnboundedSender<Outcome>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (done, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
+        let delivery = self.clone();
+        let owner = owner.to_string();
+        let recorder = tokio::spawn(async move {
+            // No more than the places wait here.
+            let mut batch = Vec::new();
+            while outcomes.recv_many(&mut batch, usize::MAX).await > 0 {
+                let count = batch.len();
+                let now = Utc::now().naive_utc();
+                if let Err(error) = delivery
+                    .record(&owner, std::mem::take(&mut batch), now)
+                    .await
+                {
+                    tracing::warn!(error = %format!("{error:#}"), "delivery worker error");
+                }
+                places.give_back(count);
+            }
+        });
+        (done, recorder)
+    }
+
+    /// Counts a provider call that panicked and frees its place; its message stays leased.
+    fn count_panic(&self, joined: Result<(), tokio::task::JoinError>, places: &Places) {
+        if let Err(error) = joined {
+            if error.is_panic() {
+                // The panic hook has printed the panic itself; its text may hold message data.
+                tracing::error!(
+                    "delivery worker panicked on a message: it waits for its lease to run out; the next message takes its place"
+                );
+                self.inner.metrics.worker_restarts.inc();
+                places.give_back(1);
+            }
+        }
+    }
+
+    /// Leases up to `limit` due messages to `owner`.
+    async fn claim(
+        &self,
+        owner: &str,
+        now: NaiveDateTime,
+        limit: usize,
+    ) -> anyhow::Result<Vec<MessageRow>> {
         let lease = TimeDelta::seconds(
             i64::try_from(self.inner.settings.worker.lease_seconds).unwrap_or(i64::MAX / 1000),
         );
-        let claim_owner = owner.to_string();
-        let Some(message) = self
+        let owner = owner.to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(self
             .inner
             .db
-            .run(move |conn| outbox::claim(conn, &claim_owner, now, lease))
-            .await?
-        else {
-            return Ok(false);
-        };
+            .run(move |conn| outbox::claim(conn, &owner, now, lease, limit))
+            .await?)
+    }
+
+    /// One attempt at a claimed message, in a span that names it.
+    async fn attempt_in_span(
+        self,
+        message: MessageRow,
+        now: NaiveDateTime,
+    ) -> anyhow::Result<Outcome> {
         let span = tracing::info_span!(
             "deliver",
             message.id = %message.id,
             message.channel = %message.channel,
             attempt = message.attempts
         );
-        tracing::Instrument::instrument(self.attempt(owner, message, now), span).await?;
-        Ok(true)
+        tracing::Instrument::instrument(self.attempt(message, now), span).await
     }
 
-    async fn attempt(
-        &self,
-        owner: &str,
-        message: MessageRow,
-        now: NaiveDateTime,
-    ) -> anyhow::Result<()> {
+    /// Sends a claimed message (unless it is spent already) and says where it goes next.
+    async fn attempt(&self, message: MessageRow, now: NaiveDateTime) -> anyhow::Result<Outcome> {
         let inner = &self.inner;
+        let without_attempt = |transition: Transition| Outcome {
+            message_id: message.id.clone(),
+            expires_at: message.expires_at,
+            attempt: None,
+            transition,
+            unreadable: false,
+        };
         let channel = Channel::parse(&message.channel)
             .ok_or_else(|| anyhow::anyhow!("unknown channel {}", message.channel))?;
         let attempt_number = u32::try_from(message.attempts).unwrap_or(0);
@@ -206,25 +349,21 @@ impl Delivery {
                 .messages
                 .with_label_values(&[channel.as_str(), "none", "expired"])
                 .inc();
-            let transition = Transition::Final {
+            return Ok(without_attempt(Transition::Final {
                 status: MessageStatus::Expired,
                 error: "expired before it could be sent".into(),
-            };
-            self.record(owner, None, &message, transition, now).await?;
-            return Ok(());
+            }));
         }
         // Claims that never recorded an outcome mean the worker died on this message each time (attempts
         // with an outcome reset the count). Stop instead of crashing forever.
         let unrecorded = u32::try_from(message.unrecorded_claims).unwrap_or(0);
         if unrecorded > inner.settings.retry.max_attempts {
-            let transition = Transition::Final {
+            return Ok(without_attempt(Transition::Final {
                 status: MessageStatus::Failed,
                 error: format!(
                     "claimed {unrecorded} times without an outcome (a worker stopped on it each time)"
                 ),
-            };
-            self.record(owner, None, &message, transition, now).await?;
-            return Ok(());
+            }));
         }
         let Some(provider) = inner.providers.for_channel(channel).cloned() else {
             anyhow::bail!("no provider for {channel}");
@@ -233,17 +372,13 @@ impl Delivery {
             Ok(text) => serde_json::from_str(&text)?,
             Err(error) => {
                 // Sealed with a key that is no longer configured: no retry can open it.
-                let transition = Transition::Final {
-                    status: MessageStatus::Failed,
-                    error: format!("cannot open the message data: {error}"),
-                };
-                self.record(owner, None, &message, transition, now).await?;
-                let id = message.id.clone();
-                inner
-                    .db
-                    .run(move |conn| outbox::wipe_data(conn, &id))
-                    .await?;
-                return Ok(());
+                return Ok(Outcome {
+                    unreadable: true,
+                    ..without_attempt(Transition::Final {
+                        status: MessageStatus::Failed,
+                        error: format!("cannot open the message data: {error}"),
+                    })
+                });
             }
         };
         let content =
@@ -254,12 +389,10 @@ impl Delivery {
                 Ok(content) => content,
                 Err(error) => {
                     // The template changed since the message was accepted; no retry can fix that.
-                    let transition = Transition::Final {
+                    return Ok(without_attempt(Transition::Final {
                         status: MessageStatus::Failed,
                         error: format!("cannot render: {}: {}", error.field, error.message),
-                    };
-                    self.record(owner, None, &message, transition, now).await?;
-                    return Ok(());
+                    }));
                 }
             };
         // Our id in the URL (covered by the provider's signature) finds the message even when the report
@@ -377,38 +510,98 @@ impl Delivery {
         inner
             .metrics
             .count_transition(channel.as_str(), &transition);
-        if let Recorded::Done {
-            early_report: Some(report),
-        } = self
-            .record(owner, Some(attempt), &message, transition, now)
-            .await?
-        {
-            tracing::info!("applying the provider's report that came before the send was recorded");
-            apply_report(&inner.db, &inner.settings, &inner.metrics, report, now).await?;
-        }
-        Ok(())
+        Ok(Outcome {
+            attempt: Some(attempt),
+            ..without_attempt(transition)
+        })
     }
 
+    /// Records the outcomes of claims `owner` holds, in one transaction, then applies the provider reports
+    /// that came before their sends were recorded.
     async fn record(
         &self,
         owner: &str,
-        attempt: Option<AttemptRow>,
-        message: &MessageRow,
-        transition: Transition,
+        outcomes: Vec<Outcome>,
         now: NaiveDateTime,
-    ) -> anyhow::Result<Recorded> {
+    ) -> anyhow::Result<()> {
         let owner = owner.to_string();
-        let id = message.id.clone();
+        let ids: Vec<String> = outcomes.iter().map(|o| o.message_id.clone()).collect();
         let recorded = self
             .inner
             .db
-            .run(move |conn| outbox::record(conn, &owner, attempt, &id, transition, now))
+            .run(move |conn| outbox::record(conn, &owner, outcomes, now))
             .await?;
-        if recorded == Recorded::LeaseLost {
-            // Our lease ran out and another worker took the message over; its attempt counts, not ours.
-            tracing::warn!("lease lost before the outcome was recorded");
+        for (id, recorded) in ids.iter().zip(recorded) {
+            match recorded {
+                // Our lease ran out and another worker took the message over; its attempt counts, not ours.
+                Recorded::LeaseLost => {
+                    tracing::warn!(message.id = %id, "lease lost before the outcome was recorded")
+                }
+                Recorded::Done {
+                    early_report: Some(report),
+                } => {
+                    tracing::info!(
+                        message.id = %id,
+                        "applying the provider's report that came before the send was recorded"
+                    );
+                    let inner = &self.inner;
+                    apply_report(&inner.db, &inner.settings, &inner.metrics, report, now).await?;
+                }
+                Recorded::Done { early_report: None } => {}
+            }
         }
-        Ok(recorded)
+        Ok(())
+    }
+}
+
+/// The recorder of a dispatcher stopped (it panicked): the dispatcher is started again.
+#[derive(Debug, thiserror::Error)]
+#[error("the delivery recorder stopped")]
+struct RecorderStopped;
+
+/// A dispatcher's places: messages it holds a lease on, claimed and not yet written back.
+#[derive(Clone)]
+struct Places(Arc<PlacesInner>);
+
+struct PlacesInner {
+    capacity: usize,
+    held: std::sync::atomic::AtomicUsize,
+    freed: tokio::sync::Notify,
+}
+
+impl Places {
+    fn new(capacity: usize) -> Self {
+        Self(Arc::new(PlacesInner {
+            capacity,
+            held: Default::default(),
+            freed: tokio::sync::Notify::new(),
+        }))
+    }
+
+    fn held(&self) -> usize {
+        self.0.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn free(&self) -> usize {
+        self.0.capacity.saturating_sub(self.held())
+    }
+
+    fn take(&self, count: usize) {
+        self.0
+            .held
+            .fetch_add(count, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn give_back(&self, count: usize) {
+        self.0
+            .held
+            .fetch_sub(count, std::sync::atomic::Ordering::SeqCst);
+        // Stored when the dispatcher is not waiting yet, so no wake-up is lost.
+        self.0.freed.notify_one();
+    }
+
+    async fn freed(&self) {
+        self.0.freed.notified().await
     }
 }
 

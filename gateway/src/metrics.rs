@@ -53,7 +53,7 @@ pub struct GatewayMetrics {
     pub retries: IntCounterVec,
     /// Messages moved to their next fallback step, by channel left and channel taken.
     pub fallbacks: IntCounterVec,
-    /// Delivery workers started again after a panic.
+    /// Deliveries (or the dispatcher that starts them) that panicked; the place is used again.
     pub worker_restarts: IntCounter,
     /// Kratos courier calls by template type (`unknown` before it is read) and outcome (`queued`,
     /// `duplicate`, `refused`, `invalid`).
@@ -112,7 +112,7 @@ impl GatewayMetrics {
         )?;
         let worker_restarts = IntCounter::with_opts(Opts::new(
             "reclaim_gateway_worker_restarts_total",
-            "Delivery workers started again after a panic",
+            "Deliveries, or their dispatcher, that panicked and whose place was used again",
         ))?;
         let retention_deleted = IntCounterVec::new(
             Opts::new(

@@ -12,6 +12,7 @@ use crate::channel::Channel;
 use crate::schema::{gateway_attempts, gateway_messages};
 use chrono::{NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
+use diesel::sql_types::Bool;
 use reclaim_common::db::{write_transaction, AnyConnection, DbError};
 use reclaim_common::sealed::{Keyring, OpenError};
 use serde::{Deserialize, Serialize};
@@ -360,23 +361,22 @@ pub fn recipient_key(address: &str) -> String {
     address.to_lowercase()
 }
 
-/// Empties the data of a message that can no longer be sent (see [`MessageRow::data_is_spent`]), judged by
-/// the row a state change left ([`apply`]'s answer). Runs in the transaction of every state change.
-fn wipe_spent_data(
-    conn: &mut AnyConnection,
-    message_id: &str,
-    applied: &Applied,
+/// Whether the message's data (codes, links) must go once `transition` is applied: see
+/// [`MessageRow::data_is_spent`]. A send that awaits the provider's report keeps it until the report settles
+/// the message (an unreachable handset retries the step, an undelivered one may fall back).
+fn spends_data(
+    transition: &Transition,
+    expires_at: Option<NaiveDateTime>,
     now: NaiveDateTime,
-) -> Result<(), DbError> {
-    use gateway_messages::dsl as m;
-    let spent = MessageStatus::parse(&applied.status)
-        .is_some_and(|status| data_is_spent(status, applied.expires_at, now));
-    if applied.has_data && spent {
-        diesel::update(m::gateway_messages.find(message_id))
-            .set(m::data.eq(""))
-            .execute(conn)?;
-    }
-    Ok(())
+) -> bool {
+    let awaits_report = matches!(
+        transition,
+        Transition::Sent {
+            awaits_report: true,
+            ..
+        }
+    );
+    !awaits_report && data_is_spent(transition.status(), expires_at, now)
 }
 
 /// Cancels those of `ids` that are still queued (not being sent, not finished), e.g. the older message of a
@@ -492,14 +492,16 @@ pub fn find_by_provider_message_id(
         .optional()?)
 }
 
-/// Takes the most overdue message that is queued and due, or whose lease ran out (its worker died), and
-/// leases it to `owner` until `now + lease`. The claim is committed before the caller sends anything.
+/// Takes up to `limit` messages whose lease ran out (their worker died), else up to `limit` of the most
+/// overdue queued and due ones, and leases them to `owner` until `now + lease`; most overdue first. The
+/// claim is committed before the caller sends anything.
 pub fn claim(
     conn: &mut AnyConnection,
     owner: &str,
     now: NaiveDateTime,
     lease: TimeDelta,
-) -> Result<Option<MessageRow>, DbError> {
+    limit: i64,
+) -> Result<Vec<MessageRow>, DbError> {
     use gateway_messages::dsl as m;
     // The subquery reads the table the statement updates, which SQL allows under another name.
     let due_rows = diesel::alias!(gateway_messages as due_rows);
@@ -516,14 +518,14 @@ pub fn claim(
         m::early_report_error_code.eq(None::<String>),
         m::updated_at.eq(now),
     );
-    // One statement leases the most overdue row that `$filter` picks and reads it back.
+    // One statement leases the most overdue rows that `$filter` picks and reads them back.
     macro_rules! lease_first {
         ($conn:expr, $filter:expr) => {{
             let pick = due_rows
                 .filter($filter)
                 .order(due_rows.field(m::next_attempt_at).asc())
                 .select(due_rows.field(m::id))
-                .limit(1);
+                .limit(limit);
             match $conn {
                 // Other workers skip the row we lock instead of waiting for it.
                 AnyConnection::Postgresql(c) => diesel::update(
@@ -531,14 +533,12 @@ pub fn claim(
                 )
                 .set(changes.clone())
                 .returning(MessageRow::as_returning())
-                .get_result(c)
-                .optional()?,
+                .get_results(c)?,
                 AnyConnection::Sqlite(c) => {
                     diesel::update(m::gateway_messages.filter(m::id.eq_any(pick)))
                         .set(changes.clone())
                         .returning(MessageRow::as_returning())
-                        .get_result(c)
-                        .optional()?
+                        .get_results(c)?
                 }
             }
         }};
@@ -546,25 +546,29 @@ pub fn claim(
     // Two picks that each follow an index, not one with an OR, which made every claim sort the whole
     // backlog: a lease that ran out (its worker died; a few rows at most), else the most overdue queued
     // message.
-    let pick = |conn: &mut AnyConnection| -> Result<Option<MessageRow>, DbError> {
+    let pick = |conn: &mut AnyConnection| -> Result<Vec<MessageRow>, DbError> {
         let abandoned = status
             .eq(MessageStatus::Sending.as_str())
             .and(due_rows.field(m::lease_until).lt(now));
-        if let Some(row) = lease_first!(conn, abandoned) {
-            return Ok(Some(row));
+        let rows: Vec<MessageRow> = lease_first!(conn, abandoned);
+        if !rows.is_empty() {
+            return Ok(rows);
         }
         let due = status
             .eq(MessageStatus::Queued.as_str())
             .and(due_rows.field(m::next_attempt_at).le(now));
         Ok(lease_first!(conn, due))
     };
-    match conn {
+    let mut rows = match conn {
         // Each statement stands alone (a row is leased whole or not at all): no transaction needed.
-        AnyConnection::Postgresql(_) => pick(conn),
+        AnyConnection::Postgresql(_) => pick(conn)?,
         // BEGIN IMMEDIATE serialises writers on SQLite (a plain statement could lose the race for the write
         // lock after its read began, and that is not retried).
-        AnyConnection::Sqlite(_) => write_transaction(conn, pick),
-    }
+        AnyConnection::Sqlite(_) => write_transaction(conn, pick)?,
+    };
+    // RETURNING follows no ORDER BY.
+    rows.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
+    Ok(rows)
 }
 
 /// Where a message goes after an attempt or a provider's report.
@@ -655,7 +659,7 @@ impl ReportedOutcome {
     }
 }
 
-/// What [`record`] did.
+/// What [`record`] did with one outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
     /// Our lease ran out and another worker took the message over; nothing was written.
@@ -667,77 +671,122 @@ pub enum Recorded {
     },
 }
 
-/// Records an attempt and moves the message on, if `owner` still holds its lease.
+/// How one claim of a message ended, for [`record`].
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub message_id: String,
+    /// The message's expiry, which decides whether a failure keeps its data (see
+    /// [`MessageRow::data_is_spent`]).
+    pub expires_at: Option<NaiveDateTime>,
+    /// The provider call made, if one was.
+    pub attempt: Option<AttemptRow>,
+    pub transition: Transition,
+    /// The data goes whatever the state: no configured key opens it any more.
+    pub unreadable: bool,
+}
+
+/// Records outcomes of claims held by `owner`, all in one transaction: each message whose lease `owner`
+/// still holds moves on, with its attempt. Answers what was done with each, in the order given.
 pub fn record(
     conn: &mut AnyConnection,
     owner: &str,
-    attempt: Option<AttemptRow>,
-    message_id: &str,
-    transition: Transition,
+    outcomes: Vec<Outcome>,
+    now: NaiveDateTime,
+) -> Result<Vec<Recorded>, DbError> {
+    if outcomes.is_empty() {
+        return Ok(Vec::new());
+    }
+    write_transaction(conn, |conn| {
+        let mut recorded = Vec::with_capacity(outcomes.len());
+        let mut attempts = Vec::new();
+        for outcome in &outcomes {
+            let answer = record_one(conn, owner, outcome, now)?;
+            if let (Recorded::Done { .. }, Some(attempt)) = (&answer, &outcome.attempt) {
+                attempts.push(attempt.clone());
+            }
+            recorded.push(answer);
+        }
+        // One statement: a worker holds at most `gateway.worker.concurrency` (≤ 256) messages, well under
+        // the backends' bind-parameter limits.
+        if !attempts.is_empty() {
+            reclaim_common::per_backend!(&mut *conn, |c| diesel::insert_into(
+                gateway_attempts::table
+            )
+            .values(attempts)
+            .execute(c))?;
+        }
+        Ok(recorded)
+    })
+}
+
+/// One outcome of [`record`], its attempt row aside.
+fn record_one(
+    conn: &mut AnyConnection,
+    owner: &str,
+    outcome: &Outcome,
     now: NaiveDateTime,
 ) -> Result<Recorded, DbError> {
     use gateway_messages::dsl as m;
-    write_transaction(conn, |conn| {
-        // The retry budget counts attempts on this step; a fallback starts the next step at zero.
-        let counted = attempt.is_some()
-            && matches!(
-                transition,
-                Transition::Sent { .. } | Transition::Retry { .. }
-            );
-        let outcome = Counters::Outcome { counted };
-        let Some(applied) = apply(conn, message_id, Some(owner), &transition, outcome, now)? else {
-            return Ok(Recorded::LeaseLost);
-        };
-        let awaits_report = matches!(
+    let Outcome {
+        message_id,
+        expires_at,
+        attempt,
+        transition,
+        unreadable,
+    } = outcome;
+    // The retry budget counts attempts on this step; a fallback starts the next step at zero.
+    let counted = attempt.is_some()
+        && matches!(
             transition,
-            Transition::Sent {
-                awaits_report: true,
-                ..
-            }
+            Transition::Sent { .. } | Transition::Retry { .. }
         );
-        if !awaits_report {
-            wipe_spent_data(conn, message_id, &applied, now)?;
-        }
-        if let Some(attempt) = attempt {
-            diesel::insert_into(gateway_attempts::table)
-                .values(attempt)
-                .execute(conn)?;
-        }
-        // Returned by our update, which holds the row: a report stored concurrently is seen here or sees
-        // `sent`.
-        let Applied {
-            early_report_sid: sid,
-            early_report_outcome: outcome,
-            early_report_error_code: error_code,
+    let counters = Counters::Outcome { counted };
+    let wipe = *unreadable || spends_data(transition, *expires_at, now);
+    let Some(applied) = apply(
+        conn,
+        message_id,
+        Some(owner),
+        transition,
+        counters,
+        wipe,
+        now,
+    )?
+    else {
+        return Ok(Recorded::LeaseLost);
+    };
+    // Returned by our update, which holds the row: a report stored concurrently is seen here or sees
+    // `sent`.
+    let Applied {
+        early_report_sid: sid,
+        early_report_outcome: reported,
+        early_report_error_code: error_code,
+    } = applied;
+    if sid.is_some() {
+        diesel::update(m::gateway_messages.find(message_id))
+            .set((
+                m::early_report_sid.eq(None::<String>),
+                m::early_report_outcome.eq(None::<String>),
+                m::early_report_error_code.eq(None::<String>),
+            ))
+            .execute(conn)?;
+    }
+    let sent_sid = match transition {
+        Transition::Sent {
+            provider_message_id,
             ..
-        } = applied;
-        if sid.is_some() {
-            diesel::update(m::gateway_messages.find(message_id))
-                .set((
-                    m::early_report_sid.eq(None::<String>),
-                    m::early_report_outcome.eq(None::<String>),
-                    m::early_report_error_code.eq(None::<String>),
-                ))
-                .execute(conn)?;
-        }
-        let sent_sid = match &transition {
-            Transition::Sent {
-                provider_message_id,
-                ..
-            } => provider_message_id.as_deref(),
-            _ => None,
-        };
-        let early_report = match (sid, outcome.as_deref().and_then(ReportedOutcome::parse)) {
-            (Some(sid), Some(outcome)) if sent_sid == Some(sid.as_str()) => Some(ProviderReport {
-                message_id: Some(message_id.to_string()),
-                provider_message_id: sid,
-                outcome,
-                error_code,
-            }),
-            _ => None,
-        };
-        Ok(Recorded::Done { early_report })
-    })
+        } => provider_message_id.as_deref(),
+        _ => None,
+    };
+    let early_report = match (sid, reported.as_deref().and_then(ReportedOutcome::parse)) {
+        (Some(sid), Some(reported)) if sent_sid == Some(sid.as_str()) => Some(ProviderReport {
+            message_id: Some(message_id.clone()),
+            provider_message_id: sid,
+            outcome: reported,
+            error_code,
+        }),
+        _ => None,
+    };
+    Ok(Recorded::Done { early_report })
 }
 
 /// What a state change does to the counters of claims and attempts.
@@ -750,25 +799,23 @@ enum Counters {
     Report,
 }
 
-/// The row as a state change left it, enough to finish the change without reading it again.
+/// What a state change found kept on the row, enough to finish the change without reading it again.
 #[derive(Debug, Queryable)]
 struct Applied {
-    status: String,
-    expires_at: Option<NaiveDateTime>,
-    has_data: bool,
     early_report_sid: Option<String>,
     early_report_outcome: Option<String>,
     early_report_error_code: Option<String>,
 }
 
-/// Moves the message by `transition` (only while `owner`, when given, holds its lease) and answers the row
-/// as it is now, or `None` when no row matched.
+/// Moves the message by `transition` (only while `owner`, when given, holds its lease), emptying its data
+/// when `wipe`, and answers what it kept of an early report, or `None` when no row matched.
 fn apply(
     conn: &mut AnyConnection,
     message_id: &str,
     owner: Option<&str>,
     transition: &Transition,
     counters: Counters,
+    wipe: bool,
     now: NaiveDateTime,
 ) -> Result<Option<Applied>, DbError> {
     use gateway_messages::dsl as m;
@@ -781,12 +828,14 @@ fn apply(
         m::lease_until.eq(None::<NaiveDateTime>),
         m::updated_at.eq(now),
         m::unrecorded_claims.eq(m::unrecorded_claims * keep_unrecorded),
+        m::data.eq(diesel::dsl::case_when::<_, _, diesel::sql_types::Text>(
+            wipe.into_sql::<Bool>(),
+            "",
+        )
+        .otherwise(m::data)),
     );
     let counted = m::step_attempts.eq(m::step_attempts + step_attempt);
     let returned = (
-        m::status,
-        m::expires_at,
-        m::data.ne(""),
         m::early_report_sid,
         m::early_report_outcome,
         m::early_report_error_code,
@@ -942,23 +991,21 @@ pub fn report_delivery(
             ReportedOutcome::Delivered => Transition::Delivered,
             ReportedOutcome::Undelivered { retry } => after_undelivered(&message, retry),
         };
-        if let Some(applied) = apply(conn, &message.id, None, &transition, Counters::Report, now)? {
-            wipe_spent_data(conn, &message.id, &applied, now)?;
-        }
+        let wipe = spends_data(&transition, message.expires_at, now);
+        apply(
+            conn,
+            &message.id,
+            None,
+            &transition,
+            Counters::Report,
+            wipe,
+            now,
+        )?;
         Ok(ReportOutcome::Moved {
             message,
             transition,
         })
     })
-}
-
-/// Empties a message's data whatever its state (data no key opens any more).
-pub fn wipe_data(conn: &mut AnyConnection, message_id: &str) -> Result<(), DbError> {
-    use gateway_messages::dsl as m;
-    diesel::update(m::gateway_messages.find(message_id))
-        .set(m::data.eq(""))
-        .execute(conn)?;
-    Ok(())
 }
 
 /// Empties the data of failed and undelivered messages whose `expires_at` has passed (the retention
