@@ -1294,8 +1294,9 @@ fn render(
          settings flow through it; peak RSS is its VmHWM.\n\
          - Gateway rows: the release `reclaim serve gateway` with its defaults except: `discard` SMS provider \
          without fallback, `gateway.sms.prefix_max_sends_per_hour` = 0 (the verification numbers share a \
-         prefix), log level `warn` (`reclaim=info` for the start-up line). Database pool 8, 4 delivery \
-         workers woken by each queued message, else polling every 500 ms (`gateway.worker.poll_interval_ms`), HTTP workers one per \
+         prefix), log level `warn` (`reclaim=info` for the start-up line). Database pool 8; delivery holds up \
+         to 4 messages at once (`gateway.worker.concurrency`), claimed and recorded together, woken by each \
+         queued message, else polling every 500 ms (`gateway.worker.poll_interval_ms`); HTTP workers one per \
          core, as shipped. {CLIENTS} keep-alive clients in the driver post \
          `/v1/messages` (SMS, `verification_code`) for {:.0} s per round; {} enqueue rounds alternate with {} \
          raw insert rounds, each starting with nothing queued; delivery runs during the enqueue rounds. The \

@@ -492,15 +492,16 @@ pub fn find_by_provider_message_id(
         .optional()?)
 }
 
-/// Takes up to `limit` messages whose lease ran out (their worker died), else up to `limit` of the most
-/// overdue queued and due ones, and leases them to `owner` until `now + lease`; most overdue first. The
-/// claim is committed before the caller sends anything.
+/// Takes up to `limit` messages: with `abandoned`, those whose lease ran out (their worker died) first, then
+/// the most overdue queued and due ones; leases them to `owner` until `now + lease` and answers them most
+/// overdue first. The claim is committed before the caller sends anything.
 pub fn claim(
     conn: &mut AnyConnection,
     owner: &str,
     now: NaiveDateTime,
     lease: TimeDelta,
     limit: i64,
+    abandoned: bool,
 ) -> Result<Vec<MessageRow>, DbError> {
     use gateway_messages::dsl as m;
     // The subquery reads the table the statement updates, which SQL allows under another name.
@@ -520,12 +521,12 @@ pub fn claim(
     );
     // One statement leases the most overdue rows that `$filter` picks and reads them back.
     macro_rules! lease_first {
-        ($conn:expr, $filter:expr) => {{
+        ($conn:expr, $filter:expr, $limit:expr) => {{
             let pick = due_rows
                 .filter($filter)
                 .order(due_rows.field(m::next_attempt_at).asc())
                 .select(due_rows.field(m::id))
-                .limit(limit);
+                .limit($limit);
             match $conn {
                 // Other workers skip the row we lock instead of waiting for it.
                 AnyConnection::Postgresql(c) => diesel::update(
@@ -544,20 +545,25 @@ pub fn claim(
         }};
     }
     // Two picks that each follow an index, not one with an OR, which made every claim sort the whole
-    // backlog: a lease that ran out (its worker died; a few rows at most), else the most overdue queued
-    // message.
+    // backlog: leases that ran out (their worker died; a few rows at most), then the most overdue queued
+    // messages.
     let pick = |conn: &mut AnyConnection| -> Result<Vec<MessageRow>, DbError> {
-        let abandoned = status
-            .eq(MessageStatus::Sending.as_str())
-            .and(due_rows.field(m::lease_until).lt(now));
-        let rows: Vec<MessageRow> = lease_first!(conn, abandoned);
-        if !rows.is_empty() {
-            return Ok(rows);
+        let mut rows: Vec<MessageRow> = Vec::new();
+        if abandoned {
+            let lease_ran_out = status
+                .eq(MessageStatus::Sending.as_str())
+                .and(due_rows.field(m::lease_until).lt(now));
+            rows = lease_first!(conn, lease_ran_out, limit);
         }
-        let due = status
-            .eq(MessageStatus::Queued.as_str())
-            .and(due_rows.field(m::next_attempt_at).le(now));
-        Ok(lease_first!(conn, due))
+        let left = limit - i64::try_from(rows.len()).unwrap_or(limit);
+        if left > 0 {
+            let due = status
+                .eq(MessageStatus::Queued.as_str())
+                .and(due_rows.field(m::next_attempt_at).le(now));
+            let queued: Vec<MessageRow> = lease_first!(conn, due, left);
+            rows.extend(queued);
+        }
+        Ok(rows)
     };
     let mut rows = match conn {
         // Each statement stands alone (a row is leased whole or not at all): no transaction needed.
