@@ -5,7 +5,8 @@
 //! full recipients.
 
 use crate::gateway_messages::{
-    count_messages, delivered, gateway_metrics, get_message, spawn_gateway,
+    count_messages, delivered, gateway_metrics, get_message, idle_gateway,
+    sent_before_the_next_poll, spawn_gateway,
 };
 use crate::gateway_smtp::use_smtp;
 use crate::logs::Reclaim;
@@ -652,4 +653,16 @@ async fn a_courier_message_over_a_limit_is_answered_2xx_and_not_sent() {
         ),
         "{metrics}"
     );
+}
+
+/// A message Kratos's courier queues wakes this process's idle workers: sent at once, not at their next poll.
+#[tokio::test]
+async fn a_courier_message_wakes_idle_workers() {
+    let (app, dir) = idle_gateway(|s| {
+        with_key(s);
+        s.gateway.limits.destination.enabled = false;
+    })
+    .await;
+    queue(&app, &contract("courier-email-recovery_code_valid.json")).await;
+    sent_before_the_next_poll(dir.path(), 1).await;
 }

@@ -367,12 +367,7 @@ async fn a_burst_of_concurrent_requests_is_stored_whole_each_with_its_own_answer
 /// verification's code are still sent at once, not at the next poll.
 #[tokio::test]
 async fn queueing_wakes_idle_workers_instead_of_waiting_for_their_poll() {
-    let (app, dir) = spawn_gateway_in(RunMode::All, |s| {
-        s.gateway.worker.poll_interval_ms = 60_000;
-    })
-    .await;
-    // The workers' first look at the empty outbox comes right after start; let them go idle.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (app, dir) = idle_gateway(|_| {}).await;
     enqueue(
         &app,
         &json!({"channel": "sms", "to": "+14155550100", "template": "verification_code", "data": {"code": "1"}}),
@@ -387,13 +382,30 @@ async fn queueing_wakes_idle_workers_instead_of_waiting_for_their_poll() {
         .await
         .expect("request");
     assert_eq!(response.status(), 201);
-    // Far less than the poll interval; generous for a loaded machine.
+    sent_before_the_next_poll(dir.path(), 2).await;
+}
+
+/// A gateway whose workers poll once a minute, for the wake-up tests; `customize` as for
+/// [`spawn_gateway`]. Returns once the workers' first look at the empty outbox is over and they are idle.
+pub async fn idle_gateway(customize: impl FnOnce(&mut Settings)) -> (TestApp, tempfile::TempDir) {
+    let (app, dir) = spawn_gateway_in(RunMode::All, |s| {
+        customize(s);
+        s.gateway.worker.poll_interval_ms = 60_000;
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    (app, dir)
+}
+
+/// Waits until the `file` provider in `dir` wrote `count` messages, far sooner than the minute's poll of
+/// [`idle_gateway`] (20 s: generous for a loaded machine).
+pub async fn sent_before_the_next_poll(dir: &Path, count: usize) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while delivered(dir.path()).len() < 2 {
+    while delivered(dir).len() < count {
         assert!(
             std::time::Instant::now() < deadline,
-            "the workers were not woken: {} of 2 sent",
-            delivered(dir.path()).len()
+            "the workers were not woken: {} of {count} sent",
+            delivered(dir).len()
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

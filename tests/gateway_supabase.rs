@@ -4,7 +4,9 @@
 //! `metadata.uuid`, new `webhook-id`) answered the same and queued once; an abuse limit answered with
 //! Supabase's 429 error document; 401 and 400 in Supabase's error shape with nothing queued.
 
-use crate::gateway_messages::{count_messages, gateway_metrics, spawn_gateway};
+use crate::gateway_messages::{
+    count_messages, gateway_metrics, idle_gateway, sent_before_the_next_poll, spawn_gateway,
+};
 use crate::gateway_smtp::use_smtp;
 use crate::support::captured_logs::CapturedLogs;
 use crate::support::prism::RecordingPrism;
@@ -471,4 +473,22 @@ async fn the_logs_hold_no_code_and_no_full_recipient() {
     for secret in ["561166", "305805", "4155550100", EMAIL, HOOK_SECRET] {
         assert!(!logged.contains(secret), "logs hold {secret:?}:\n{logged}");
     }
+}
+
+/// A message Supabase's send hook queues wakes this process's idle workers: sent at once, not at their next
+/// poll.
+#[tokio::test]
+async fn a_send_hook_message_wakes_idle_workers() {
+    let (app, dir) = idle_gateway(|s| {
+        s.gateway.supabase.hook_secrets = vec![Secret::new(HOOK_SECRET)];
+        s.gateway.limits.destination.enabled = false;
+    })
+    .await;
+    queued(
+        &app,
+        SEND_EMAIL,
+        &contract("send-email-hook.recovery.request.json"),
+    )
+    .await;
+    sent_before_the_next_poll(dir.path(), 1).await;
 }

@@ -7,7 +7,8 @@
 
 use crate::gateway_kratos_courier::{on_prism, readable};
 use crate::gateway_messages::{
-    count_messages, delivered, gateway_metrics, get_message, spawn_gateway,
+    count_messages, delivered, gateway_metrics, get_message, idle_gateway,
+    sent_before_the_next_poll, spawn_gateway,
 };
 use crate::gateway_smtp::use_smtp;
 use crate::logs::Reclaim;
@@ -521,4 +522,16 @@ async fn the_queued_zitadel_code_is_sealed_and_the_dedupe_record_holds_no_code_o
         !keys[0].contains("K3NQ7P") && !keys[0].contains(&PHONE[1..]),
         "{keys:?}"
     );
+}
+
+/// A notification ZITADEL hands over wakes this process's idle workers: sent at once, not at their next poll.
+#[tokio::test]
+async fn a_zitadel_notification_wakes_idle_workers() {
+    let (app, dir) = idle_gateway(|s| {
+        s.gateway.zitadel.signing_keys = vec![Secret::new(KEY)];
+        s.gateway.limits.destination.enabled = false;
+    })
+    .await;
+    queue(&app, "email", &email_contract()).await;
+    sent_before_the_next_poll(dir.path(), 1).await;
 }

@@ -116,6 +116,7 @@ impl Application {
             supabase_verifier: gateway.supabase.verifier(),
             supabase_plugin: supabase_plugin.clone(),
             intake: crate::intake::Intake::new(db.clone(), delivery.doorbell()),
+            doorbell: delivery.doorbell(),
         });
         let spec = ServiceSpec {
             name: "gateway",

@@ -125,6 +125,7 @@ pub async fn receive_kratos_courier(
     .map_err(anyhow::Error::new)?;
     match outcome {
         CourierOutcome::Queued { id, answer } => {
+            state.doorbell.ring();
             tracing::info!(message.id = %id, message.channel = %channel, message.to = %to,
                 kratos.template_type = template_type, "Kratos courier message queued");
             count(template_type, "queued");

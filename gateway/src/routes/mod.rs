@@ -41,6 +41,8 @@ pub struct ApiState {
     pub supabase_plugin: crate::supabase::plugin_link::PluginReporter,
     /// Stores `POST /v1/messages` messages, concurrent requests in one transaction.
     pub intake: crate::intake::Intake,
+    /// Wakes this process's idle delivery workers when an identity provider's hook queued a message.
+    pub doorbell: crate::delivery::Doorbell,
 }
 
 /// Mounts the routes. The bearer token is checked before any body is read.

@@ -240,6 +240,7 @@ async fn answer(
     };
     Ok(match outcome {
         HandoffOutcome::Queued { id, answer } => {
+            state.doorbell.ring();
             tracing::info!(message.id = %id, message.channel = %channel, message.to = %to,
                 supabase.hook = hook.as_str(), supabase.type = %kind, "Supabase send hook message queued");
             (json_body(answer), "queued")

@@ -157,6 +157,7 @@ async fn receive(
     .map_err(anyhow::Error::new)?;
     match outcome {
         HandoffOutcome::Queued { id, answer } => {
+            state.doorbell.ring();
             tracing::info!(message.id = %id, message.channel = hook, message.to = %to,
                 zitadel.event_type = %event, "ZITADEL notification queued");
             count("queued");
