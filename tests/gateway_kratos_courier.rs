@@ -39,13 +39,18 @@ fn with_key(settings: &mut Settings) {
     settings.gateway.kratos.api_keys = vec![Secret::new(COURIER_KEY)];
 }
 
-/// A gateway that accepts the courier key. These tests send several messages to one address within
-/// seconds, which the limits per destination would refuse: they are off here, and on in
+/// Accepts the courier key. These tests send several messages to one address within seconds, which the
+/// limits per destination would refuse: they are off here, and on in
 /// `a_courier_message_over_a_limit_is_answered_2xx_and_not_sent`.
+fn courier_settings(settings: &mut Settings) {
+    with_key(settings);
+    settings.gateway.limits.destination.enabled = false;
+}
+
+/// A gateway with [`courier_settings`], then `customize`.
 async fn courier_app(customize: impl FnOnce(&mut Settings)) -> (TestApp, tempfile::TempDir) {
     spawn_gateway(|s| {
-        with_key(s);
-        s.gateway.limits.destination.enabled = false;
+        courier_settings(s);
         customize(s);
     })
     .await
@@ -658,11 +663,7 @@ async fn a_courier_message_over_a_limit_is_answered_2xx_and_not_sent() {
 /// A message Kratos's courier queues wakes this process's idle workers: sent at once, not at their next poll.
 #[tokio::test]
 async fn a_courier_message_wakes_idle_workers() {
-    let (app, dir) = idle_gateway(|s| {
-        with_key(s);
-        s.gateway.limits.destination.enabled = false;
-    })
-    .await;
+    let (app, dir) = idle_gateway(courier_settings).await;
     queue(&app, &contract("courier-email-recovery_code_valid.json")).await;
     sent_before_the_next_poll(dir.path(), 1).await;
 }

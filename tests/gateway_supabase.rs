@@ -33,12 +33,17 @@ fn contract(name: &str) -> Value {
     serde_json::from_str(&text).expect("contract is JSON")
 }
 
-/// A gateway that accepts [`HOOK_SECRET`]. Several sends go to one address within seconds here, which the
-/// limits per destination would refuse: they are off, and on in `an_abuse_limit_...`.
+/// Accepts [`HOOK_SECRET`]. Several sends go to one address within seconds here, which the limits per
+/// destination would refuse: they are off, and on in `an_abuse_limit_...`.
+fn supabase_settings(settings: &mut Settings) {
+    settings.gateway.supabase.hook_secrets = vec![Secret::new(HOOK_SECRET)];
+    settings.gateway.limits.destination.enabled = false;
+}
+
+/// A gateway with [`supabase_settings`], then `customize`.
 async fn supabase_app(customize: impl FnOnce(&mut Settings)) -> (TestApp, tempfile::TempDir) {
     spawn_gateway(|s| {
-        s.gateway.supabase.hook_secrets = vec![Secret::new(HOOK_SECRET)];
-        s.gateway.limits.destination.enabled = false;
+        supabase_settings(s);
         customize(s);
     })
     .await
@@ -479,11 +484,7 @@ async fn the_logs_hold_no_code_and_no_full_recipient() {
 /// poll.
 #[tokio::test]
 async fn a_send_hook_message_wakes_idle_workers() {
-    let (app, dir) = idle_gateway(|s| {
-        s.gateway.supabase.hook_secrets = vec![Secret::new(HOOK_SECRET)];
-        s.gateway.limits.destination.enabled = false;
-    })
-    .await;
+    let (app, dir) = idle_gateway(supabase_settings).await;
     queued(
         &app,
         SEND_EMAIL,

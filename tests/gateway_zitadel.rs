@@ -43,12 +43,17 @@ fn email_contract() -> Value {
     contract("http-email-provider.docs-example.json")
 }
 
-/// A gateway that accepts [`KEY`]. Several messages go to one recipient within seconds, which the limits
-/// per destination would refuse: they are off, and on in `a_notification_over_a_limit_...`.
+/// Accepts [`KEY`]. Several messages go to one recipient within seconds, which the limits per destination
+/// would refuse: they are off, and on in `a_notification_over_a_limit_...`.
+fn zitadel_settings(settings: &mut Settings) {
+    settings.gateway.zitadel.signing_keys = vec![Secret::new(KEY)];
+    settings.gateway.limits.destination.enabled = false;
+}
+
+/// A gateway with [`zitadel_settings`], then `customize`.
 async fn zitadel_app(customize: impl FnOnce(&mut Settings)) -> (TestApp, tempfile::TempDir) {
     spawn_gateway(|s| {
-        s.gateway.zitadel.signing_keys = vec![Secret::new(KEY)];
-        s.gateway.limits.destination.enabled = false;
+        zitadel_settings(s);
         customize(s);
     })
     .await
@@ -527,11 +532,7 @@ async fn the_queued_zitadel_code_is_sealed_and_the_dedupe_record_holds_no_code_o
 /// A notification ZITADEL hands over wakes this process's idle workers: sent at once, not at their next poll.
 #[tokio::test]
 async fn a_zitadel_notification_wakes_idle_workers() {
-    let (app, dir) = idle_gateway(|s| {
-        s.gateway.zitadel.signing_keys = vec![Secret::new(KEY)];
-        s.gateway.limits.destination.enabled = false;
-    })
-    .await;
+    let (app, dir) = idle_gateway(zitadel_settings).await;
     queue(&app, "email", &email_contract()).await;
     sent_before_the_next_poll(dir.path(), 1).await;
 }
