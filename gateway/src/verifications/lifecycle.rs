@@ -431,8 +431,9 @@ impl Verifications {
                 // Each lost race means another send happened, so `max_sends + 2` rounds always settle.
                 for _ in 0..attempts {
                     let mut refused = None;
-                    // The time is read inside the transaction: another send may have committed while
-                    // this request waited for the lock, and its time must not lie in this one's future.
+                    // The time is read inside the transaction (and again once the row is read): another
+                    // send may have committed while this request waited, and its time must not lie in
+                    // this one's future.
                     let step = write_transaction(conn, |conn| {
                         this.resend_once(conn, &id, channel, client_ip, this.now(), &mut refused)
                     });
@@ -470,6 +471,9 @@ impl Verifications {
             Ok(row) => row,
             Err(refusal) => return Ok(Some(Err(refusal))),
         };
+        // Read again once the row is read: a send that committed between the first reading and the row's
+        // read has a time after the first one, and the resend interval is measured from it.
+        let now = self.now().max(now);
         let current = Channel::parse(&row.channel).unwrap_or(Channel::Email);
         let next = channel.unwrap_or(current);
         if next != current && !(next.uses_phone_numbers() && current.uses_phone_numbers()) {
